@@ -1,0 +1,165 @@
+"""clog lines/s against raw loguru (serialize=True), stdlib logging + a JSON formatter, structlog.
+
+Every contender writes one JSON line per call, with a trace id, ``user`` and ``n`` fields, to its
+own temporary file (flushed per line, as a log sink must be), in the same run.
+
+    uv run python benchmarks/bench_clog.py [--lines 100000] [--repeat 3]
+
+The last line printed is one JSON object (the figures CI and the closing notes quote).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import structlog
+from loguru import logger as loguru_logger
+
+from im_infra import clog
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def bench_clog(out: IO[str], n: int, passthrough: bool = False) -> float:
+    clog.init(service="bench", sink=out, intercept_stdlib=False, loguru_passthrough=passthrough)
+    log = clog.get_logger("bench")
+    with clog.trace_context(TRACE):
+        t0 = time.perf_counter()
+        for i in range(n):
+            log.info("message stored", user="alice", n=i)
+        dt = time.perf_counter() - t0
+    clog.shutdown()
+    return dt
+
+
+def bench_clog_passthrough(out: IO[str], n: int) -> float:
+    return bench_clog(out, n, passthrough=True)
+
+
+def bench_loguru(out: IO[str], n: int) -> float:
+    loguru_logger.remove()
+    hid = loguru_logger.add(out, serialize=True, level="INFO")
+    log = loguru_logger.bind(service="bench", trace_id=TRACE)
+    t0 = time.perf_counter()
+    for i in range(n):
+        log.info("message stored", user="alice", n=i)
+    dt = time.perf_counter() - t0
+    loguru_logger.remove(hid)
+    return dt
+
+
+class JsonFormatter(logging.Formatter):
+    """A typical hand-written stdlib JSON formatter."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "service": "bench",
+            "msg": record.getMessage(),
+            "trace_id": getattr(record, "trace_id", None),
+            "user": getattr(record, "user", None),
+            "n": getattr(record, "n", None),
+        }
+        return json.dumps(doc)
+
+
+def bench_stdlib(out: IO[str], n: int) -> float:
+    lg = logging.getLogger("bench.stdlib")
+    lg.propagate = False
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    lg.addHandler(handler)
+    lg.setLevel(logging.INFO)
+    t0 = time.perf_counter()
+    for i in range(n):
+        lg.info("message stored", extra={"trace_id": TRACE, "user": "alice", "n": i})
+    dt = time.perf_counter() - t0
+    lg.removeHandler(handler)
+    return dt
+
+
+def bench_structlog(out: IO[str], n: int) -> float:
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=True,
+    )
+    log = structlog.get_logger().bind(service="bench")
+    structlog.contextvars.bind_contextvars(trace_id=TRACE)
+    t0 = time.perf_counter()
+    for i in range(n):
+        log.info("message stored", user="alice", n=i)
+    dt = time.perf_counter() - t0
+    structlog.contextvars.clear_contextvars()
+    return dt
+
+
+def measure(fn: Callable[[IO[str], int], float], n: int, repeat: int) -> tuple[float, int]:
+    """Best lines/s over ``repeat`` runs, and the line count of the last file (a sanity check)."""
+    best = 0.0
+    lines = 0
+    for _ in range(repeat):
+        fd, path = tempfile.mkstemp(suffix=".log")
+        os.close(fd)
+        try:
+            with open(path, "w", encoding="utf-8") as out:
+                dt = fn(out, n)
+            with open(path, encoding="utf-8") as f:
+                lines = sum(1 for _ in f)
+        finally:
+            os.unlink(path)
+        best = max(best, n / dt)
+    return best, lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--lines", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    results: dict[str, float] = {}
+    for name, fn in (
+        ("clog", bench_clog),
+        ("clog_passthrough", bench_clog_passthrough),
+        ("loguru_serialize", bench_loguru),
+        ("stdlib_json", bench_stdlib),
+        ("structlog", bench_structlog),
+    ):
+        rate, lines = measure(fn, args.lines, args.repeat)
+        if lines != args.lines:
+            print(f"{name}: wrote {lines} lines, expected {args.lines}", file=sys.stderr)
+            return 1
+        results[name] = rate
+    print(f"{'logger':<18}{'lines/s':>14}{'vs clog':>10}")
+    for name, rate in results.items():
+        print(f"{name:<18}{rate:>14,.0f}{rate / results['clog']:>10.2f}")
+    summary = {
+        "bench": "clog",
+        "clog_lines_per_s": round(results["clog"]),
+        "clog_passthrough_lines_per_s": round(results["clog_passthrough"]),
+        "loguru_serialize_lines_per_s": round(results["loguru_serialize"]),
+        "stdlib_json_lines_per_s": round(results["stdlib_json"]),
+        "structlog_lines_per_s": round(results["structlog"]),
+        "ratio_vs_loguru": round(results["clog"] / results["loguru_serialize"], 2),
+        "ratio_vs_stdlib": round(results["clog"] / results["stdlib_json"], 2),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

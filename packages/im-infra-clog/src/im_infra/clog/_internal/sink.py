@@ -1,0 +1,46 @@
+"""Where lines go: one stream, one lock, shared by clog's loggers and loguru's handler."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from im_infra.clog._internal.render import Renderer
+from im_infra.clog.context import _TRACE_ID
+
+
+class Sink:
+    """Writes rendered lines to ``stream`` (default: the current ``sys.stdout``), one flush
+    per line so a crash loses nothing already logged."""
+
+    def __init__(self, renderer: Renderer, stream: IO[str] | None) -> None:
+        self.renderer = renderer
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def write_line(self, line: str) -> None:
+        stream = self._stream if self._stream is not None else sys.stdout
+        with self._lock:
+            stream.write(line + "\n")
+            stream.flush()
+
+    def emit(
+        self,
+        level: str,
+        msg: str,
+        namespace: str | None,
+        trace_id: str | None,
+        fields: dict[str, Any],
+        exc: tuple[Any, BaseException | None, Any] | None = None,
+    ) -> None:
+        """The direct path of clog's own loggers (no loguru record is built)."""
+        line = self.renderer.line(
+            time.time(), level, msg, namespace, trace_id or _TRACE_ID.get(), fields, exc
+        )
+        self.write_line(line)
+
+    def loguru_write(self, message: Any) -> None:
+        """The loguru sink: stdlib records and loguru-native calls arrive here."""
+        self.write_line(self.renderer.record_line(message.record, _TRACE_ID.get()))

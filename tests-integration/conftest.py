@@ -1,0 +1,465 @@
+"""Backends for the integration tests.
+
+Addresses come from the environment first (``eval "$(scripts/devstack env)"``). Where a variable
+is unset and a Docker engine answers, equivalent servers are started with testcontainers. Otherwise
+the test fails with a message saying to run ``scripts/devstack up``: integration tests never skip.
+
+The ``*_factory`` fixtures start servers owned by one test (to kill, restart or configure them);
+they run the same binaries as the devstack and are stopped when the test ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEVSTACK_DIR = Path(os.environ.get("IM_INFRA_DEVSTACK_DIR", REPO / ".devstack"))
+HINT = 'run `scripts/devstack up && eval "$(scripts/devstack env)"` first'
+
+
+# ------------------------------------------------------------------------------ process helpers
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, log: Path | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    tail = ""
+    if log is not None and log.exists():
+        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+    raise TimeoutError(f"{what} not ready after {timeout}s{tail}")
+
+
+@dataclass
+class _Proc:
+    cmd: list[str]
+    log: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int, wait: float = 15.0) -> None:
+        if not self.running:
+            return
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def _devstack_binary(name: str) -> str:
+    state = DEVSTACK_DIR / "run" / "state.json"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return str(json.loads(state.read_text())[name]["binary"])
+    if name == "etcd" and shutil.which("etcd"):
+        return str(shutil.which("etcd"))
+    pytest.fail(f"no {name} binary found: {HINT}")
+
+
+# ------------------------------------------------------------------------------ etcd
+def etcd_healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+            return bool(json.loads(r.read()).get("health") == "true")
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class EtcdCluster:
+    """An etcd cluster of one or more members on loopback, owned by one test."""
+
+    binary: str
+    root: Path
+    size: int
+    client_ports: list[int] = field(default_factory=list)
+    members: list[_Proc] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        peers = [free_port() for _ in range(self.size)]
+        self.client_ports = [free_port() for _ in range(self.size)]
+        cluster = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, p in enumerate(peers))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        for i in range(self.size):
+            cmd = [
+                self.binary,
+                "--name",
+                f"m{i}",
+                "--data-dir",
+                str(self.root / f"m{i}"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.client_ports[i]}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.client_ports[i]}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peers[i]}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peers[i]}",
+                "--initial-cluster",
+                cluster,
+                "--initial-cluster-token",
+                self.root.name,
+                "--heartbeat-interval",
+                "10",
+                "--election-timeout",
+                "100",
+            ]
+            self.members.append(_Proc(cmd, self.root / f"m{i}.log", env))
+        for i in range(self.size):
+            self.members[i].start()
+        for i in range(self.size):
+            self._wait(i)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [f"127.0.0.1:{p}" for p in self.client_ports]
+
+    def _wait(self, i: int) -> None:
+        port = self.client_ports[i]
+        wait_until(lambda: etcd_healthy(port), 30, f"etcd member m{i}", self.members[i].log)
+
+    def kill(self, i: int) -> None:
+        self.members[i].signal(signal.SIGKILL)
+
+    def stop(self, i: int) -> None:
+        self.members[i].signal(signal.SIGTERM)
+
+    def start(self, i: int) -> None:
+        self.members[i].start()
+        self._wait(i)
+
+    def leader_index(self) -> int:
+        for i, port in enumerate(self.client_ports):
+            if not self.members[i].running:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/v3/maintenance/status", data=b"{}", method="POST"
+                )
+                with urllib.request.urlopen(req, timeout=1) as r:  # noqa: S310
+                    st = json.loads(r.read())
+                if st.get("leader") == st.get("header", {}).get("member_id"):
+                    return i
+        raise RuntimeError("no etcd leader found")
+
+    def close(self) -> None:
+        for m in self.members:
+            m.signal(signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------ redis
+@dataclass
+class RedisServer:
+    """A redis-server process owned by one test (no persistence)."""
+
+    root: Path
+    extra_args: tuple[str, ...]
+    port: int = 0
+    host: str = "127.0.0.1"
+    _proc: _Proc | None = None
+
+    def __post_init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed on this machine")
+        self.port = free_port()
+        cmd = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.root),
+            *self.extra_args,
+        ]
+        self._proc = _Proc(cmd, self.root / f"redis-{self.port}.log")
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert self._proc is not None
+        self._proc.start()
+        wait_until(lambda: tcp_open(self.port), 15, "redis-server", self._proc.log)
+
+    def kill(self) -> None:
+        assert self._proc is not None
+        self._proc.signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        self.kill()
+
+
+# ------------------------------------------------------------------------------ kafka
+def kafka_healthy(port: int) -> bool:
+    import struct
+
+    body = struct.pack(">hhih", 18, 0, 1, 5) + b"tests"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.settimeout(2)
+            s.sendall(struct.pack(">i", len(body)) + body)
+            head = s.recv(4)
+            return len(head) == 4
+    except OSError:
+        return False
+
+
+@dataclass
+class KafkaServer:
+    """A Kafka-protocol broker (the devstack's noida-db) owned by one test."""
+
+    binary: str
+    root: Path
+    port: int = 0
+    _proc: _Proc | None = None
+
+    def __post_init__(self) -> None:
+        self.port = free_port()
+        data = self.root / f"kafka-{self.port}"
+        data.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            self.binary,
+            "start",
+            "--data-dir",
+            str(data),
+            "--host",
+            "127.0.0.1",
+            "--only",
+            "kafka",
+            "--kafka-port",
+            str(self.port),
+        ]
+        self._proc = _Proc(cmd, self.root / f"kafka-{self.port}.log")
+        self.start()
+
+    @property
+    def brokers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        assert self._proc is not None
+        self._proc.start()
+        wait_until(lambda: kafka_healthy(self.port), 60, "kafka broker", self._proc.log)
+
+    def kill(self) -> None:
+        assert self._proc is not None
+        self._proc.signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        assert self._proc is not None
+        self._proc.signal(signal.SIGTERM)
+
+    def close(self) -> None:
+        self.kill()
+
+
+# ------------------------------------------------------------------------------ testcontainers
+def _docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+_CONTAINERS: list[Any] = []
+
+
+def _from_testcontainers(var: str) -> str:
+    """Start an equivalent server with testcontainers (only where a Docker engine exists)."""
+    c: Any
+    if var == "IM_INFRA_REDIS_URL":
+        from testcontainers.redis import RedisContainer
+
+        c = RedisContainer("redis:7").start()
+        _CONTAINERS.append(c)
+        return f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(6379)}/0"
+    if var == "IM_INFRA_PG_URL":
+        from testcontainers.postgres import PostgresContainer
+
+        c = PostgresContainer("postgres:16", driver="psycopg").start()
+        _CONTAINERS.append(c)
+        return str(c.get_connection_url())
+    if var == "IM_INFRA_MYSQL_URL":
+        from testcontainers.mysql import MySqlContainer
+
+        c = MySqlContainer("mysql:8.4", dialect="pymysql").start()
+        _CONTAINERS.append(c)
+        return str(c.get_connection_url())
+    if var == "IM_INFRA_KAFKA_BROKERS":
+        from testcontainers.kafka import KafkaContainer
+
+        c = KafkaContainer().with_kraft().start()
+        _CONTAINERS.append(c)
+        return str(c.get_bootstrap_server())
+    if var == "IM_INFRA_ETCD_ENDPOINTS":
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.waiting_utils import wait_for_logs
+
+        c = (
+            DockerContainer("quay.io/coreos/etcd:v3.5.17")
+            .with_command(
+                "etcd --listen-client-urls http://0.0.0.0:2379 "
+                "--advertise-client-urls http://0.0.0.0:2379"
+            )
+            .with_exposed_ports(2379)
+            .start()
+        )
+        wait_for_logs(c, "ready to serve client requests", timeout=60)
+        _CONTAINERS.append(c)
+        return f"{c.get_container_host_ip()}:{c.get_exposed_port(2379)}"
+    raise KeyError(var)
+
+
+def backend(var: str) -> str:
+    value = os.environ.get(var)
+    if value:
+        return value
+    if _docker_available():
+        value = _from_testcontainers(var)
+        os.environ[var] = value
+        return value
+    pytest.fail(f"{var} is not set and no Docker engine is available: {HINT}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_containers() -> Iterator[None]:
+    yield
+    for c in _CONTAINERS:
+        with contextlib.suppress(Exception):
+            c.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_endpoints() -> str:
+    return backend("IM_INFRA_ETCD_ENDPOINTS")
+
+
+@pytest.fixture(scope="session")
+def kafka_brokers() -> str:
+    return backend("IM_INFRA_KAFKA_BROKERS")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return backend("IM_INFRA_REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    return backend("IM_INFRA_PG_URL")
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    return backend("IM_INFRA_MYSQL_URL")
+
+
+# ------------------------------------------------------------------------------ factories
+@pytest.fixture
+def etcd_cluster_factory(tmp_path: Path) -> Iterator[Callable[..., EtcdCluster]]:
+    made: list[EtcdCluster] = []
+    binary = _devstack_binary("etcd")
+
+    def make(members: int = 1) -> EtcdCluster:
+        root = tmp_path / f"etcd{len(made)}"
+        root.mkdir()
+        cluster = EtcdCluster(binary, root, members)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def redis_server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    made: list[RedisServer] = []
+
+    def make(*extra_args: str) -> RedisServer:
+        root = tmp_path / f"redis{len(made)}"
+        root.mkdir()
+        server = RedisServer(root, tuple(extra_args))
+        made.append(server)
+        return server
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def kafka_server_factory(tmp_path: Path) -> Iterator[Callable[[], KafkaServer]]:
+    made: list[KafkaServer] = []
+    binary = _devstack_binary("kafka")
+
+    def make() -> KafkaServer:
+        root = tmp_path / f"kafka{len(made)}"
+        root.mkdir()
+        server = KafkaServer(binary, root)
+        made.append(server)
+        return server
+
+    yield make
+    for s in made:
+        s.close()
