@@ -1,0 +1,309 @@
+"""``im-infra-demo``: run GoChat's message pipeline end to end and report on it.
+
+    im-infra-demo                 # 1000 messages through gateway -> Kafka -> worker -> DB + Redis
+    im-infra-demo --messages 200 --kill-worker-after 80    # SIGKILL the worker mid-run, restart it
+    im-infra-demo gateway --port 8080                       # the HTTP gateway alone
+    im-infra-demo worker                                    # a logic worker alone
+
+Backends: ``IM_INFRA_*`` variables when set, else ``scripts/devstack up``. The database defaults
+to an embedded SQLite file in the run directory (``--db-url`` for PostgreSQL or MariaDB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from gochat_demo import stack
+from gochat_demo.gateway import Gateway, serve
+from gochat_demo.schema import TOPIC, Base, StoredMessage, cache_key, tune_sqlite
+from gochat_demo.worker import GROUP
+from im_infra import cache, clog, coord, db, mq
+
+ENV = "demo"
+
+
+def _put_config(provider: coord.Provider, db_url: str, redis_url: str) -> None:
+    """Upload the documents the components read, as an operator would with
+    ``im-infra-coord config put``."""
+    brokers = os.environ["IM_INFRA_KAFKA_BROKERS"].split(",")
+    docs: dict[str, dict[str, Any]] = {
+        f"/im-infra/config/{ENV}/global/kafka.yaml": {
+            "common": {"brokers": brokers, "clientIDPrefix": "gochat"},
+            "consumer": {
+                "autoOffsetReset": "earliest",
+                "autoCommitIntervalMs": 1000,
+                "sessionTimeoutMs": 6000,
+                "heartbeatIntervalMs": 1500,
+            },
+        },
+        f"/im-infra/config/{ENV}/global/redis.yaml": {"address": redis_url},
+        f"/im-infra/config/{ENV}/im-logic/db.yaml": {"dsn": db_url},
+    }
+    for key, doc in docs.items():
+        provider.config.set(key, doc)
+
+
+class WorkerProcess:
+    """A logic worker subprocess with its stdout (clog JSON) in a log file."""
+
+    def __init__(self, run_dir: Path, n: int, topic: str, group: str) -> None:
+        # Every process runs as "worker-1": a restarted worker replaces the killed one.
+        self.log_path = run_dir / f"worker-{n}.log"
+        with self.log_path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gochat_demo.worker", "--name", "worker-1"]
+                + ["--topic", topic, "--group", group],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def _percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    idx = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[idx]
+
+
+def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    backends = stack.ensure_backends()
+    os.environ["IM_INFRA_ENV"] = ENV
+    run_id = uuid.uuid4().hex[:12]
+    run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix=f"gochat-{run_id}-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    db_url = args.db_url or f"sqlite:///{run_dir / 'chat.db'}"
+    gateway_log = run_dir / "gateway.log"
+    with gateway_log.open("w") as log_out:
+        clog.init(service="im-gateway", sink=log_out)
+        return _run(args, backends, run_id, run_dir, db_url, gateway_log)
+
+
+def _run(
+    args: argparse.Namespace,
+    backends: dict[str, str],
+    run_id: str,
+    run_dir: Path,
+    db_url: str,
+    gateway_log: Path,
+) -> dict[str, Any]:
+    with coord.connect(service="im-gateway") as provider:
+        _put_config(provider, db_url, backends["IM_INFRA_REDIS_URL"])
+        with mq.new_admin_client("im-gateway", coord=provider) as admin:
+            admin.create_topic(args.topic, partitions=4, replication_factor=1)
+        store = db.new("im-demo-report", dsn=db_url)
+        tune_sqlite(store.engine)
+        store.create_all(Base.metadata)
+        workers = [WorkerProcess(run_dir, 1, args.topic, args.group)]
+        deadline = time.monotonic() + 60
+        while not provider.registry.discover("im-logic"):
+            if time.monotonic() > deadline or workers[0].proc.poll() is not None:
+                raise RuntimeError(f"worker did not register; see {workers[0].log_path}")
+            time.sleep(0.1)
+
+        def stored() -> int:
+            with store.session() as s:
+                q = select(func.count()).select_from(StoredMessage)
+                return int(s.scalar(q.where(StoredMessage.run_id == run_id)) or 0)
+
+        # Warm up: one message through the whole path, so the worker has joined the group and
+        # been assigned partitions before the timed messages go out.
+        warm = Gateway(provider, f"warm-{run_id}", args.topic)
+        chat = warm.accept("warmup", "demo", "warm-up")
+        warm.close()
+        while True:
+            with store.session() as s:  # a fresh snapshot each time
+                if s.get(StoredMessage, chat.msg_id) is not None:
+                    break
+            if time.monotonic() > deadline + args.timeout:
+                raise RuntimeError(f"warm-up message not stored; see {workers[0].log_path}")
+            time.sleep(0.05)
+
+        gateway = Gateway(provider, run_id, args.topic)
+        conversations = [f"{run_id}-c{i:03d}" for i in range(args.conversations)]
+        t0 = time.monotonic()
+        killed = False
+        try:
+            for i in range(args.messages):
+                if args.rate > 0:
+                    ahead = t0 + i / args.rate - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)
+                conv = conversations[i % len(conversations)]
+                with clog.trace_context():
+                    gateway.accept(conv, f"user{i % 7}", f"hello #{i} in {conv}")
+                if args.kill_worker_after and not killed and stored() >= args.kill_worker_after:
+                    workers[-1].kill()
+                    killed = True
+                    workers.append(WorkerProcess(run_dir, len(workers) + 1, args.topic, args.group))
+            gateway.producer.flush()
+            sent_s = time.monotonic() - t0
+            deadline = time.monotonic() + args.timeout
+            while stored() < args.messages and time.monotonic() < deadline:
+                if args.kill_worker_after and not killed and stored() >= args.kill_worker_after:
+                    workers[-1].kill()
+                    killed = True
+                    workers.append(WorkerProcess(run_dir, len(workers) + 1, args.topic, args.group))
+                time.sleep(0.05)
+        finally:
+            gateway.close()
+            exit_codes = [w.stop() for w in workers if w.proc.poll() is None]
+        total_s = time.monotonic() - t0
+        with store.session() as s:
+            rows = s.execute(
+                select(StoredMessage.sent_at, StoredMessage.stored_at, StoredMessage.trace_id)
+                .where(StoredMessage.run_id == run_id)
+                .order_by(StoredMessage.msg_id)
+            ).all()
+        store.close()
+        with cache.new("im-logic", coord=provider) as c:
+            cached = sum(min(c.zcard(cache_key(conv)), 50) for conv in conversations)
+        latencies = sorted((r.stored_at - r.sent_at) * 1000 for r in rows)
+        sample = rows[len(rows) // 2].trace_id if rows else ""
+        logs = [gateway_log, *(w.log_path for w in workers)]
+        trace_lines = [
+            line.rstrip("\n")
+            for path in logs
+            for line in path.read_text(errors="replace").splitlines()
+            if sample and sample in line
+        ]
+        per_conv = [
+            args.messages // len(conversations)
+            + (1 if i < args.messages % len(conversations) else 0)
+            for i in range(len(conversations))
+        ]
+        return {
+            "run_id": run_id,
+            "run_dir": str(run_dir),
+            "sent": args.messages,
+            "acked": gateway.acked,
+            "publish_failed": gateway.failed,
+            "stored": len(rows),
+            "cached": cached,
+            "cached_expected": sum(min(50, n) for n in per_conv),
+            "worker_killed": killed,
+            "workers_started": len(workers),
+            "worker_exit_codes": exit_codes,
+            "rate_per_s": args.rate,
+            "send_seconds": round(sent_s, 3),
+            "total_seconds": round(total_s, 3),
+            "e2e_p50_ms": round(_percentile(latencies, 50), 2),
+            "e2e_p99_ms": round(_percentile(latencies, 99), 2),
+            "sample_trace_id": sample,
+            "sample_trace_lines": trace_lines,
+        }
+
+
+def print_report(rep: dict[str, Any]) -> None:
+    ok = rep["stored"] == rep["sent"] and rep["cached"] == rep["cached_expected"]
+    print(f"GoChat pipeline on im-infra — run {rep['run_id']} ({'OK' if ok else 'INCOMPLETE'})")
+    acked = f"acked by Kafka: {rep['acked']}, failed: {rep['publish_failed']}"
+    print(f"  sent      {rep['sent']:>7}   ({acked})")
+    print(f"  stored    {rep['stored']:>7}   (exactly once: one row per message id)")
+    expected = f"last 50 per conversation; expected {rep['cached_expected']}"
+    print(f"  cached    {rep['cached']:>7}   ({expected})")
+    if rep["worker_killed"]:
+        print(f"  worker SIGKILLed mid-run and restarted ({rep['workers_started']} started)")
+    print(f"  e2e latency  p50 {rep['e2e_p50_ms']} ms   p99 {rep['e2e_p99_ms']} ms")
+    rate = f"{rep['rate_per_s']:g} msg/s" if rep["rate_per_s"] else "unpaced"
+    print(f"  wall time    send {rep['send_seconds']} s ({rate})   total {rep['total_seconds']} s")
+    print(f"  logs in {rep['run_dir']}")
+    print(f"\nlog lines of one message (trace_id {rep['sample_trace_id']}):")
+    for line in rep["sample_trace_lines"]:
+        print("  " + line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="im-infra-demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = ap.add_subparsers(dest="command")
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--conversations", type=int, default=20)
+    ap.add_argument(
+        "--db-url", default=None, help="SQLAlchemy URL (default: SQLite in the run dir)"
+    )
+    ap.add_argument("--run-dir", default=None)
+    ap.add_argument(
+        "--kill-worker-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="SIGKILL the worker once N messages are stored, then start another",
+    )
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=200,
+        help="messages per second the gateway accepts (0: as fast as possible)",
+    )
+    ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--topic", default=TOPIC)
+    ap.add_argument("--group", default=GROUP, help="the workers' consumer group id")
+    ap.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    gw = sub.add_parser("gateway", help="run the HTTP gateway")
+    gw.add_argument("--host", default="127.0.0.1")
+    gw.add_argument("--port", type=int, default=8080)
+    sub.add_parser("worker", help="run one logic worker")
+    args = ap.parse_args(argv)
+
+    if args.command == "worker":
+        from gochat_demo import worker
+
+        stack.ensure_backends()
+        return worker.main([])
+    if args.command == "gateway":
+        stack.ensure_backends()
+        clog.init(service="im-gateway")
+        with coord.connect(service="im-gateway") as provider:
+            gateway = Gateway(provider)
+            server = serve(gateway, args.host, args.port)
+            clog.get_logger("gateway").info("listening", host=args.host, port=args.port)
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                server.server_close()
+                gateway.close()
+        return 0
+    if args.messages < 1 or args.conversations < 1:
+        ap.error("--messages and --conversations must be >= 1")
+    rep = run_demo(args)
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        print_report(rep)
+    return 0 if rep["stored"] == rep["sent"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The gateway: accept a chat message, give it a uid, publish it with its trace id.
+
+Usable in-process (:meth:`Gateway.accept`, what the demo's load generator calls) and over HTTP
+(:func:`serve`: ``POST /messages`` with ``{"conversation", "sender", "text"}``; an
+``X-Trace-Id`` request header is honoured, else a new trace id is made).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from gochat_demo.schema import TOPIC, ChatMessage
+from im_infra import clog, coord, mq, uid
+
+SERVICE = "im-gateway"
+
+
+class Gateway:
+    def __init__(self, provider: coord.Provider, run_id: str = "http", topic: str = TOPIC) -> None:
+        self.topic = topic
+        self.log = clog.get_logger("gateway")
+        self.run_id = run_id
+        self.ids = uid.from_coord(provider, SERVICE)
+        self.producer = mq.new_producer(SERVICE, coord=provider)
+        self._lock = threading.Lock()
+        self.acked = 0
+        self.failed = 0
+
+    def accept(
+        self,
+        conversation: str,
+        sender: str,
+        text: str,
+        on_done: Callable[[mq.MQError | None], object] | None = None,
+    ) -> ChatMessage:
+        """Publish one message asynchronously under the current trace id (a new one if none)."""
+        if clog.trace_id() is None:
+            with clog.trace_context():
+                return self.accept(conversation, sender, text, on_done)
+        chat = ChatMessage(
+            msg_id=self.ids.next_id(),
+            conversation=conversation,
+            sender=sender,
+            text=text,
+            run_id=self.run_id,
+            sent_at=time.time(),
+        )
+
+        def delivered(err: mq.MQError | None) -> None:
+            with self._lock:
+                if err is None:
+                    self.acked += 1
+                else:
+                    self.failed += 1
+            if err is not None:
+                self.log.error("publish failed", msg_id=chat.msg_id, error=err)
+            if on_done is not None:
+                on_done(err)
+
+        self.producer.send(
+            mq.Message(topic=self.topic, key=conversation, value=chat.to_json()), callback=delivered
+        )
+        self.log.info("message accepted", msg_id=chat.msg_id, conversation=conversation)
+        return chat
+
+    def close(self) -> None:
+        self.producer.close()
+        self.ids.close()
+
+
+def serve(gateway: Gateway, host: str, port: int) -> ThreadingHTTPServer:
+    """An HTTP front for :class:`Gateway` (returns the server; call ``serve_forever``)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if self.path != "/messages":
+                self._reply(404, {"error": "not found"})
+                return
+            try:
+                body: dict[str, Any] = json.loads(
+                    self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                )
+                fields = (str(body["conversation"]), str(body["sender"]), str(body["text"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                self._reply(400, {"error": f"bad request: {exc}"})
+                return
+            with clog.trace_context(self.headers.get("X-Trace-Id") or None) as tid:
+                chat = gateway.accept(*fields)
+            self._reply(202, {"msg_id": chat.msg_id, "trace_id": tid})
+
+        def _reply(self, status: int, doc: dict[str, Any]) -> None:
+            data = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            clog.get_logger("gateway.http").debug(format % args)
+
+    return ThreadingHTTPServer((host, port), Handler)

@@ -1,0 +1,139 @@
+"""The logic worker: consume chat messages, store each once, keep recent ones in Redis.
+
+Run as its own process (``python -m gochat_demo.worker``): the demo starts one, and the
+integration test SIGKILLs it mid-stream and starts another. SIGTERM/SIGINT stop it gracefully in
+the documented order: the consumer finishes the message in hand and commits, then the cache and
+db close, then coord deregisters and revokes its leases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from types import FrameType
+
+from sqlalchemy.exc import IntegrityError
+
+from gochat_demo.schema import (
+    CACHE_KEEP,
+    TOPIC,
+    Base,
+    ChatMessage,
+    StoredMessage,
+    cache_key,
+    tune_sqlite,
+)
+from im_infra import cache, clog, coord, db, mq
+
+SERVICE = "im-logic"
+GROUP = "im-logic"
+
+
+class Worker:
+    """Consumes :data:`TOPIC`; the callback is idempotent, so redelivery never duplicates."""
+
+    def __init__(
+        self, provider: coord.Provider, name: str, topic: str = TOPIC, group: str = GROUP
+    ) -> None:
+        self.topic = topic
+        self.log = clog.get_logger("logic")
+        self.db = db.new(SERVICE, coord=provider)
+        tune_sqlite(self.db.engine)
+        self.db.create_all(Base.metadata)
+        self.cache = cache.new(SERVICE, coord=provider)
+        # Static group membership (KIP-345): a worker restarted under the same name takes
+        # over its predecessor's partitions at once, instead of the group waiting for the
+        # dead member's session to expire (which the local broker, noida-db, never does).
+        self.consumer = mq.new_consumer(
+            SERVICE, group, coord=provider, rdkafka_config={"group.instance.id": name}
+        )
+
+    def handle(self, msg: mq.Message) -> None:
+        assert msg.value is not None
+        raw = msg.value if isinstance(msg.value, bytes) else msg.value.encode()
+        chat = ChatMessage.from_json(raw)
+        stored = self._store(chat)
+        # ZADD is idempotent (member = the message's canonical JSON), so a redelivered message
+        # that was already cached changes nothing; the trim keeps the newest CACHE_KEEP.
+        key = cache_key(chat.conversation)
+        with self.cache.pipeline() as p:
+            p.zadd(key, {raw.decode(): float(chat.msg_id)})
+            p.zremrange_by_rank(key, 0, -(CACHE_KEEP + 1))
+            p.execute()
+        self.log.info(
+            "message stored" if stored else "duplicate message skipped",
+            msg_id=chat.msg_id,
+            conversation=chat.conversation,
+            partition=msg.partition,
+            offset=msg.offset,
+        )
+
+    def _store(self, chat: ChatMessage) -> bool:
+        """Insert the message unless its id is already stored; True if inserted."""
+        try:
+            with self.db.transaction() as s:
+                if s.get(StoredMessage, chat.msg_id) is not None:
+                    return False
+                s.add(
+                    StoredMessage(
+                        msg_id=chat.msg_id,
+                        conversation=chat.conversation,
+                        sender=chat.sender,
+                        text=chat.text,
+                        run_id=chat.run_id,
+                        trace_id=clog.trace_id() or "",
+                        sent_at=chat.sent_at,
+                        stored_at=time.time(),
+                    )
+                )
+        except IntegrityError:  # a concurrent worker stored it first
+            return False
+        return True
+
+    def run(self) -> None:
+        self.consumer.subscribe([self.topic], self.handle)
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.cache.close()
+        self.db.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="GoChat logic worker (im-infra demo)")
+    ap.add_argument("--name", default=f"{socket.gethostname()}-{os.getpid()}")
+    ap.add_argument("--topic", default=TOPIC)
+    ap.add_argument("--group", default=GROUP, help="consumer group id")
+    args = ap.parse_args(argv)
+    clog.init(service=SERVICE)
+    log = clog.get_logger("logic")
+    with coord.connect(service=SERVICE) as provider:
+        worker = Worker(provider, args.name, args.topic, args.group)
+        me = coord.ServiceInstance(SERVICE, args.name, f"pid:{os.getpid()}", {"group": args.group})
+        provider.registry.register(me, ttl=10)
+        log.info("worker started", instance=args.name)
+
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("stopping", signal=signal.Signals(signum).name)
+            # close() waits for the consume loop, which runs in this (main) thread: do it
+            # from another thread so the signal handler returns at once.
+            threading.Thread(target=worker.consumer.close, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            worker.run()
+        finally:
+            worker.close()
+            provider.registry.deregister(me)
+            log.info("worker stopped", instance=args.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
