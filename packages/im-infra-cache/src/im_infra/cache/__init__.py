@@ -1,3 +1,68 @@
-"""im_infra.cache: Redis access with a uniform interface (sync and asyncio), on redis-py."""
+"""im_infra.cache: Redis access with a uniform interface (sync and asyncio), on redis-py.
 
-__all__: list[str] = []
+    from im_infra import cache
+
+    c = cache.new("im-logic")                 # configured from redis.yaml through coord
+    c.set("user:1", {"name": "ann"}, 60)      # key "im-logic:user:1", JSON value, 60 s TTL
+    c.get_obj("user:1")                       # {'name': 'ann'}
+    with c.lock("job", ttl=10):
+        ...
+
+``new_async`` returns the asyncio twin with the same (awaitable) methods.
+"""
+
+from im_infra.cache.client import AsyncRedisCache, RedisCache
+from im_infra.cache.config import RedisConfig, RetryConfig, TLSConfig
+from im_infra.cache.errors import (
+    CacheAuthError,
+    CacheConfigError,
+    CacheError,
+    CachePermissionError,
+    CacheResponseError,
+    CacheTimeout,
+    CacheUnavailable,
+    CacheWatchError,
+    LockAcquireTimeout,
+    LockError,
+    LockNotOwned,
+    SerializationError,
+)
+from im_infra.cache.factory import load_config, new, new_async
+from im_infra.cache.lock import AsyncLock, Lock
+from im_infra.cache.pipeline import AsyncPipeline, Pipeline
+from im_infra.cache.protocols import AsyncCache, Cache
+from im_infra.cache.script import Script
+from im_infra.cache.serializer import JsonSerializer, PickleSerializer, Serializer
+
+__all__ = [
+    "AsyncCache",
+    "AsyncLock",
+    "AsyncPipeline",
+    "AsyncRedisCache",
+    "Cache",
+    "CacheAuthError",
+    "CacheConfigError",
+    "CacheError",
+    "CachePermissionError",
+    "CacheResponseError",
+    "CacheTimeout",
+    "CacheUnavailable",
+    "CacheWatchError",
+    "JsonSerializer",
+    "Lock",
+    "LockAcquireTimeout",
+    "LockError",
+    "LockNotOwned",
+    "PickleSerializer",
+    "Pipeline",
+    "RedisCache",
+    "RedisConfig",
+    "RetryConfig",
+    "Script",
+    "SerializationError",
+    "Serializer",
+    "TLSConfig",
+    "load_config",
+    "new",
+    "new_async",
+]

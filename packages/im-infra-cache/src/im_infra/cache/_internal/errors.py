@@ -1,0 +1,47 @@
+"""Translation of redis-py exceptions into im_infra.cache errors (the only place that does it)."""
+
+from __future__ import annotations
+
+from redis import exceptions as rex
+
+from im_infra.cache import errors as e
+
+BACKEND_ERRORS = (rex.RedisError, rex.RedisClusterException)
+"""What redis-py raises (RedisClusterException is not a RedisError)."""
+
+
+def scrub(message: str, secrets: tuple[str, ...]) -> str:
+    """Remove every secret (password) from ``message``."""
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return message
+
+
+def translate(exc: BaseException, command: object, secrets: tuple[str, ...]) -> e.CacheError:
+    """The CacheError for a redis-py exception raised while running ``command`` (no arguments or
+    values are ever put in the message)."""
+    name = command.decode() if isinstance(command, bytes) else str(command)
+    detail = scrub(str(exc) or type(exc).__name__, secrets)
+    upper = detail.upper()
+    cls: type[e.CacheError]
+    if isinstance(exc, rex.NoPermissionError) or upper.startswith("NOPERM"):
+        cls = e.CachePermissionError
+    elif isinstance(exc, rex.AuthenticationError | rex.AuthenticationWrongNumberOfArgsError) or (
+        upper.startswith(("NOAUTH", "WRONGPASS"))
+    ):
+        cls = e.CacheAuthError
+        detail = "authentication failed (check username/password)"
+    elif isinstance(exc, rex.TimeoutError):
+        cls = e.CacheTimeout
+    elif isinstance(exc, rex.WatchError):
+        cls = e.CacheWatchError
+    elif isinstance(exc, rex.ConnectionError | rex.ClusterDownError | rex.RedisClusterException):
+        cls = e.CacheUnavailable
+    elif isinstance(exc, rex.ResponseError):
+        cls = e.CacheResponseError
+    elif isinstance(exc, rex.DataError):
+        cls = e.SerializationError
+    else:
+        cls = e.CacheError
+    return cls(f"redis {name}: {detail}")
