@@ -1,0 +1,176 @@
+"""Instance IDs: a small integer unique among the live instances of a service.
+
+The ID is the key ``/im-infra/instance/{service}/{id}``, created by a create-if-absent
+transaction and bound to a lease kept alive by the provider's keepalive thread. When the
+process dies the lease expires (after its TTL) and the ID is free again. A free ID is chosen at
+random, so a restarted process normally gets a different ID than before (the seed's rule) and
+concurrent starters rarely collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from im_infra.coord._internal.etcd import Compare, EtcdClient, GetOp, KeyValue, PutOp
+from im_infra.coord._internal.lease import KeptLease, LeaseKeeper
+from im_infra.coord._internal.log import log
+from im_infra.coord.errors import ConfigError, CoordError, InstanceIdExhausted
+
+INSTANCE_ROOT = "/im-infra/instance/"
+DEFAULT_MAX_ID = 1023  # Snowflake's 10 worker bits
+DEFAULT_INSTANCE_TTL = 10
+
+_log = log.named("instance")
+
+
+class EtcdInstancer:
+    """The etcd-backed :class:`~im_infra.coord.Instancer` for one service."""
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        keeper: LeaseKeeper,
+        service: str,
+        *,
+        max_id: int = DEFAULT_MAX_ID,
+        ttl: int = DEFAULT_INSTANCE_TTL,
+    ) -> None:
+        if not service or "/" in service:
+            raise ConfigError(f"invalid service name {service!r}: must be non-empty without '/'")
+        if max_id < 0:
+            raise ConfigError(f"max_id must be >= 0, got {max_id}")
+        if ttl < 1:
+            raise ConfigError(f"instance lease ttl must be >= 1 second, got {ttl}")
+        self.service = service
+        self.max_id = max_id
+        self.ttl = ttl
+        self.prefix = f"{INSTANCE_ROOT}{service}/"
+        self._client = client
+        self._keeper = keeper
+        self._lock = threading.RLock()  # on_lost may call back at once, inside get_instance_id
+        self._id: int | None = None
+        self._lease: KeptLease | None = None
+        self._callbacks: list[Callable[[int], None]] = []
+
+    def get_instance_id(self) -> int:
+        """This process's ID in [0, max_id], allocated on first call and cached.
+
+        After the lease was lost (see :meth:`on_lost`) or :meth:`release`, the next call
+        allocates a new ID. Raises :class:`InstanceIdExhausted` when every ID is taken and
+        :class:`CoordUnavailable` when etcd does not answer.
+        """
+        with self._lock:
+            if self._id is not None and self._lease is not None and not self._lease.lost:
+                return self._id
+            self._id, self._lease = self._allocate()
+            return self._id
+
+    def on_lost(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(id)`` from a background thread when the lease holding the ID is lost;
+        the ID must then no longer be used."""
+        with self._lock:
+            self._callbacks.append(callback)
+
+    def release(self) -> None:
+        """Give the ID back now (revokes the lease). Idempotent."""
+        with self._lock:
+            lease, self._lease, self._id = self._lease, None, None
+        if lease is not None:
+            lease.revoke()
+
+    @property
+    def current_id(self) -> int | None:
+        """The ID held right now, without allocating (None if none or lost)."""
+        lease = self._lease
+        return self._id if lease is not None and not lease.lost else None
+
+    def _allocate(self) -> tuple[int, KeptLease]:
+        lease = self._keeper.grant(self.ttl)
+        token = json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "token": uuid.uuid4().hex,
+                "since": round(time.time(), 3),
+            }
+        ).encode()
+        try:
+            instance_id = self._claim(lease, token)
+        except BaseException:
+            lease.revoke()
+            raise
+        lease.on_lost(lambda _lease: self._lost(instance_id, _lease))
+        _log.info("instance id allocated", service_name=self.service, instance_id=instance_id)
+        return instance_id, lease
+
+    def _used(self) -> set[int]:
+        result = self._client.range(self.prefix, prefix=True, keys_only=True)
+        used = set()
+        for kv in result.kvs:
+            tail = kv.key[len(self.prefix) :]
+            if tail.isdigit():
+                used.add(int(tail))
+        return used
+
+    def _claim(self, lease: KeptLease, token: bytes) -> int:
+        used = self._used()
+        for _ in range(4 * (self.max_id + 1) + 16):
+            free = [i for i in range(self.max_id + 1) if i not in used]
+            if not free:
+                used = self._used()  # re-check once against etcd before giving up
+                free = [i for i in range(self.max_id + 1) if i not in used]
+                if not free:
+                    raise InstanceIdExhausted(
+                        f"all {self.max_id + 1} instance ids of service {self.service!r} are "
+                        f"held by live instances (ids 0..{self.max_id})"
+                    )
+            candidate = random.choice(free)
+            key = f"{self.prefix}{candidate}"
+            result = self._client.txn(
+                [Compare(key, "create", "==", 0)],
+                [PutOp(key, token, lease.id)],
+                [GetOp(key)],
+            )
+            if result.succeeded:
+                return candidate
+            existing = result.responses[0] if result.responses else None
+            if isinstance(existing, list) and existing and _same(existing[0], token):
+                return candidate  # our own put, retried after a timeout
+            used.add(candidate)
+        raise CoordError(
+            f"could not claim an instance id for {self.service!r}: too much contention"
+        )
+
+    def _lost(self, instance_id: int, lease: KeptLease) -> None:
+        with self._lock:
+            if self._lease is lease:
+                self._id = None
+                self._lease = None
+            callbacks = list(self._callbacks)
+        _log.error("instance id lost", service_name=self.service, instance_id=instance_id)
+        for callback in callbacks:
+            try:
+                callback(instance_id)
+            except Exception:
+                _log.exception("instance-id on_lost callback failed", service_name=self.service)
+
+    def close(self) -> None:
+        """Same as :meth:`release`."""
+        self.release()
+
+    def __enter__(self) -> EtcdInstancer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _same(kv: KeyValue, token: bytes) -> bool:
+    return kv.value == token

@@ -1,0 +1,126 @@
+"""The seed's interfaces as ``typing.Protocol``s: business code types against these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel
+
+from im_infra.coord.component_config import LiveConfig
+from im_infra.coord.config import ConfigEntry, ConfigEvent, ConfigWatch
+from im_infra.coord.lock import DistributedLock
+from im_infra.coord.registry import ServiceInstance, WatchHandle
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@runtime_checkable
+class Instancer(Protocol):
+    """Allocates this process's instance ID (the seed's ``Instancer``)."""
+
+    def get_instance_id(self) -> int:
+        """The ID in [0, max_id], unique among the service's live instances; cached."""
+        ...
+
+    def on_lost(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(id)`` from a background thread when the ID's lease is lost."""
+        ...
+
+    def release(self) -> None:
+        """Give the ID back now (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class ServiceRegistry(Protocol):
+    """Service registration and discovery (the seed's ``ServiceRegistry``)."""
+
+    def register(self, instance: ServiceInstance, *, ttl: int = ...) -> None: ...
+
+    def deregister(
+        self, instance: ServiceInstance | str, instance_id: str | None = None
+    ) -> bool: ...
+
+    def discover(self, name: str) -> list[ServiceInstance]: ...
+
+    def watch(
+        self, name: str, callback: Callable[[list[ServiceInstance]], None]
+    ) -> WatchHandle: ...
+
+    def pick(self, name: str) -> ServiceInstance: ...
+
+
+@runtime_checkable
+class ConfigManager(Protocol):
+    """The config center (the seed's ``ConfigManager``)."""
+
+    def get(self, key: str) -> ConfigEntry | None: ...
+
+    def get_document(self, key: str) -> dict[str, Any] | None: ...
+
+    def set(self, key: str, value: str | bytes | Mapping[str, Any]) -> int: ...
+
+    def delete(self, key: str) -> bool: ...
+
+    def list(self, prefix: str = "") -> list[ConfigEntry]: ...
+
+    def compare_and_set(
+        self, key: str, value: str | bytes | Mapping[str, Any], expected_revision: int
+    ) -> bool: ...
+
+    def watch(
+        self,
+        key: str,
+        callback: Callable[[ConfigEvent], None],
+        *,
+        prefix: bool = False,
+        start_revision: int | None = None,
+    ) -> ConfigWatch: ...
+
+    def component(
+        self,
+        component: str,
+        model: type[M],
+        *,
+        service: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> LiveConfig[M]: ...
+
+
+@runtime_checkable
+class Locker(Protocol):
+    """Distributed locks (the seed's ``Locker``), blocking and asyncio."""
+
+    def acquire(
+        self, name: str, *, ttl: int = ..., timeout: float | None = None
+    ) -> DistributedLock: ...
+
+    def try_acquire(self, name: str, *, ttl: int = ...) -> DistributedLock | None: ...
+
+    async def acquire_async(
+        self, name: str, *, ttl: int = ..., timeout: float | None = None
+    ) -> DistributedLock: ...
+
+    async def try_acquire_async(self, name: str, *, ttl: int = ...) -> DistributedLock | None: ...
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """The entry point of coord (the seed's ``Provider``)."""
+
+    @property
+    def registry(self) -> ServiceRegistry: ...
+
+    @property
+    def config(self) -> ConfigManager: ...
+
+    @property
+    def lock(self) -> Locker: ...
+
+    @property
+    def instance(self) -> Instancer: ...
+
+    def instance_for(self, service: str, *, max_id: int = ...) -> Instancer: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,197 @@
+"""The etcd client's failover, auth and error translation, and the lease keeper, without a
+server: the RPC is replaced by a function that fails the way gRPC does."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import grpc
+import pytest
+
+from im_infra.coord import AuthenticationError, CoordError, CoordUnavailable
+from im_infra.coord._internal.etcd import EtcdClient
+from im_infra.coord._internal.lease import KeptLease, LeaseKeeper
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
+        super().__init__()
+        self._code = code
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+@pytest.fixture
+def client() -> Any:
+    c = EtcdClient(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"], timeout=0.1)
+    yield c
+    c.close()
+
+
+def test_fails_over_to_the_next_endpoint_and_stays(client: EtcdClient) -> None:
+    tried: list[str] = []
+
+    def rpc(ep: Any, timeout: float) -> str:
+        tried.append(ep.target)
+        if ep.target == "127.0.0.1:3":
+            return "ok"
+        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+
+    assert client._call(rpc, "get") == "ok"
+    assert tried == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+    assert client.current_endpoint == "127.0.0.1:3"
+    tried.clear()
+    assert client._call(rpc, "get") == "ok"
+    assert tried == ["127.0.0.1:3"]
+
+
+def test_all_endpoints_down_names_each(client: EtcdClient) -> None:
+    def rpc(ep: Any, timeout: float) -> str:
+        assert 0 < timeout <= 0.1
+        raise FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, f"slow {ep.target}")
+
+    with pytest.raises(CoordUnavailable) as info:
+        client._call(rpc, "put 'k'")
+    msg = str(info.value)
+    assert "put 'k'" in msg
+    for port in (1, 2, 3):
+        assert f"127.0.0.1:{port}: slow 127.0.0.1:{port}" in msg
+
+
+def test_endpoint_coming_back_within_the_budget_is_used(client: EtcdClient) -> None:
+    calls = 0
+
+    def rpc(ep: Any, timeout: float) -> str:
+        nonlocal calls
+        calls += 1
+        if calls <= 4:  # every endpoint refuses at first (channels still reconnecting)
+            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "refused")
+        return "ok"
+
+    assert client._call(rpc, "get") == "ok"
+    assert calls == 5
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "error"),
+    [
+        (grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied", AuthenticationError),
+        (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: user name is empty", AuthenticationError),
+        (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: key is not provided", CoordError),
+        (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: lease not found", CoordError),
+    ],
+)
+def test_errors_are_translated_without_failover(
+    client: EtcdClient, code: grpc.StatusCode, details: str, error: type[Exception]
+) -> None:
+    tried: list[str] = []
+
+    def rpc(ep: Any, timeout: float) -> str:
+        tried.append(ep.target)
+        raise FakeRpcError(code, details)
+
+    with pytest.raises(error, match=details) as info:
+        client._call(rpc, "get 'k'")
+    assert isinstance(info.value.__cause__, grpc.RpcError)
+    assert tried == ["127.0.0.1:1"]
+
+
+def test_invalid_token_is_renewed_once() -> None:
+    c = EtcdClient(["127.0.0.1:1"], username="u", password="pw-not-logged", timeout=0.1)
+    tokens = iter(["t1", "t2"])
+    auths = 0
+
+    def fake_auth(timeout: float | None = None) -> None:
+        nonlocal auths
+        auths += 1
+        c._token = next(tokens)
+
+    c.authenticate = fake_auth  # type: ignore[method-assign]
+    seen: list[str | None] = []
+
+    def rpc(ep: Any, timeout: float) -> str:
+        seen.append(c._token)
+        if c._token == "t1":
+            raise FakeRpcError(grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
+        return "ok"
+
+    assert c._call(rpc, "get") == "ok"
+    assert seen == ["t1", "t2"]
+    assert auths == 2
+    assert c._metadata() == (("token", "t2"),)
+    assert c._metadata(require_leader=True) == (("token", "t2"), ("hasleader", "true"))
+    c.close()
+
+
+def test_closed_client_refuses_calls(client: EtcdClient) -> None:
+    client.close()
+    client.close()
+    with pytest.raises(CoordError, match="closed"):
+        client._call(lambda ep, t: "never", "get")
+
+
+class FakeLeaseClient:
+    """Answers keepalives from a script: a TTL, or an exception to raise."""
+
+    timeout = 0.1
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+        self.revoked: list[int] = []
+
+    def lease_grant(self, ttl: int, *, timeout: float | None = None) -> tuple[int, int]:
+        return 42, ttl
+
+    def lease_keepalive_once(self, lease_id: int, *, timeout: float | None = None) -> int:
+        answer = self.answers.pop(0) if self.answers else 0
+        if isinstance(answer, Exception):
+            raise answer
+        return int(answer)
+
+    def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
+        self.revoked.append(lease_id)
+
+
+def test_keeper_reports_a_lease_etcd_no_longer_has() -> None:
+    fake = FakeLeaseClient([1, 1, 0])
+    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
+    lost = threading.Event()
+    got: list[KeptLease] = []
+    lease = keeper.grant(1)
+    lease.on_lost(lambda lz: (got.append(lz), lost.set()))
+    assert lost.wait(10)
+    assert got == [lease]
+    assert lease.lost
+    assert not lease.active
+    lease.revoke()  # nothing to revoke any more
+    assert fake.revoked == []
+    keeper.close()
+
+
+def test_keeper_gives_up_after_a_ttl_without_success() -> None:
+    fake = FakeLeaseClient([CoordUnavailable("down")] * 1000)
+    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
+    lease = keeper.grant(1)
+    assert lease.wait_lost(10)
+    keeper.close()
+
+
+def test_revoked_lease_is_not_refreshed_or_reported() -> None:
+    fake = FakeLeaseClient([1] * 1000)
+    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
+    lease = keeper.grant(1)
+    lease.on_lost(lambda _lz: pytest.fail("a revoked lease must not be reported lost"))
+    lease.revoke()
+    lease.revoke()
+    assert fake.revoked == [42]
+    assert not lease.active
+    assert not lease.lost
+    keeper.close()
+    with pytest.raises(CoordError, match="closed"):
+        keeper.grant(1)
