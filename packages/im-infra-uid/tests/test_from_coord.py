@@ -1,0 +1,169 @@
+"""uid.from_coord against a fake coord Provider/Instancer (the contract in the shared brief)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from im_infra import uid
+from im_infra.coord.errors import CoordUnavailable, InstanceIdExhausted
+
+
+class FakeInstancer:
+    """Implements coord's Instancer contract: get_instance_id / on_lost / release."""
+
+    def __init__(
+        self,
+        instance_id: int,
+        *,
+        error: Exception | None = None,
+        lose_during_get: bool = False,
+    ) -> None:
+        self.instance_id = instance_id
+        self.error = error
+        self.lose_during_get = lose_during_get
+        self.callbacks: list[Callable[[int], None]] = []
+        self.released = 0
+
+    def get_instance_id(self) -> int:
+        if self.error is not None:
+            raise self.error
+        if self.lose_during_get:
+            self.lose()
+        return self.instance_id
+
+    def on_lost(self, callback: Callable[[int], None]) -> None:
+        self.callbacks.append(callback)
+
+    def release(self) -> None:
+        self.released += 1
+
+    def lose(self) -> None:
+        """What coord's keepalive thread does when the lease is gone."""
+        for callback in self.callbacks:
+            callback(self.instance_id)
+
+
+class FakeProvider:
+    def __init__(self, instancer: FakeInstancer) -> None:
+        self.instancer = instancer
+        self.requests: list[tuple[str, int]] = []
+
+    def instance_for(self, service: str, *, max_id: int = 1023) -> FakeInstancer:
+        self.requests.append((service, max_id))
+        return self.instancer
+
+
+def test_worker_id_comes_from_coord() -> None:
+    provider = FakeProvider(FakeInstancer(42))
+    gen = uid.from_coord(provider, "im-logic")
+    assert gen.worker_id == 42
+    assert uid.parse(gen.next_id()).worker == 42
+    assert provider.requests == [("im-logic", 1023)]
+    assert isinstance(gen, uid.Generator)
+
+
+def test_lost_worker_id_stops_generation_with_a_clear_error() -> None:
+    instancer = FakeInstancer(7)
+    gen = uid.from_coord(FakeProvider(instancer), "im-logic")
+    before = gen.next_ids(100)
+    instancer.lose()
+    with pytest.raises(uid.WorkerIdLost, match="worker ID 7 was lost in coord") as info:
+        gen.next_id()
+    assert isinstance(info.value, uid.UIDError)
+    with pytest.raises(uid.WorkerIdLost):
+        gen.next_ids(10)
+    assert "WorkerIdLost" in repr(gen)
+    assert before  # IDs issued before the loss stay valid
+
+
+def test_loss_reported_before_the_generator_exists_still_stops_it() -> None:
+    gen = uid.from_coord(FakeProvider(FakeInstancer(8, lose_during_get=True)), "im-logic")
+    with pytest.raises(uid.WorkerIdLost):
+        gen.next_id()
+
+
+def test_loss_stops_a_batch_in_progress(interrupt: Callable[..., Any]) -> None:
+    instancer = FakeInstancer(9)
+    gen = uid.from_coord(FakeProvider(instancer), "im-logic")
+    # lose() runs in another thread than the batch, like coord's keepalive thread
+    assert interrupt(gen.next_ids, instancer.lose) == [uid.WorkerIdLost]
+
+
+@pytest.mark.parametrize(
+    "error", [CoordUnavailable("no etcd endpoint answered"), InstanceIdExhausted("all 1024 held")]
+)
+def test_coord_failure_is_translated(error: Exception) -> None:
+    with pytest.raises(uid.WorkerIdUnavailable, match="im-logic") as info:
+        uid.from_coord(FakeProvider(FakeInstancer(1, error=error)), "im-logic")
+    assert info.value.__cause__ is error
+
+
+def test_out_of_range_worker_from_coord_is_rejected() -> None:
+    with pytest.raises(uid.InvalidWorkerId, match=r"0\.\.1023"):
+        uid.from_coord(FakeProvider(FakeInstancer(5000)), "im-logic")
+
+
+def test_bad_service_name() -> None:
+    with pytest.raises(uid.InvalidArgument, match="service"):
+        uid.from_coord(FakeProvider(FakeInstancer(1)), "")
+
+
+def test_close_keeps_the_id_by_default() -> None:
+    instancer = FakeInstancer(3)
+    with uid.from_coord(FakeProvider(instancer), "im-logic") as gen:
+        gen.next_id()
+    assert gen.closed
+    assert instancer.released == 0
+    instancer.lose()  # a loss after close changes nothing
+    with pytest.raises(uid.GeneratorClosed):
+        gen.next_id()
+
+
+def test_release_on_close() -> None:
+    instancer = FakeInstancer(3)
+    gen = uid.from_coord(FakeProvider(instancer), "im-logic", release_on_close=True)
+    gen.close()
+    gen.close()
+    assert instancer.released == 1
+
+
+def test_options_are_passed_through() -> None:
+    ticks = iter(range(1_700_000_000 * 10**9, 1_800_000_000 * 10**9, 1000))
+    gen = uid.from_coord(
+        FakeProvider(FakeInstancer(4)),
+        "im-logic",
+        epoch_ms=1_600_000_000_000,
+        clock=lambda: next(ticks),
+        max_backward_ms=9,
+    )
+    assert (gen.epoch_ms, gen.max_backward_ms) == (1_600_000_000_000, 9)
+    assert gen.parse(gen.next_id()).timestamp_ms == 1_700_000_000_000
+
+
+class TrackingInstancer(FakeInstancer):
+    """Like coord.EtcdInstancer: ``current_id`` is None once the ID is released or lost."""
+
+    def __init__(self, instance_id: int) -> None:
+        super().__init__(instance_id)
+        self.held = True
+
+    @property
+    def current_id(self) -> int | None:
+        return self.instance_id if self.held else None
+
+    def release(self) -> None:
+        super().release()
+        self.held = False  # coord does not call on_lost for a release
+
+
+def test_id_released_behind_the_generators_back_stops_it(fake_clock: Any) -> None:
+    instancer = TrackingInstancer(11)
+    gen = uid.from_coord(FakeProvider(instancer), "im-logic", clock=fake_clock)
+    gen.next_id()
+    instancer.release()  # e.g. provider.close() while the generator is still in use
+    fake_clock.set_ms(fake_clock.ms + 1)
+    with pytest.raises(uid.WorkerIdLost, match="released"):
+        gen.next_id()
