@@ -1,0 +1,203 @@
+"""State and logic shared by the blocking and the asyncio provider."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from im_infra import clog, coord
+from im_infra.db._internal.engine import EngineSpec, build_spec, configure_engine
+from im_infra.db._internal.instrument import install
+from im_infra.db._internal.sqltext import redact_sql
+from im_infra.db._internal.translate import raise_translated, translate
+from im_infra.db.config import DBConfig
+from im_infra.db.errors import (
+    ConfigError,
+    InvalidURLError,
+    ProviderClosedError,
+    TransactionError,
+)
+
+if TYPE_CHECKING:
+    from im_infra.coord import Provider as CoordProvider
+
+S = TypeVar("S")
+E = TypeVar("E")
+Owner = object
+
+PASSWORD_ENV = "IM_INFRA_DB_PASSWORD"  # noqa: S105 - the variable name, not a password
+
+
+def load_config(
+    service_name: str, coord_provider: CoordProvider | None, overrides: Mapping[str, Any]
+) -> DBConfig:
+    """The service's ``db.yaml`` through coord (defaults < global < service < overrides).
+
+    ``IM_INFRA_DB_PASSWORD``, when set, supplies the password unless ``overrides`` has one
+    (it also fills in a ``dsn`` that has no password).
+    """
+    merged = dict(overrides)
+    password = os.environ.get(PASSWORD_ENV)
+    if password and "password" not in merged:
+        merged["password"] = password
+    try:
+        return coord.load_component_config(
+            "db", DBConfig, service=service_name, provider=coord_provider, overrides=merged
+        )
+    except coord.ConfigError as exc:
+        message = str(exc)
+        if password:
+            message = message.replace(password, "***")
+        raise ConfigError(f"db config for service {service_name!r}: {message}") from None
+
+
+class ProviderCore(Generic[S]):
+    """Config, target, logger, closed flag and the current-transaction registry.
+
+    The registry is a context variable holding ``(session, owner)``: a ``transaction()`` entered
+    while the same thread (blocking) or task (asyncio) already has one open joins it through a
+    SAVEPOINT. The owner check keeps threads started with ``copy_context()`` and tasks created
+    inside a transaction from sharing a session, which is not safe to share.
+    """
+
+    __slots__ = ("active", "closed", "config", "log", "service", "spec", "target")
+
+    def __init__(self, config: DBConfig, *, service: str, is_async: bool) -> None:
+        self.config = config
+        self.service = service
+        self.spec: EngineSpec = build_spec(config, is_async=is_async)
+        self.target = self.spec.target
+        self.log = clog.get_logger("db").bind(db=self.target.server)
+        self.active: ContextVar[tuple[S, Owner] | None] = ContextVar(
+            f"im_infra.db.active.{id(self):x}", default=None
+        )
+        self.closed = False
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise ProviderClosedError(
+                f"db provider for {self.target.server} is closed", server=self.target.server
+            )
+
+    def joinable(self, owner: Owner) -> S | None:
+        """The session of the transaction this owner already has open, if any."""
+        self.check_open()
+        active = self.active.get()
+        if active is not None and owner is not None and active[1] is owner:
+            return active[0]
+        return None
+
+    def make_engine(self, factory: Callable[..., E]) -> E:
+        """``factory(url, **kwargs)`` with an unusable driver/argument as InvalidURLError."""
+        spec = self.spec
+        try:
+            return factory(spec.url, **spec.kwargs)
+        except (SQLAlchemyError, ImportError) as exc:
+            reason = self.target.scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            raise InvalidURLError(
+                f"{self.target.server}: cannot create an engine for driver "
+                f"{spec.url.drivername!r}: {reason}",
+                server=self.target.server,
+            ) from None
+
+    @contextmanager
+    def translating(self, *, check_open: bool = False) -> Iterator[None]:
+        """Run a block whose SQLAlchemy errors leave as (logged) DBErrors; optionally refuse
+        to start when the provider is closed. For calls off the per-statement hot path."""
+        if check_open:
+            self.check_open()
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            self.raise_translated(exc)
+
+    def raise_translated(self, exc: BaseException) -> NoReturn:
+        """Raise the DBError for ``exc``, logging it (with the SQL and the trace id) first."""
+        error = translate(exc, self.target)
+        if error is not exc:
+            statement = getattr(exc, "statement", None)
+            self.log.error(
+                "query failed" if statement else "database error",
+                sql=redact_sql(statement),
+                error_type=type(error).__name__,
+                error_message=str(error),
+            )
+        raise_translated(exc, self.target, error)
+
+
+class TxState:
+    """The finished/not-finished rule of Transaction objects (Go: ErrTxDone)."""
+
+    __slots__ = ("_outcome",)
+
+    def __init__(self) -> None:
+        self._outcome: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether commit() or rollback() already ran."""
+        return self._outcome is not None
+
+    def _start_commit(self, server: str) -> None:
+        if self._outcome is not None:
+            raise TransactionError(
+                f"{server}: cannot commit, the transaction was already {self._outcome}",
+                server=server,
+            )
+        self._outcome = "committed"
+
+    def _start_rollback(self) -> bool:
+        """True when a rollback must run; False when the transaction already finished."""
+        if self._outcome is not None:
+            return False
+        self._outcome = "rolled back"
+        return True
+
+
+EngineT = TypeVar("EngineT", Engine, AsyncEngine)
+
+
+class ProviderBase(Generic[EngineT, S]):
+    """Construction and read-only properties shared by DBProvider and AsyncDBProvider."""
+
+    def __init__(
+        self,
+        config: DBConfig,
+        *,
+        service: str,
+        is_async: bool,
+        factory: Callable[..., EngineT],
+    ) -> None:
+        core: ProviderCore[S] = ProviderCore(config, service=service, is_async=is_async)
+        self._core = core
+        self._engine: EngineT = core.make_engine(factory)
+        sync_engine = (
+            self._engine.sync_engine if isinstance(self._engine, AsyncEngine) else self._engine
+        )
+        configure_engine(sync_engine, core.spec)
+        install(sync_engine, target=core.target, slow_threshold=config.slow_threshold, log=core.log)
+
+    @property
+    def engine(self) -> EngineT:
+        """The SQLAlchemy Engine / AsyncEngine (the seed's ``DB()``)."""
+        return self._engine
+
+    @property
+    def config(self) -> DBConfig:
+        """The resolved configuration."""
+        return self._core.config
+
+    @property
+    def server(self) -> str:
+        """``"<backend> <host>:<port>"`` as used in errors and logs."""
+        return self._core.target.server
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(service={self._core.service!r}, server={self.server!r})"

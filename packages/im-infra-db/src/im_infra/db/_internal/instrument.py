@@ -1,0 +1,86 @@
+"""Slow-query (and pool) logging through clog, on SQLAlchemy engine events.
+
+Hot path: with a slow threshold, one listener around each DBAPI execute (two ``perf_counter()``
+calls, a subtraction and a comparison). With ``slowThreshold: 0`` no per-statement listener is
+installed at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, ExceptionContext
+
+from im_infra.clog import Logger
+from im_infra.db._internal.sqltext import redact_sql
+from im_infra.db._internal.target import Target
+from im_infra.db._internal.translate import translate
+
+
+def install(engine: Engine, *, target: Target, slow_threshold: float, log: Logger) -> None:
+    """Attach the logging listeners to ``engine`` (a sync Engine, or an AsyncEngine's
+    ``sync_engine``). Every line carries the current trace id (clog adds it)."""
+    if slow_threshold > 0:
+        _install_slow_query_timer(engine, slow_threshold, log)
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(ctx: ExceptionContext) -> None:
+        # Errors reaching the caller are logged where they are translated (core.raise_translated);
+        # here only the ones the pool absorbs: a pre-ping found a dead pooled connection.
+        if ctx.is_pre_ping:
+            error = translate(ctx.sqlalchemy_exception or ctx.original_exception, target)
+            log.info(
+                "stale pooled connection replaced",
+                error_type=type(error).__name__,
+                error_message=str(error),
+            )
+
+
+def _param_summary(params: Any, many: bool) -> str:
+    """What the log says about bound values: how many, never what."""
+    if not params:
+        return "none"
+    if many and isinstance(params, list | tuple):
+        return f"<redacted: {len(params)} rows>"
+    if isinstance(params, dict | list | tuple):
+        return f"<redacted: {len(params)} values>"
+    return "<redacted>"
+
+
+def _install_slow_query_timer(engine: Engine, threshold: float, log: Logger) -> None:
+    """Time every statement on the dialect's execute hooks (DialectEvents ``do_execute*``).
+
+    These engine events wrap exactly the DBAPI ``cursor.execute`` call: the listener runs the
+    dialect's own method, times it and returns True ("handled"). Unlike the ConnectionEvents
+    ``before/after_cursor_execute`` pair they do not switch on SQLAlchemy's per-connection event
+    dispatch (begin, commit, rollback, …), so a statement costs one extra Python call.
+    """
+    dialect = engine.dialect
+
+    def report(statement: str, elapsed: float, params: Any, many: bool) -> None:
+        log.warning(
+            "slow query",
+            sql=redact_sql(statement),
+            elapsed_ms=round(elapsed * 1000, 3),
+            threshold_ms=round(threshold * 1000, 3),
+            params=_param_summary(params, many),
+        )
+
+    def timed(run: Callable[..., None], *, many: bool) -> Callable[..., bool]:
+        # ``rest`` is (parameters, context) for do_execute/do_executemany, (context,) otherwise
+        def listener(cursor: Any, statement: str, *rest: Any) -> bool:
+            started = perf_counter()
+            run(cursor, statement, *rest)
+            elapsed = perf_counter() - started
+            if elapsed >= threshold:
+                report(statement, elapsed, rest[0] if len(rest) == 2 else None, many)
+            return True
+
+        return listener
+
+    event.listen(engine, "do_execute", timed(dialect.do_execute, many=False))
+    event.listen(engine, "do_execute_no_params", timed(dialect.do_execute_no_params, many=False))
+    event.listen(engine, "do_executemany", timed(dialect.do_executemany, many=True))

@@ -1,0 +1,113 @@
+"""Exceptions raised by :mod:`im_infra.db`.
+
+Every failure that crosses the package boundary is a :class:`DBError`. Backend exceptions
+(SQLAlchemy, PyMySQL, psycopg, sqlite3) are translated where they leave a provider method or one
+of its context managers and kept as ``__cause__``. Messages name the server (``backend host:port``)
+and the problem; they never contain the password.
+"""
+
+from __future__ import annotations
+
+from im_infra.coord import errors as _coord_errors
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "ConnectionLostError",
+    "DBConnectionError",
+    "DBError",
+    "IntegrityError",
+    "InvalidURLError",
+    "NotFoundError",
+    "PoolTimeoutError",
+    "ProviderClosedError",
+    "QueryError",
+    "ServerUnreachableError",
+    "StatementTimeoutError",
+    "TLSError",
+    "TransactionConflictError",
+    "TransactionError",
+    "UnknownDatabaseError",
+]
+
+
+class DBError(Exception):
+    """Base class of every im_infra.db error.
+
+    ``server`` is ``"<backend> <host>:<port>"`` (or ``"sqlite <path>"``) when known.
+    """
+
+    def __init__(self, message: str, *, server: str | None = None) -> None:
+        super().__init__(message)
+        self.server = server
+
+
+class ConfigError(DBError, _coord_errors.ConfigError):
+    """The db configuration is invalid (document, field and problem are named).
+
+    Also a :class:`im_infra.coord.ConfigError`, so one ``except`` covers every component.
+    """
+
+
+class InvalidURLError(ConfigError):
+    """The DSN / URL cannot be parsed or names a driver that is not installed."""
+
+
+class ProviderClosedError(DBError):
+    """The provider was used after ``close()``."""
+
+
+class DBConnectionError(DBError):
+    """A connection to the database server could not be made or was lost."""
+
+
+class ServerUnreachableError(DBConnectionError):
+    """The server does not answer: refused, unknown host, timeout."""
+
+
+class AuthenticationError(DBConnectionError):
+    """The server rejected the credentials (or the user's access to the database)."""
+
+
+class UnknownDatabaseError(DBConnectionError):
+    """The server answers but the named database does not exist (or the file cannot be opened)."""
+
+
+class TLSError(DBConnectionError):
+    """TLS was required but could not be established (server without TLS, bad certificate)."""
+
+
+class ConnectionLostError(DBConnectionError):
+    """An established connection broke (server restart, KILL, pg_terminate_backend).
+
+    The pool discards the connection; the next use gets a fresh one. The statement that was
+    running is not retried: a transaction in progress is lost.
+    """
+
+
+class PoolTimeoutError(DBError):
+    """No pooled connection became free within ``poolTimeout``."""
+
+
+class QueryError(DBError):
+    """A statement failed on the server."""
+
+
+class IntegrityError(QueryError):
+    """A constraint was violated (duplicate key, foreign key, NOT NULL, CHECK)."""
+
+
+class NotFoundError(QueryError):
+    """A query that must return a row returned none (``Result.scalar_one()``, ``get_one()``)."""
+
+
+class StatementTimeoutError(QueryError):
+    """The statement ran longer than ``statementTimeout`` and the server cancelled it."""
+
+
+class TransactionConflictError(QueryError):
+    """Deadlock, lock-wait timeout or serialization failure: the transaction may be retried."""
+
+
+class TransactionError(DBError):
+    """A transaction was misused, e.g. ``commit()`` after it already finished."""
