@@ -1,3 +1,110 @@
-"""im_infra.mq: Kafka producer, consumer groups with automatic offset management, and admin, on confluent-kafka."""
+"""im_infra.mq: Kafka producer, consumer groups with automatic offset management, and admin.
 
-__all__: list[str] = []
+Built on confluent-kafka (librdkafka); configuration is the ``kafka.yaml`` document from coord::
+
+    from im_infra import mq
+
+    with mq.new_producer("im-gateway") as producer:
+        producer.send_sync(mq.Message(topic="gochat.messages.upstream", key=b"u1", value=b"hi"))
+"""
+
+from .admin import KafkaAdminClient
+from .admin_types import TopicInfo
+from .aio import KafkaAsyncConsumer, KafkaAsyncProducer
+from .config import (
+    BROKERS_ENV,
+    CommonConfig,
+    ConsumerConfig,
+    KafkaConfig,
+    ProducerConfig,
+    SASLConfig,
+    SecurityConfig,
+    SSLConfig,
+    admin_properties,
+    client_id,
+    consumer_properties,
+    producer_properties,
+)
+from .consumer import KafkaConsumer
+from .errors import (
+    AdminError,
+    ConfigError,
+    ConsumerError,
+    DeliveryError,
+    MQError,
+    ProducerClosedError,
+    QueueFullError,
+    SendTimeoutError,
+    TopicExistsError,
+    TopicNotFoundError,
+)
+from .factories import (
+    load_config,
+    new_admin_client,
+    new_async_consumer,
+    new_async_producer,
+    new_consumer,
+    new_producer,
+)
+from .interfaces import (
+    AdminClient,
+    AsyncConsumeCallback,
+    AsyncConsumer,
+    AsyncProducer,
+    ConsumeCallback,
+    Consumer,
+    DeliveryCallback,
+    Producer,
+)
+from .message import TRACE_ID_HEADER, Message
+from .producer import KafkaProducer
+from .retry import DLQ_SUFFIX, RetryPolicy
+
+__all__ = [
+    "BROKERS_ENV",
+    "DLQ_SUFFIX",
+    "TRACE_ID_HEADER",
+    "AdminClient",
+    "AdminError",
+    "AsyncConsumeCallback",
+    "AsyncConsumer",
+    "AsyncProducer",
+    "CommonConfig",
+    "ConfigError",
+    "ConsumeCallback",
+    "Consumer",
+    "ConsumerConfig",
+    "ConsumerError",
+    "DeliveryCallback",
+    "DeliveryError",
+    "KafkaAdminClient",
+    "KafkaAsyncConsumer",
+    "KafkaAsyncProducer",
+    "KafkaConfig",
+    "KafkaConsumer",
+    "KafkaProducer",
+    "MQError",
+    "Message",
+    "Producer",
+    "ProducerClosedError",
+    "ProducerConfig",
+    "QueueFullError",
+    "RetryPolicy",
+    "SASLConfig",
+    "SSLConfig",
+    "SecurityConfig",
+    "SendTimeoutError",
+    "TopicExistsError",
+    "TopicInfo",
+    "TopicNotFoundError",
+    "admin_properties",
+    "client_id",
+    "consumer_properties",
+    "load_config",
+    "new_admin_client",
+    "new_async_consumer",
+    "new_async_producer",
+    "new_consumer",
+    "new_producer",
+    "producer_properties",
+]

@@ -1,0 +1,290 @@
+"""Benchmark: im_infra.mq against raw confluent-kafka on the same broker, in the same run.
+
+Produce: 200-byte random (incompressible) values with keys, acks=all, idempotence on (the seed's
+producer defaults, identical librdkafka properties for both sides), each message with a delivery
+callback; the clock stops when every callback has fired.
+Consume: a fresh group reads the produced topic with the same at-least-once settings
+(``enable.auto.offset.store=false``, an offset stored after each message's handler returned); both
+sides call the same handler per message, which reads the key and the value and counts (raw: on
+the confluent message, im-infra: on its ``Message``). The clock runs from the first message to
+the last, so the group join is excluded.
+aiokafka's producer is measured as a reference when it is importable.
+
+Usage: eval "$(scripts/devstack env)"; uv run python benchmarks/bench_mq.py [--messages N]
+Brokers: --brokers, else $IM_INFRA_KAFKA_BROKERS. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import confluent_kafka
+
+from im_infra import clog, mq
+from im_infra.mq.config import KafkaConfig, consumer_properties, producer_properties
+
+SERVICE = "bench-mq"
+VALUE_SIZE = 200
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def payloads(n: int) -> tuple[list[bytes], list[bytes]]:
+    blob = os.urandom(VALUE_SIZE * n)
+    values = [blob[i * VALUE_SIZE : (i + 1) * VALUE_SIZE] for i in range(n)]
+    keys = [f"user-{i % 10_000}".encode() for i in range(n)]
+    return keys, values
+
+
+class Countdown:
+    """Counts delivery reports; ``done`` is set when ``n`` arrived (errors are counted too)."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self.errors = 0
+        self.done = threading.Event()
+
+    def hit(self, err: object) -> None:
+        if err is not None:
+            self.errors += 1
+        self.left -= 1
+        if self.left == 0:
+            self.done.set()
+
+
+def produce_im_infra(
+    config: KafkaConfig, topic: str, keys: list[bytes], values: list[bytes]
+) -> float:
+    count = Countdown(len(values))
+    producer = mq.KafkaProducer(producer_properties(config, SERVICE))
+    callback: Callable[[mq.MQError | None], None] = count.hit
+    start = time.perf_counter()
+    for key, value in zip(keys, values, strict=True):
+        producer.send(mq.Message(topic, key=key, value=value), callback)
+    assert count.done.wait(120), "im-infra produce did not finish"
+    elapsed = time.perf_counter() - start
+    producer.close()
+    assert count.errors == 0, f"{count.errors} delivery errors"
+    return len(values) / elapsed
+
+
+def produce_raw(config: KafkaConfig, topic: str, keys: list[bytes], values: list[bytes]) -> float:
+    count = Countdown(len(values))
+    producer = confluent_kafka.Producer(producer_properties(config, SERVICE))
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        count.hit(err)
+
+    start = time.perf_counter()
+    for key, value in zip(keys, values, strict=True):
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(120)
+    assert count.done.wait(1), "raw produce did not finish"
+    elapsed = time.perf_counter() - start
+    assert count.errors == 0, f"{count.errors} delivery errors"
+    return len(values) / elapsed
+
+
+def produce_aiokafka(
+    brokers: str, topic: str, keys: list[bytes], values: list[bytes]
+) -> float | None:
+    try:
+        import aiokafka
+    except ImportError:
+        return None
+
+    async def run() -> float:
+        producer = aiokafka.AIOKafkaProducer(
+            bootstrap_servers=brokers,
+            acks="all",
+            enable_idempotence=True,
+            compression_type="lz4" if _has_lz4() else None,
+            linger_ms=5,
+            max_batch_size=16384,
+        )
+        await producer.start()
+        try:
+            start = time.perf_counter()
+            futures = [
+                await producer.send(topic, value=v, key=k)
+                for k, v in zip(keys, values, strict=True)
+            ]
+            await asyncio.gather(*futures)
+            return len(values) / (time.perf_counter() - start)
+        finally:
+            await producer.stop()
+
+    return asyncio.run(run())
+
+
+def _has_lz4() -> bool:
+    try:
+        import lz4  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def consume_im_infra(config: KafkaConfig, topic: str, n: int) -> float:
+    props = consumer_properties(config, SERVICE, f"bench-{uuid.uuid4().hex[:8]}")
+    consumer = mq.KafkaConsumer(props)
+    seen = size = 0
+    first = last = 0.0
+
+    def handle(msg: mq.Message) -> None:
+        nonlocal seen, first, last, size
+        size += len(msg.key or b"") + len(msg.value or b"")
+        if seen == 0:
+            first = time.perf_counter()
+        seen += 1
+        if seen == n:
+            last = time.perf_counter()  # before close(): leaving the group is not measured
+            consumer.close()
+
+    consumer.subscribe([topic], handle)
+    return (n - 1) / (last - first)
+
+
+def consume_raw(config: KafkaConfig, topic: str, n: int) -> float:
+    """The same job on raw confluent-kafka: a handler call per message, then store its offset."""
+    props = consumer_properties(config, SERVICE, f"bench-{uuid.uuid4().hex[:8]}")
+    consumer = confluent_kafka.Consumer(props)
+    consumer.subscribe([topic])
+    seen = size = 0
+    first = 0.0
+
+    def handle(msg: Any) -> None:
+        nonlocal seen, first, size
+        size += len(msg.key() or b"") + len(msg.value() or b"")
+        if seen == 0:
+            first = time.perf_counter()
+        seen += 1
+
+    while seen < n:
+        first_msg = consumer.poll(0.2)
+        if first_msg is None:
+            continue
+        for msg in (first_msg, *consumer.consume(499, 0)):
+            if seen == n:
+                break
+            if msg.error() is None:
+                handle(msg)
+                consumer.store_offsets(message=msg)
+    elapsed = time.perf_counter() - first
+    consumer.close()
+    return (n - 1) / elapsed
+
+
+def send_sync_p99_ms(config: KafkaConfig, topic: str, n: int) -> float:
+    latencies = []
+    with mq.KafkaProducer(producer_properties(config, SERVICE)) as producer:
+        value = os.urandom(VALUE_SIZE)
+        producer.send_sync(mq.Message(topic, key=b"warmup", value=value))
+        for i in range(n):
+            start = time.perf_counter()
+            producer.send_sync(mq.Message(topic, key=f"k{i}".encode(), value=value))
+            latencies.append((time.perf_counter() - start) * 1000)
+    latencies.sort()
+    return latencies[int(0.99 * (len(latencies) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--brokers", default=os.environ.get(mq.BROKERS_ENV))
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side")
+    parser.add_argument("--sync-sends", type=int, default=2000)
+    args = parser.parse_args()
+    if not args.brokers:
+        sys.exit(f"no broker: pass --brokers or set {mq.BROKERS_ENV} (scripts/devstack env)")
+    clog.init(service=SERVICE, level="WARNING")
+    config = KafkaConfig.model_validate(
+        {"common": {"brokers": [args.brokers]}, "consumer": {"autoOffsetReset": "earliest"}}
+    )
+    n = args.messages
+    keys, values = payloads(n)
+    admin = mq.KafkaAdminClient({"bootstrap.servers": args.brokers})
+    topics: list[str] = []
+
+    def topic(tag: str) -> str:
+        name = f"bench-mq-{tag}-{uuid.uuid4().hex[:8]}"
+        admin.create_topic(name, 3, 1)
+        topics.append(name)
+        return name
+
+    try:
+        ours, raw, aio = [], [], []
+        for r in range(args.rounds):
+            # Alternate who goes first so that broker warm-up and noise favour neither side.
+            order = ("ours", "raw") if r % 2 == 0 else ("raw", "ours")
+            for side in order:
+                if side == "ours":
+                    ours.append(produce_im_infra(config, topic("p-ours"), keys, values))
+                else:
+                    raw.append(produce_raw(config, topic("p-raw"), keys, values))
+            log(f"produce round {r}: im-infra {ours[-1]:,.0f}/s, raw {raw[-1]:,.0f}/s")
+        aio_rate = produce_aiokafka(args.brokers, topic("p-aio"), keys, values)
+        if aio_rate is not None:
+            aio.append(aio_rate)
+            log(f"aiokafka produce: {aio_rate:,.0f}/s")
+        else:
+            log("aiokafka is not installed: no reference figure")
+
+        source = topic("c")
+        produce_raw(config, source, keys, values)
+        c_ours, c_raw = [], []
+        for r in range(args.rounds):
+            order = ("ours", "raw") if r % 2 == 0 else ("raw", "ours")
+            for side in order:
+                if side == "ours":
+                    c_ours.append(consume_im_infra(config, source, n))
+                else:
+                    c_raw.append(consume_raw(config, source, n))
+            log(f"consume round {r}: im-infra {c_ours[-1]:,.0f}/s, raw {c_raw[-1]:,.0f}/s")
+        p99 = send_sync_p99_ms(config, topic("sync"), args.sync_sends)
+        log(f"send_sync p99: {p99:.2f} ms (lingerMs={config.producer.linger_ms})")
+    finally:
+        for name in topics:
+            try:
+                admin.delete_topic(name)
+            except mq.MQError as exc:
+                log(f"cleanup: {exc}")
+        admin.close()
+
+    produce, raw_produce = statistics.median(ours), statistics.median(raw)
+    consume, raw_consume = statistics.median(c_ours), statistics.median(c_raw)
+    result: dict[str, Any] = {
+        "bench": "mq",
+        "produce_per_s": round(produce),
+        "raw_produce_per_s": round(raw_produce),
+        "produce_ratio_vs_confluent": round(produce / raw_produce, 3),
+        "consume_per_s": round(consume),
+        "raw_consume_per_s": round(raw_consume),
+        "consume_ratio_vs_confluent": round(consume / raw_consume, 3),
+        "send_sync_p99_ms": round(p99, 3),
+    }
+    if aio:
+        result["aiokafka_produce_per_s"] = round(aio[0])
+    print(json.dumps(result, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main()

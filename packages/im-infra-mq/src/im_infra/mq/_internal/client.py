@@ -1,0 +1,98 @@
+"""Pieces shared by the producer, consumer and admin client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from confluent_kafka import KafkaError, KafkaException
+
+from im_infra import clog
+from im_infra.mq.errors import ConfigError
+
+__all__ = ["AsyncClosing", "Closing", "build_client", "log_client_error", "redacted"]
+
+C = TypeVar("C")
+
+
+def redacted(props: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of librdkafka properties with secrets masked and callables dropped."""
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        if callable(value) or isinstance(value, logging.Logger):
+            continue
+        out[key] = "***" if "password" in key or "secret" in key else value
+    return out
+
+
+def log_client_error(log: clog.Logger, role: str, err: KafkaError) -> None:
+    """Log a librdkafka client-level error (``error_cb``) at a level matching its impact."""
+    if err.fatal():
+        log.error(f"fatal {role} error", cause=err.str(), code=err.name())
+    elif err.code() == KafkaError._TRANSPORT:
+        # One per failed connection attempt; librdkafka retries, and its own log has the detail.
+        log.debug(f"{role} connection error", cause=err.str(), code=err.name())
+    else:
+        log.warning(f"{role} client error", cause=err.str(), code=err.name())
+
+
+def build_client(
+    factory: Callable[[dict[str, Any]], C],
+    role: str,
+    properties: Mapping[str, Any],
+    log: clog.Logger,
+    *,
+    forward_logs: bool = True,
+) -> tuple[C, dict[str, Any]]:
+    """Create a librdkafka client with im-infra's error and log hooks.
+
+    Returns the client and its properties with secrets masked. ``forward_logs`` routes
+    librdkafka's log lines through stdlib logging (served by poll, which clog receives).
+    """
+    props = dict(properties)
+    props.setdefault("error_cb", lambda err: log_client_error(log, role, err))
+    if forward_logs:
+        props.setdefault("logger", logging.getLogger(f"im_infra.mq.librdkafka.{role}"))
+    try:
+        client = factory(props)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise ConfigError(f"librdkafka rejected the {role} configuration: {exc}") from exc
+    return client, redacted(props)
+
+
+class Closing:
+    """``with obj:`` calls ``obj.close()`` on exit."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncClosing:
+    """``async with obj:`` awaits ``obj.close()`` on exit."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,259 @@
+"""asyncio producer and consumer, sharing the blocking classes' core.
+
+confluent-kafka 2.16's own ``confluent_kafka.aio.AIOProducer`` refuses ``headers`` (it raises
+``NotImplementedError``), and im-infra needs headers for ``trace_id``; so these classes wrap the
+blocking :class:`KafkaProducer` / :class:`KafkaConsumer` and bridge their results to the event
+loop with futures. The librdkafka work stays on the background threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from im_infra import clog
+
+from ._internal.client import AsyncClosing
+from .consumer import AbortedError, KafkaConsumer
+from .errors import ConsumerError, MQError, SendTimeoutError
+from .interfaces import AsyncConsumeCallback, DeliveryCallback
+from .message import Message
+from .producer import Backpressure, KafkaProducer
+
+__all__ = ["KafkaAsyncConsumer", "KafkaAsyncProducer"]
+
+
+def _resolve(future: asyncio.Future[None], err: MQError | None) -> None:
+    if future.done():
+        return
+    if err is None:
+        future.set_result(None)
+    else:
+        future.set_exception(err)
+
+
+def _cancel(future: concurrent.futures.Future[object] | None) -> None:
+    if future is not None and not future.done():
+        future.cancel()
+
+
+class _OnLoop:
+    """Runs a delivery callback on its event loop (called from the poller thread)."""
+
+    __slots__ = ("callback", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: DeliveryCallback) -> None:
+        self.loop = loop
+        self.callback = callback
+
+    def __call__(self, err: MQError | None) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to tell
+            self.loop.call_soon_threadsafe(self.callback, err)
+
+
+class KafkaAsyncProducer(AsyncClosing):
+    """asyncio producer; build it with :func:`im_infra.mq.new_async_producer`."""
+
+    def __init__(self, core: KafkaProducer) -> None:
+        """Wrap a blocking producer (its poller thread serves the delivery reports)."""
+        self._core = core
+        self._last_adapter: _OnLoop | None = None
+
+    @property
+    def core(self) -> KafkaProducer:
+        """The blocking producer doing the work."""
+        return self._core
+
+    async def send(self, msg: Message, callback: DeliveryCallback | None = None) -> None:
+        """Queue ``msg``; ``callback`` is called on this event loop with the delivery result.
+
+        A full local queue is waited out with ``asyncio.sleep`` (the loop keeps running) for up to
+        the back-pressure timeout, then :class:`QueueFullError` is raised.
+        """
+        if callback is None:
+            await self._produce(msg, None)
+            return
+        loop = asyncio.get_running_loop()
+        # Reuse the adapter while loop and callback repeat, so that the core can reuse its
+        # delivery hook too (see KafkaProducer._on_delivery).
+        adapter = self._last_adapter
+        if adapter is None or adapter.loop is not loop or adapter.callback is not callback:
+            adapter = self._last_adapter = _OnLoop(loop, callback)
+        await self._produce(msg, adapter)
+
+    async def send_sync(self, msg: Message, timeout: float | None = None) -> None:
+        """Send ``msg`` and wait until the broker acknowledged it; raise on failure."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def on_loop(err: MQError | None) -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, future, err)
+
+        await self._produce(msg, on_loop)
+        wait = self._core.message_timeout + 5.0 if timeout is None else timeout
+        try:
+            await asyncio.wait_for(future, wait)
+        except TimeoutError as exc:
+            raise SendTimeoutError(
+                f"no delivery report for a message to topic {msg.topic!r} within {wait:.1f}s",
+                code="_TIMED_OUT",
+                retriable=True,
+            ) from exc
+
+    async def flush(self, timeout: float | None = None) -> int:
+        """Wait (in a worker thread) for queued messages; return how many remain."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._core.flush, timeout)
+
+    async def close(self) -> None:
+        """Flush and release; undelivered messages are reported to their callbacks. Idempotent."""
+        await asyncio.get_running_loop().run_in_executor(None, self._core.close)
+
+    async def _produce(self, msg: Message, callback: DeliveryCallback | None) -> None:
+        core = self._core
+        pending = core.prepare(msg, callback)
+        if core.try_produce(msg, pending):
+            return
+        wait = Backpressure(core.backpressure_timeout, msg.topic)
+        while True:
+            await asyncio.sleep(wait.next_pause())
+            if core.try_produce(msg, pending):
+                return
+
+
+class KafkaAsyncConsumer(AsyncClosing):
+    """asyncio consumer-group member; build it with :func:`im_infra.mq.new_async_consumer`.
+
+    The poll loop of the wrapped :class:`KafkaConsumer` runs on a dedicated thread; each message
+    is handed to the event loop and the loop thread waits for it, so ordering, at-least-once
+    offset storing, retries and the dead-letter topic behave exactly as in the blocking consumer.
+    """
+
+    def __init__(self, core: KafkaConsumer) -> None:
+        """Wrap a blocking consumer."""
+        self._core = core
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="mq-async-consumer"
+        )
+        # The running async callback (subscribe) and the message the iterator is waiting on.
+        self._callback_task: asyncio.Task[object] | None = None
+        self._aborting = False
+        self._pending_ack: concurrent.futures.Future[object] | None = None
+
+    @property
+    def core(self) -> KafkaConsumer:
+        """The blocking consumer doing the work."""
+        return self._core
+
+    async def subscribe(self, topics: Sequence[str], callback: AsyncConsumeCallback) -> None:
+        """Consume ``topics``, awaiting ``callback(msg)`` per message, until :meth:`close`.
+
+        Cancelling the awaiting task stops the consumer (the message in hand is not stored, so
+        it is delivered again).
+        """
+        loop = asyncio.get_running_loop()
+
+        async def run_callback(msg: Message) -> object:
+            # Runs on the loop, like the cancellation path below: no race between the two.
+            if self._aborting:
+                raise AbortedError("the subscription was cancelled")
+            self._callback_task = asyncio.current_task()
+            try:
+                tid = msg.trace_id
+                if tid is None:
+                    return await callback(msg)
+                with clog.trace_context(tid):
+                    return await callback(msg)
+            finally:
+                self._callback_task = None
+
+        def handler(msg: Message) -> object:
+            future = asyncio.run_coroutine_threadsafe(run_callback(msg), loop)
+            try:
+                return future.result()
+            except concurrent.futures.CancelledError as exc:
+                raise AbortedError("callback cancelled") from exc
+
+        await self._run(topics, handler)
+
+    async def messages(self, topics: Sequence[str]) -> AsyncIterator[Message]:
+        """Iterate over messages of ``topics``: ``async for msg in consumer.messages([...])``.
+
+        A message's offset is stored when the loop asks for the next one, i.e. after your loop
+        body finished with it. Leaving the loop (``break``, an exception) stops the consumer and
+        leaves the last message unstored, so the group delivers it again.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[Message, concurrent.futures.Future[object]]] = asyncio.Queue()
+
+        def handler(msg: Message) -> object:
+            ack: concurrent.futures.Future[object] = concurrent.futures.Future()
+            self._pending_ack = ack
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (msg, ack))
+                return ack.result()
+            except concurrent.futures.CancelledError as exc:
+                raise AbortedError("iteration abandoned") from exc
+            except RuntimeError as exc:  # event loop closed
+                raise AbortedError("event loop closed") from exc
+            finally:
+                self._pending_ack = None
+
+        run = loop.run_in_executor(self._executor, self._core.run, topics, handler)
+        ack: concurrent.futures.Future[object] | None = None
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                waiting: list[asyncio.Future[Any]] = [getter, run]
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    run.result()  # re-raises a ConsumerError from the loop
+                    return
+                msg, ack = getter.result()
+                yield msg
+                ack.set_result(None)
+                ack = None
+        finally:
+            if not run.done():
+                self._core.request_stop()
+                if ack is not None:
+                    ack.cancel()
+                _cancel(self._pending_ack)
+                await asyncio.shield(run)
+
+    async def close(self) -> None:
+        """Finish the message in hand, commit, leave the group. Idempotent.
+
+        A running ``subscribe`` callback is allowed to finish; called from inside that callback,
+        ``close`` only asks the loop to stop (it cannot wait for itself) and ``subscribe``
+        returns after the callback. A message held by an ``async for`` body that has not asked
+        for the next one is left unstored (delivered again).
+        """
+        self._core.request_stop()
+        _cancel(self._pending_ack)
+        current = asyncio.current_task()
+        if current is not None and current is self._callback_task:
+            return
+        await asyncio.get_running_loop().run_in_executor(None, self._core.close)
+        self._executor.shutdown(wait=False)
+
+    async def _run(self, topics: Sequence[str], handler: Callable[[Message], object]) -> None:
+        loop = asyncio.get_running_loop()
+        run = loop.run_in_executor(self._executor, self._core.run, topics, handler)
+        try:
+            await asyncio.shield(run)
+        except asyncio.CancelledError:
+            self._core.request_stop()
+            self._aborting = True
+            if self._callback_task is not None:
+                self._callback_task.cancel()
+            with contextlib.suppress(ConsumerError, AbortedError):
+                await asyncio.shield(run)
+            raise
+        finally:
+            if run.done():
+                self._executor.shutdown(wait=False)

@@ -1,0 +1,350 @@
+"""The blocking consumer-group member (seed ``Consumer``) on confluent-kafka.
+
+At-least-once: librdkafka commits in the background every ``autoCommitIntervalMs``, but only
+offsets this class *stored*, and it stores a message's offset only after the callback returned (or
+the message went to the dead-letter topic). Stored offsets are also committed when partitions are
+revoked and on :meth:`KafkaConsumer.close`. A crash therefore re-delivers the messages handled since
+the last commit (duplicates) but never skips one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from im_infra import clog
+
+from ._internal.client import Closing, build_client
+from .errors import ConfigError, ConsumerError, MQError
+from .interfaces import ConsumeCallback
+from .message import TRACE_ID_HEADER, Message
+from .producer import KafkaProducer
+from .retry import DLQ_SUFFIX, RetryPolicy
+
+__all__ = ["KafkaConsumer"]
+
+_BATCH = 500
+_NO_TIMESTAMP = confluent_kafka.TIMESTAMP_NOT_AVAILABLE
+_IGNORED_COMMIT_ERRORS = {KafkaError._NO_OFFSET}
+
+#: Processes one message; raising marks it failed. The core is shared by the sync and the asyncio
+#: consumers, which differ only in how they run the user's callback.
+Handler = Callable[[Message], object]
+
+
+def to_message(kmsg: Any) -> Message:
+    """Convert a confluent-kafka message into a :class:`Message`."""
+    raw_headers = kmsg.headers()
+    headers = {k: b"" if v is None else v for k, v in raw_headers} if raw_headers else {}
+    ts_type, ts = kmsg.timestamp()
+    return Message(
+        kmsg.topic(),
+        kmsg.key(),
+        kmsg.value(),
+        headers,
+        kmsg.partition(),
+        kmsg.offset(),
+        None if ts_type == _NO_TIMESTAMP else ts,
+    )
+
+
+class KafkaConsumer(Closing):
+    """A consumer-group member; build it with :func:`im_infra.mq.new_consumer`."""
+
+    def __init__(
+        self,
+        properties: Mapping[str, Any],
+        *,
+        logger: clog.Logger | None = None,
+        retry: RetryPolicy | None = None,
+        dlq_producer: Callable[[], KafkaProducer] | None = None,
+        poll_timeout: float = 0.2,
+        close_timeout: float = 30.0,
+    ) -> None:
+        """Create the member from ready librdkafka ``properties`` (it joins on subscribe)."""
+        self._log = (logger or clog.get_logger("mq")).named("consumer")
+        self._consumer, self._properties = build_client(
+            confluent_kafka.Consumer, "consumer", properties, self._log
+        )
+        self._group_id = str(properties.get("group.id", ""))
+        self._retry = retry
+        if retry is not None and retry.dead_letter and dlq_producer is None:
+            raise ConfigError("RetryPolicy.dead_letter needs a producer for the dead-letter topic")
+        self._dlq_factory = dlq_producer
+        self._dlq: KafkaProducer | None = None
+        self._poll_timeout = poll_timeout
+        self._close_timeout = close_timeout
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._stopped = threading.Event()
+        self._running = False
+        self._loop_thread: threading.Thread | None = None
+        self._shut = False
+        self._subscribed = False
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """The librdkafka properties in use, secrets masked."""
+        return dict(self._properties)
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group this member belongs to."""
+        return self._group_id
+
+    # ------------------------------------------------------------------ public API
+    def subscribe(self, topics: Sequence[str], callback: ConsumeCallback) -> None:
+        """Join the group on ``topics`` and call ``callback(msg)`` per message until closed.
+
+        Blocks the calling thread. A callback that raises is logged with topic/partition/offset
+        (and retried / dead-lettered when a :class:`RetryPolicy` was given); consumption continues.
+        Returns after :meth:`close`; raises :class:`ConsumerError` on an unrecoverable error.
+        """
+        self.run(topics, callback)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop consuming: finish the message in hand, commit stored offsets, leave the group.
+
+        Safe from any thread (including from the callback itself) and idempotent. When called
+        from another thread it waits up to ``timeout`` (default ``close_timeout``) seconds for
+        the loop to finish.
+        """
+        with self._lock:
+            self._closing.set()
+            running = self._running
+        # A close before subscribe still releases the client; one during subscribe lets the loop
+        # finish the message in hand and shut down itself.
+        if running:
+            if threading.current_thread() is self._loop_thread:
+                return  # the loop notices after the callback returns
+            wait = self._close_timeout if timeout is None else timeout
+            if not self._stopped.wait(wait):
+                self._log.warning("consumer loop did not stop in time", timeout_s=wait)
+        else:
+            self._shutdown()  # idempotent
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the message in hand, without waiting for it."""
+        self._closing.set()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` (or :meth:`request_stop`) was called."""
+        return self._closing.is_set()
+
+    # ------------------------------------------------------------------ the shared core
+    def run(self, topics: Sequence[str], handler: Handler) -> None:
+        """The consume loop shared by the blocking and asyncio consumers."""
+        if isinstance(topics, str):
+            topics = [topics]
+        if not topics:
+            raise ConsumerError("subscribe needs at least one topic")
+        with self._lock:
+            if self._closing.is_set():
+                raise ConsumerError("the consumer is closed")
+            if self._running:
+                raise ConsumerError("subscribe is already running on this consumer")
+            self._running = True
+            self._loop_thread = threading.current_thread()
+        consumer = self._consumer
+        try:
+            consumer.subscribe(
+                list(topics),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            self._subscribed = True
+            self._log.info("subscribed", topics=list(topics), group_id=self._group_id)
+            while not self._closing.is_set():
+                first = consumer.poll(self._poll_timeout)
+                if first is None:
+                    continue
+                batch = [first]
+                more = consumer.consume(_BATCH - 1, 0)
+                if more:
+                    batch.extend(more)
+                closing, process = self._closing, self._process
+                for kmsg in batch:
+                    if closing.is_set():
+                        break  # not stored: delivered again to whoever gets the partition
+                    err = kmsg.error()
+                    if err is None:
+                        process(kmsg, handler)
+                    else:
+                        self._on_message_error(err)
+        except KafkaException as exc:
+            raise ConsumerError(f"consumer failed: {exc}") from exc
+        finally:
+            try:
+                self._shutdown()
+            finally:
+                with self._lock:
+                    self._running = False
+                self._stopped.set()
+
+    # ------------------------------------------------------------------ internals
+    def _process(self, kmsg: Any, handler: Handler) -> None:
+        msg = to_message(kmsg)
+        headers = msg.headers
+        raw_tid = headers.get(TRACE_ID_HEADER) if headers else None
+        if raw_tid is None and self._retry is None:
+            # The hot path: no trace id to bind, no retries.
+            try:
+                handler(msg)
+            except Exception as exc:
+                if not self._failed(msg, exc, 1, 1):
+                    return
+        else:
+            # Bind the producer's trace id around the callback (and our log lines about it).
+            token = clog.set_trace_id(raw_tid.decode("utf-8", "replace")) if raw_tid else None
+            try:
+                if not self._handle(msg, handler):
+                    return  # stopping mid-message: not stored, so it is delivered again
+            finally:
+                if token is not None:
+                    clog.reset_trace_id(token)
+        try:
+            self._consumer.store_offsets(message=kmsg)
+        except KafkaException as exc:
+            # The partition was revoked meanwhile: its new owner re-delivers the message.
+            self._log.warning(
+                "could not store offset",
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                cause=str(exc),
+            )
+
+    def _failed(self, msg: Message, exc: Exception, attempt: int, attempts: int) -> bool:
+        """Log a failed callback; ``False`` when the failure means "stop, do not store"."""
+        if isinstance(exc, AbortedError) and self._closing.is_set():
+            return False  # the asyncio iterator was abandoned
+        # Called from inside the except clause: exception() picks up the active exception.
+        self._log.exception(
+            "consume callback failed",
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            attempt=attempt,
+            max_attempts=attempts,
+        )
+        return True
+
+    def _handle(self, msg: Message, handler: Handler) -> bool:
+        """Run the callback with retries; ``False`` when the offset must not be stored."""
+        retry = self._retry
+        attempts = 1 if retry is None else retry.max_attempts
+        attempt = 1
+        while True:
+            try:
+                handler(msg)
+                return True
+            except Exception as exc:
+                if not self._failed(msg, exc, attempt, attempts):
+                    return False
+                if retry is None:
+                    return True  # the seed's behaviour: log and go on
+                if attempt >= attempts:
+                    if retry.dead_letter:
+                        self._dead_letter(msg, exc)
+                    return True
+                if self._closing.wait(retry.pause(attempt)):
+                    return False
+                attempt += 1
+
+    def _dead_letter(self, msg: Message, exc: Exception) -> None:
+        if self._dlq is None:
+            assert self._dlq_factory is not None
+            self._dlq = self._dlq_factory()
+        headers = dict(msg.headers)
+        headers.update(
+            {
+                "dlq_topic": msg.topic.encode(),
+                "dlq_partition": str(msg.partition).encode(),
+                "dlq_offset": str(msg.offset).encode(),
+                "dlq_error": f"{type(exc).__name__}: {exc}"[:1000].encode(),
+            }
+        )
+        target = msg.topic + DLQ_SUFFIX
+        dead = Message(topic=target, key=msg.key, value=msg.value, headers=headers)
+        try:
+            self._dlq.send_sync(dead, timeout=30.0)
+        except MQError:
+            self._log.exception(
+                "could not write message to the dead-letter topic; it is skipped",
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                dlq_topic=target,
+            )
+            return
+        self._log.warning(
+            "message sent to the dead-letter topic",
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            dlq_topic=target,
+        )
+
+    def _on_message_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        if err.fatal():
+            raise ConsumerError(f"fatal consumer error: {err.str()} ({err.name()})")
+        self._log.warning("consumer error", cause=err.str(), code=err.name())
+
+    def _commit(self, reason: str) -> None:
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() in _IGNORED_COMMIT_ERRORS:
+                return
+            self._log.warning("offset commit failed", reason=reason, cause=str(exc))
+
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._log.info(
+            "partitions assigned",
+            group_id=self._group_id,
+            partitions=[f"{p.topic}[{p.partition}]" for p in partitions],
+        )
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._log.info(
+            "partitions revoked",
+            group_id=self._group_id,
+            partitions=[f"{p.topic}[{p.partition}]" for p in partitions],
+        )
+        self._commit("revoke")
+
+    def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._log.warning(
+            "partitions lost (their uncommitted messages will be delivered again)",
+            group_id=self._group_id,
+            partitions=[f"{p.topic}[{p.partition}]" for p in partitions],
+        )
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            if self._shut:
+                return
+            self._shut = True
+        try:
+            if self._subscribed:
+                self._commit("close")
+            self._consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            self._log.warning("consumer close failed", cause=str(exc))
+        finally:
+            if self._dlq is not None:
+                self._dlq.close()
+        self._log.info("consumer closed", group_id=self._group_id)
+
+
+class AbortedError(Exception):
+    """Raised into the core when an asyncio iterator is abandoned mid-message (not stored)."""

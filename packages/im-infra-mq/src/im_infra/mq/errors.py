@@ -1,0 +1,69 @@
+"""Exceptions raised by im_infra.mq.
+
+Every error derives from :class:`MQError`. confluent-kafka exceptions are translated at the
+boundary (``raise ... from exc``) so callers never have to import confluent_kafka.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdminError",
+    "ConfigError",
+    "ConsumerError",
+    "DeliveryError",
+    "MQError",
+    "ProducerClosedError",
+    "QueueFullError",
+    "SendTimeoutError",
+    "TopicExistsError",
+    "TopicNotFoundError",
+]
+
+
+class MQError(Exception):
+    """Base class of every im_infra.mq error."""
+
+
+class ConfigError(MQError):
+    """The ``kafka.yaml`` configuration (or an override) is invalid."""
+
+
+class DeliveryError(MQError):
+    """A message could not be delivered to the broker.
+
+    ``code`` is the librdkafka error name (e.g. ``"_MSG_TIMED_OUT"``, ``"_PURGE_QUEUE"``) when the
+    failure came from librdkafka, else ``None``. ``retriable`` tells whether sending again may work.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retriable = retriable
+
+
+class QueueFullError(DeliveryError):
+    """The producer's local queue stayed full for the whole back-pressure wait."""
+
+
+class SendTimeoutError(DeliveryError):
+    """``send_sync`` did not get a delivery report within its timeout."""
+
+
+class ProducerClosedError(MQError):
+    """The producer was closed; it accepts no more messages."""
+
+
+class ConsumerError(MQError):
+    """The consumer hit an unrecoverable error (or was used after close)."""
+
+
+class AdminError(MQError):
+    """An administrative operation (topic create/delete/describe) failed."""
+
+
+class TopicExistsError(AdminError):
+    """The topic exists with a configuration that differs from the one requested."""
+
+
+class TopicNotFoundError(AdminError):
+    """The topic does not exist."""

@@ -1,0 +1,181 @@
+"""Factory functions (seed §3): configuration from coord, dependencies as keyword arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from im_infra import clog
+from im_infra import coord as _coord
+
+from ._internal.loading import load_kafka_config
+from .admin import KafkaAdminClient
+from .aio import KafkaAsyncConsumer, KafkaAsyncProducer
+from .config import (
+    KafkaConfig,
+    admin_properties,
+    consumer_properties,
+    producer_properties,
+)
+from .consumer import KafkaConsumer
+from .errors import ConfigError
+from .producer import KafkaProducer
+from .retry import RetryPolicy
+
+__all__ = [
+    "load_config",
+    "new_admin_client",
+    "new_async_consumer",
+    "new_async_producer",
+    "new_consumer",
+    "new_producer",
+]
+
+RdkafkaConfig = Mapping[str, Any]
+
+
+def load_config(
+    service_name: str, *, coord: _coord.Provider | None = None, **overrides: Any
+) -> KafkaConfig:
+    """Resolve ``kafka.yaml`` for ``service_name`` the way every factory does.
+
+    Layers (later wins): seed defaults < ``IM_INFRA_KAFKA_BROKERS`` (brokers only, when no
+    document sets them) < global ``kafka.yaml`` < the service's ``kafka.yaml`` < ``overrides``
+    (nested like the document: ``producer={"lingerMs": 0}``; snake_case keys work too).
+    Raises :class:`ConfigError` naming the field and the problem.
+    """
+    return load_kafka_config(service_name, provider=coord, overrides=overrides or None)
+
+
+def _merge(props: dict[str, Any], extra: RdkafkaConfig | None) -> dict[str, Any]:
+    if extra:
+        for key in extra:
+            if not isinstance(key, str) or ("." not in key and not key.endswith("_cb")):
+                raise ConfigError(
+                    f"rdkafka_config key {key!r} is not a librdkafka property (like 'linger.ms')"
+                )
+        props.update(extra)
+    return props
+
+
+def new_producer(
+    service_name: str,
+    *,
+    logger: clog.Logger | None = None,
+    coord: _coord.Provider | None = None,
+    rdkafka_config: RdkafkaConfig | None = None,
+    backpressure_timeout: float = 30.0,
+    close_timeout: float = 30.0,
+    **overrides: Any,
+) -> KafkaProducer:
+    """Create a producer for ``service_name`` (client id ``<clientIDPrefix>-<service_name>``).
+
+    ``overrides`` are deep-merged over the kafka.yaml documents (see :func:`load_config`);
+    ``rdkafka_config`` sets raw librdkafka properties last (e.g. ``{"message.timeout.ms": 5000}``).
+    """
+    config = load_config(service_name, coord=coord, **overrides)
+    props = _merge(producer_properties(config, service_name), rdkafka_config)
+    return KafkaProducer(
+        props,
+        logger=logger,
+        backpressure_timeout=backpressure_timeout,
+        close_timeout=close_timeout,
+    )
+
+
+def new_consumer(
+    service_name: str,
+    group_id: str,
+    *,
+    logger: clog.Logger | None = None,
+    coord: _coord.Provider | None = None,
+    retry: RetryPolicy | None = None,
+    rdkafka_config: RdkafkaConfig | None = None,
+    close_timeout: float = 30.0,
+    **overrides: Any,
+) -> KafkaConsumer:
+    """Create a member of consumer group ``group_id`` for ``service_name``.
+
+    Without ``retry`` a failing callback is logged and skipped (the seed's behaviour); with a
+    :class:`RetryPolicy` it is retried and, if it keeps failing, sent to ``<topic>.dlq``.
+    """
+    if not group_id:
+        raise ConfigError("group_id must be a non-empty string")
+    config = load_config(service_name, coord=coord, **overrides)
+    props = _merge(consumer_properties(config, service_name, group_id), rdkafka_config)
+
+    def dlq_producer() -> KafkaProducer:
+        return KafkaProducer(producer_properties(config, service_name), logger=logger)
+
+    return KafkaConsumer(
+        props,
+        logger=logger,
+        retry=retry,
+        dlq_producer=dlq_producer,
+        close_timeout=close_timeout,
+    )
+
+
+def new_admin_client(
+    service_name: str,
+    *,
+    logger: clog.Logger | None = None,
+    coord: _coord.Provider | None = None,
+    rdkafka_config: RdkafkaConfig | None = None,
+    timeout: float = 30.0,
+    **overrides: Any,
+) -> KafkaAdminClient:
+    """Create an admin client for topic management (seed §5)."""
+    config = load_config(service_name, coord=coord, **overrides)
+    props = _merge(admin_properties(config, service_name), rdkafka_config)
+    return KafkaAdminClient(props, logger=logger, timeout=timeout)
+
+
+def new_async_producer(
+    service_name: str,
+    *,
+    logger: clog.Logger | None = None,
+    coord: _coord.Provider | None = None,
+    rdkafka_config: RdkafkaConfig | None = None,
+    backpressure_timeout: float = 30.0,
+    close_timeout: float = 30.0,
+    **overrides: Any,
+) -> KafkaAsyncProducer:
+    """The asyncio form of :func:`new_producer`."""
+    return KafkaAsyncProducer(
+        new_producer(
+            service_name,
+            logger=logger,
+            coord=coord,
+            rdkafka_config=rdkafka_config,
+            backpressure_timeout=backpressure_timeout,
+            close_timeout=close_timeout,
+            **overrides,
+        )
+    )
+
+
+def new_async_consumer(
+    service_name: str,
+    group_id: str,
+    *,
+    logger: clog.Logger | None = None,
+    coord: _coord.Provider | None = None,
+    retry: RetryPolicy | None = None,
+    rdkafka_config: RdkafkaConfig | None = None,
+    close_timeout: float = 30.0,
+    **overrides: Any,
+) -> KafkaAsyncConsumer:
+    """The asyncio form of :func:`new_consumer`."""
+    return KafkaAsyncConsumer(
+        new_consumer(
+            service_name,
+            group_id,
+            logger=logger,
+            coord=coord,
+            retry=retry,
+            rdkafka_config=rdkafka_config,
+            close_timeout=close_timeout,
+            **overrides,
+        )
+    )

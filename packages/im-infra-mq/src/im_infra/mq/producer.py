@@ -1,0 +1,313 @@
+"""The blocking producer (seed ``Producer``) on confluent-kafka.
+
+Design:
+- ``send`` hands the message to librdkafka and returns; a background poller thread serves delivery
+  reports, so each callback runs on that thread with ``None`` or a :class:`DeliveryError`.
+- A full local queue (librdkafka's ``BufferError``) makes ``send`` wait, up to
+  ``backpressure_timeout`` seconds, for the poller to drain it, then raise :class:`QueueFullError`.
+- ``close`` flushes for ``close_timeout`` seconds, then purges what is left: librdkafka reports each
+  purged message, so every callback gets an error; nothing is dropped silently.
+- The current clog trace id is added as the ``trace_id`` header unless the message has one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import confluent_kafka
+from confluent_kafka import KafkaError, KafkaException
+
+from im_infra import clog
+
+from ._internal.client import Closing, build_client
+from .errors import (
+    DeliveryError,
+    MQError,
+    ProducerClosedError,
+    QueueFullError,
+    SendTimeoutError,
+)
+from .interfaces import DeliveryCallback
+from .message import TRACE_ID_HEADER, Message
+
+__all__ = ["KafkaProducer"]
+
+_POLL_INTERVAL_S = 0.1
+_DEFAULT_MESSAGE_TIMEOUT_MS = 300_000
+_PURGED = {"_PURGE_QUEUE", "_PURGE_INFLIGHT"}
+
+_Headers = dict[str, str | bytes | None]
+_Pending = tuple[_Headers | None, "_Delivery"]
+
+
+def _delivery_error(err: KafkaError, topic: str) -> DeliveryError:
+    name = err.name()
+    if name in _PURGED:
+        return DeliveryError(
+            f"message for topic {topic!r} was not delivered before the producer closed ({name})",
+            code=name,
+            retriable=True,
+        )
+    return DeliveryError(
+        f"delivery to topic {topic!r} failed: {err.str()} ({name})",
+        code=name,
+        retriable=bool(err.retriable()),
+    )
+
+
+class _Delivery:
+    """The delivery hook handed to librdkafka: runs the user's callback with the result."""
+
+    __slots__ = ("callback", "log", "tid")
+
+    def __init__(
+        self, callback: DeliveryCallback | None, tid: str | None, log: clog.Logger
+    ) -> None:
+        self.callback = callback
+        self.tid = tid
+        self.log = log
+
+    def __call__(self, err: KafkaError | None, kmsg: Any) -> None:
+        error = None if err is None else _delivery_error(err, kmsg.topic())
+        callback = self.callback
+        if callback is None:
+            if error is not None:
+                self.log.error("message delivery failed", topic=kmsg.topic(), cause=str(error))
+            return
+        token = None if self.tid is None else clog.set_trace_id(self.tid)
+        try:
+            callback(error)
+        except Exception:
+            self.log.exception("delivery callback raised", topic=kmsg.topic())
+        finally:
+            if token is not None:
+                clog.reset_trace_id(token)
+
+
+class Backpressure:
+    """Bounded waiting while librdkafka's local queue is full (shared by sync and asyncio)."""
+
+    def __init__(self, timeout: float, topic: str) -> None:
+        self._deadline = time.monotonic() + timeout
+        self._timeout = timeout
+        self._topic = topic
+        self._pause = 0.001
+
+    def next_pause(self) -> float:
+        """Seconds to wait before retrying; raises :class:`QueueFullError` once time is up."""
+        if time.monotonic() >= self._deadline:
+            raise QueueFullError(
+                f"the producer's local queue stayed full for {self._timeout:.1f}s "
+                f"(topic {self._topic!r}); the broker is too slow or unreachable",
+                code="_QUEUE_FULL",
+                retriable=True,
+            )
+        pause = self._pause
+        self._pause = min(pause * 2, 0.05)
+        return pause
+
+
+class KafkaProducer(Closing):
+    """Thread-safe producer; build it with :func:`im_infra.mq.new_producer`."""
+
+    def __init__(
+        self,
+        properties: Mapping[str, Any],
+        *,
+        logger: clog.Logger | None = None,
+        backpressure_timeout: float = 30.0,
+        close_timeout: float = 30.0,
+    ) -> None:
+        """Create the producer from ready librdkafka ``properties`` and start its poller."""
+        self._log = (logger or clog.get_logger("mq")).named("producer")
+        self._producer, self._properties = build_client(
+            confluent_kafka.Producer, "producer", properties, self._log
+        )
+        timeout_ms = int(properties.get("message.timeout.ms", _DEFAULT_MESSAGE_TIMEOUT_MS))
+        self._message_timeout_s = timeout_ms / 1000.0
+        self._backpressure_timeout = backpressure_timeout
+        self._close_timeout = close_timeout
+        self._lock = threading.Lock()
+        self._closed = False
+        self._last_hook: _Delivery | None = None
+        self._stop = threading.Event()
+        self._poller = threading.Thread(
+            target=self._poll_loop,
+            name=f"mq-producer-poller[{properties.get('client.id', '')}]",
+            daemon=True,
+        )
+        self._poller.start()
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """The librdkafka properties in use, secrets masked."""
+        return dict(self._properties)
+
+    @property
+    def backpressure_timeout(self) -> float:
+        """How long ``send`` waits for room in a full local queue before raising."""
+        return self._backpressure_timeout
+
+    @property
+    def message_timeout(self) -> float:
+        """librdkafka's ``message.timeout.ms`` in seconds (the delivery deadline of a message)."""
+        return self._message_timeout_s
+
+    # ------------------------------------------------------------------ sending
+    def send(self, msg: Message, callback: DeliveryCallback | None = None) -> None:
+        """Queue ``msg`` and return; ``callback(None | error)`` runs from the poller thread.
+
+        Without a callback a failed delivery is logged. Raises :class:`QueueFullError` when the
+        local queue stays full for ``backpressure_timeout`` seconds, :class:`ProducerClosedError`
+        after :meth:`close`.
+        """
+        self._produce(msg, callback)
+
+    def send_sync(self, msg: Message, timeout: float | None = None) -> None:
+        """Send ``msg`` and block until the broker acknowledged it.
+
+        ``timeout`` defaults to ``message.timeout.ms`` plus a margin (librdkafka fails the message
+        by then). Raises :class:`DeliveryError` (or :class:`SendTimeoutError`) on failure.
+        """
+        if threading.current_thread() is self._poller:
+            # Only the poller serves delivery reports: waiting here would wait for itself.
+            raise MQError("send_sync cannot be called from a delivery callback; use send")
+        done = threading.Event()
+        result: list[MQError | None] = []
+
+        def _record(err: MQError | None) -> None:
+            result.append(err)
+            done.set()
+
+        self._produce(msg, _record)
+        wait = self._message_timeout_s + 5.0 if timeout is None else timeout
+        if not done.wait(wait):
+            raise SendTimeoutError(
+                f"no delivery report for a message to topic {msg.topic!r} within {wait:.1f}s",
+                code="_TIMED_OUT",
+                retriable=True,
+            )
+        if result[0] is not None:
+            raise result[0]
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait until every queued message is delivered or failed; return how many remain."""
+        if self._closed:
+            return 0  # close() flushed and reported everything
+        try:
+            return int(self._producer.flush(-1 if timeout is None else timeout))
+        except RuntimeError:  # closed meanwhile
+            return 0
+
+    def __len__(self) -> int:
+        """Messages queued or in flight."""
+        return 0 if self._closed else len(self._producer)
+
+    # ------------------------------------------------------------------ closing
+    def close(self, timeout: float | None = None) -> None:
+        """Flush for ``timeout`` (default ``close_timeout``) seconds and release the client.
+
+        Messages still undelivered are purged; each one's callback receives a
+        :class:`DeliveryError` with code ``_PURGE_QUEUE``/``_PURGE_INFLIGHT``. Idempotent.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        wait = self._close_timeout if timeout is None else timeout
+        remaining = self._producer.flush(wait)
+        if remaining:
+            self._log.warning(
+                "producer closing with undelivered messages; reporting them as failed",
+                undelivered=remaining,
+            )
+            self._producer.purge(in_queue=True, in_flight=True, blocking=True)
+            # Serve the purge reports so each callback learns its message failed.
+            self._producer.flush(5.0)
+        self._stop.set()
+        if self._poller is not threading.current_thread():
+            self._poller.join()
+        self._producer.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    # ------------------------------------------------------------------ internals
+    def _produce(self, msg: Message, callback: DeliveryCallback | None) -> None:
+        """Hand ``msg`` to librdkafka, waiting (bounded) while its local queue is full."""
+        pending = self.prepare(msg, callback)
+        if self.try_produce(msg, pending):
+            return
+        wait = Backpressure(self._backpressure_timeout, msg.topic)
+        while True:
+            time.sleep(wait.next_pause())
+            if self.try_produce(msg, pending):
+                return
+
+    def prepare(self, msg: Message, callback: DeliveryCallback | None) -> _Pending:
+        """Headers (the current trace id added) and the delivery hook for ``msg``.
+
+        Shared by the blocking and the asyncio producers; not part of the public API.
+        """
+        tid = clog.trace_id()
+        # Read-only here (a new dict is built to add the trace id), so the cast is safe.
+        headers = cast(_Headers, msg.headers)
+        if tid is not None and TRACE_ID_HEADER not in headers:
+            headers = {**headers, TRACE_ID_HEADER: tid.encode()}
+        return headers or None, self._on_delivery(callback, tid)
+
+    def try_produce(self, msg: Message, pending: _Pending) -> bool:
+        """Hand ``msg`` to librdkafka; ``False`` when its local queue is full (back-pressure)."""
+        headers, on_delivery = pending
+        with self._lock:
+            if self._closed:
+                raise ProducerClosedError("the producer is closed")
+            try:
+                if msg.partition is None:
+                    self._producer.produce(
+                        msg.topic, msg.value, msg.key, headers=headers, on_delivery=on_delivery
+                    )
+                else:
+                    self._producer.produce(
+                        msg.topic,
+                        msg.value,
+                        msg.key,
+                        partition=msg.partition,
+                        headers=headers,
+                        on_delivery=on_delivery,
+                    )
+            except BufferError:
+                return False
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError):
+                    raise _delivery_error(err, msg.topic) from exc
+                raise DeliveryError(f"cannot send to topic {msg.topic!r}: {exc}") from exc
+            return True
+
+    def _on_delivery(self, callback: DeliveryCallback | None, tid: str | None) -> _Delivery:
+        # librdkafka keeps the hook of every queued message alive. Reusing the last hook when
+        # the callback and the trace id repeat (the common case: one callback for a stream of
+        # sends) avoids one tracked object per message, which would otherwise trigger costly
+        # full garbage collections at high send rates.
+        last = self._last_hook
+        if last is not None and last.callback is callback and last.tid == tid:
+            return last
+        hook = _Delivery(callback, tid, self._log)
+        self._last_hook = hook
+        return hook
+
+    def _poll_loop(self) -> None:
+        producer = self._producer
+        while not self._stop.is_set():
+            try:
+                producer.poll(_POLL_INTERVAL_S)
+            except Exception:  # a callback bug must not kill delivery reporting
+                if self._stop.is_set():
+                    return  # closed from inside a callback: the client is gone
+                self._log.exception("producer poll failed")

@@ -1,0 +1,188 @@
+"""The consumer's per-message logic (at-least-once storing, retries, DLQ, trace binding), with a
+stand-in for the librdkafka handle: no broker needed."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import confluent_kafka
+import pytest
+
+from im_infra import clog
+from im_infra.mq import DeliveryError, KafkaConsumer, Message, RetryPolicy
+from im_infra.mq.consumer import AbortedError, to_message
+
+PROPS = {"bootstrap.servers": "127.0.0.1:9", "group.id": "unit"}
+
+
+class FakeRdk:
+    def __init__(self) -> None:
+        self.stored: list[int] = []
+
+    def store_offsets(self, message: Any) -> None:
+        self.stored.append(message.offset())
+
+
+class FakeDLQ:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[Message] = []
+        self.fail = fail
+
+    def send_sync(self, msg: Message, timeout: float | None = None) -> None:
+        if self.fail:
+            raise DeliveryError("broker down", code="_TRANSPORT")
+        self.sent.append(msg)
+
+    def close(self) -> None:
+        pass
+
+
+def kmsg(offset: int, headers: list[tuple[str, bytes]] | None = None) -> Any:
+    return confluent_kafka.Message(
+        topic="orders",
+        partition=2,
+        offset=offset,
+        key=b"k",
+        value=f"v{offset}".encode(),
+        headers=headers,
+        timestamp=(confluent_kafka.TIMESTAMP_CREATE_TIME, 1_700_000_000_000),
+    )
+
+
+@pytest.fixture
+def make() -> Any:
+    made: list[tuple[KafkaConsumer, Any]] = []
+
+    def build(retry: RetryPolicy | None = None, dlq: FakeDLQ | None = None) -> KafkaConsumer:
+        consumer = KafkaConsumer(PROPS, retry=retry, dlq_producer=(lambda: dlq) if dlq else None)
+        made.append((consumer, consumer._consumer))
+        consumer._consumer = FakeRdk()
+        return consumer
+
+    yield build
+    for consumer, real in made:
+        consumer._consumer = real
+        consumer.close()
+
+
+def test_to_message() -> None:
+    msg = to_message(kmsg(7, [("trace_id", b"abc"), ("empty", None)]))  # type: ignore[list-item]
+    assert msg == Message(
+        topic="orders",
+        key=b"k",
+        value=b"v7",
+        headers={"trace_id": b"abc", "empty": b""},
+        partition=2,
+        offset=7,
+        timestamp_ms=1_700_000_000_000,
+    )
+
+
+def test_offset_stored_after_success_and_after_logged_failure(make: Any) -> None:
+    consumer = make()
+    calls: list[int | None] = []
+
+    def handler(msg: Message) -> None:
+        calls.append(msg.offset)
+        if msg.offset == 1:
+            raise ValueError("bad")
+
+    for off in range(3):
+        consumer._process(kmsg(off), handler)
+    assert calls == [0, 1, 2]
+    assert consumer._consumer.stored == [0, 1, 2]  # the seed: log the error and go on
+
+
+def test_trace_id_bound_only_while_handling(make: Any) -> None:
+    consumer = make()
+    seen: list[str | None] = []
+    consumer._process(kmsg(0, [("trace_id", b"t-9")]), lambda m: seen.append(clog.trace_id()))
+    consumer._process(kmsg(1), lambda m: seen.append(clog.trace_id()))
+    assert seen == ["t-9", None]
+    assert clog.trace_id() is None
+
+
+def test_retry_then_success(make: Any) -> None:
+    consumer = make(retry=RetryPolicy(max_attempts=3, backoff=0, dead_letter=False))
+    attempts: list[int] = []
+
+    def handler(msg: Message) -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("transient")
+
+    consumer._process(kmsg(5), handler)
+    assert len(attempts) == 3
+    assert consumer._consumer.stored == [5]
+
+
+def test_exhausted_retries_go_to_the_dead_letter_topic(make: Any) -> None:
+    dlq = FakeDLQ()
+    consumer = make(retry=RetryPolicy(max_attempts=2, backoff=0), dlq=dlq)
+
+    def handler(msg: Message) -> None:
+        raise RuntimeError("poison")
+
+    consumer._process(kmsg(4, [("app", b"1")]), handler)
+    [dead] = dlq.sent
+    assert dead.topic == "orders.dlq"
+    assert dead.key == b"k"
+    assert dead.value == b"v4"
+    assert dead.headers["app"] == b"1"
+    assert dead.headers["dlq_offset"] == b"4"
+    assert dead.headers["dlq_partition"] == b"2"
+    assert dead.headers["dlq_error"] == b"RuntimeError: poison"
+    assert consumer._consumer.stored == [4]
+
+
+def test_failed_dead_letter_write_is_logged_and_skipped(make: Any) -> None:
+    consumer = make(retry=RetryPolicy(max_attempts=1), dlq=FakeDLQ(fail=True))
+    consumer._process(kmsg(3), lambda m: 1 / 0)
+    assert consumer._consumer.stored == [3]
+
+
+def test_close_during_retry_backoff_leaves_the_message_unstored(make: Any) -> None:
+    consumer = make(retry=RetryPolicy(max_attempts=5, backoff=60, dead_letter=False))
+    failing = threading.Event()
+
+    def handler(msg: Message) -> None:
+        failing.set()
+        raise ConnectionError("down")
+
+    worker = threading.Thread(target=consumer._process, args=(kmsg(8), handler))
+    worker.start()
+    assert failing.wait(10)
+    consumer.request_stop()  # wakes the back-off wait
+    worker.join(10)
+    assert not worker.is_alive()
+    assert consumer._consumer.stored == []
+
+
+def test_aborted_message_is_not_stored(make: Any) -> None:
+    consumer = make()
+    consumer.request_stop()
+
+    def handler(msg: Message) -> None:
+        raise AbortedError("iteration abandoned")
+
+    consumer._process(kmsg(1), handler)
+    assert consumer._consumer.stored == []
+
+
+def test_dead_letter_needs_a_producer() -> None:
+    from im_infra.mq import ConfigError
+
+    with pytest.raises(ConfigError, match="dead-letter"):
+        KafkaConsumer(PROPS, retry=RetryPolicy())
+
+
+def test_subscribe_validates_topics_and_closed_state(make: Any) -> None:
+    from im_infra.mq import ConsumerError
+
+    consumer = make()
+    with pytest.raises(ConsumerError, match="at least one topic"):
+        consumer.subscribe([], lambda m: None)
+    consumer.request_stop()
+    with pytest.raises(ConsumerError, match="closed"):
+        consumer.subscribe(["t"], lambda m: None)

@@ -1,0 +1,122 @@
+"""Producer behaviour that needs no broker: nothing is ever dropped silently."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from im_infra import clog
+from im_infra.mq import DeliveryError, KafkaProducer, Message, MQError, ProducerClosedError
+
+# A port nothing listens on: librdkafka keeps retrying, so messages stay queued.
+UNREACHABLE = {"bootstrap.servers": "127.0.0.1:9", "client.id": "unit", "linger.ms": 0}
+
+
+def test_close_reports_every_undelivered_message() -> None:
+    producer = KafkaProducer(UNREACHABLE, close_timeout=0.2)
+    results: list[MQError | None] = []
+    lock = threading.Lock()
+
+    def record(err: MQError | None) -> None:
+        with lock:
+            results.append(err)
+
+    for i in range(50):
+        producer.send(Message("t", key=str(i), value=b"x"), record)
+    producer.close()
+    assert len(results) == 50
+    assert all(isinstance(e, DeliveryError) for e in results)
+    assert {e.code for e in results if e is not None} <= {"_PURGE_QUEUE", "_PURGE_INFLIGHT"}
+    producer.close()  # idempotent
+
+
+def test_send_after_close_raises() -> None:
+    producer = KafkaProducer(UNREACHABLE, close_timeout=0.1)
+    producer.close()
+    with pytest.raises(ProducerClosedError):
+        producer.send(Message("t", value=b"x"))
+
+
+def test_trace_id_header_added_unless_present() -> None:
+    producer = KafkaProducer(UNREACHABLE, close_timeout=0.1)
+    try:
+        with clog.trace_context("t-123"):
+            msg = Message("t", value=b"x", headers={"a": b"1"})
+            headers, _ = producer.prepare(msg, None)
+            assert headers == {"a": b"1", "trace_id": b"t-123"}
+            assert msg.headers == {"a": b"1"}  # the caller's message is not modified
+            own, _ = producer.prepare(Message("t", headers={"trace_id": b"mine"}), None)
+            assert own == {"trace_id": b"mine"}
+        none, _ = producer.prepare(Message("t", value=b"x"), None)
+        assert none is None
+    finally:
+        producer.close()
+
+
+def test_bad_librdkafka_property_is_a_config_error() -> None:
+    from im_infra.mq import ConfigError
+
+    with pytest.raises(ConfigError, match="producer configuration"):
+        KafkaProducer({**UNREACHABLE, "linger.ms": "soon"})
+
+
+def test_delivery_hook_is_reused_while_callback_and_trace_repeat() -> None:
+    producer = KafkaProducer(UNREACHABLE, close_timeout=0.1)
+    try:
+
+        def cb(err: MQError | None) -> None:
+            pass
+
+        first = producer._on_delivery(cb, None)
+        assert producer._on_delivery(cb, None) is first
+        assert producer._on_delivery(cb, "t1") is not first
+        assert producer._on_delivery(None, None) is not first
+    finally:
+        producer.close()
+
+
+def test_full_local_queue_waits_then_raises_queue_full() -> None:
+    from im_infra.mq import QueueFullError
+
+    props = {**UNREACHABLE, "queue.buffering.max.messages": 5}
+    producer = KafkaProducer(props, backpressure_timeout=0.3, close_timeout=0.1)
+    errors: list[MQError | None] = []
+    try:
+        for _ in range(5):
+            producer.send(Message("t", value=b"x"), errors.append)
+        with pytest.raises(QueueFullError, match=r"stayed full for 0\.3s") as info:
+            producer.send(Message("t", value=b"overflow"), errors.append)
+        assert info.value.code == "_QUEUE_FULL"
+        assert info.value.retriable
+    finally:
+        producer.close()
+    assert len(errors) == 5  # the accepted ones are reported at close; the refused one is not
+
+
+async def test_async_send_waits_out_a_full_queue_without_blocking_the_loop() -> None:
+    import asyncio
+
+    from im_infra.mq import KafkaAsyncProducer, QueueFullError
+
+    props = {**UNREACHABLE, "queue.buffering.max.messages": 2}
+    producer = KafkaAsyncProducer(KafkaProducer(props, backpressure_timeout=0.3, close_timeout=0))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    try:
+        await producer.send(Message("t", value=b"1"))
+        await producer.send(Message("t", value=b"2"))
+        before = ticks
+        with pytest.raises(QueueFullError):
+            await producer.send(Message("t", value=b"3"))
+        assert ticks > before  # the loop kept running during the back-pressure wait
+    finally:
+        task.cancel()
+        await producer.close()
