@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import redis
+from pydantic import ValidationError
 
-from im_infra import cache
+from im_infra import cache, coord
 from im_infra.cache import CacheConfigError, RedisConfig
 from im_infra.cache._internal.backend import SYNC, build_client
 
@@ -40,6 +42,37 @@ def test_camel_and_snake_case_and_go_durations() -> None:
     assert cfg.connect_timeout == 2.0
     assert cfg.retry.max_retries == 1
     assert cfg.retry.min_backoff == pytest.approx(0.001)
+
+
+def test_durations_use_coords_shared_parser() -> None:
+    cfg = RedisConfig.model_validate(
+        {
+            "readTimeout": "1m30s",
+            "connectTimeout": " 5 s ",
+            "healthCheckInterval": "30s",
+            "retry": {"minBackoff": "2", "maxBackoff": timedelta(milliseconds=300)},
+        }
+    )
+    assert cfg.read_timeout == 90.0
+    assert cfg.connect_timeout == 5.0
+    assert cfg.health_check_interval == 30.0
+    assert cfg.retry.min_backoff == 2.0
+    assert cfg.retry.max_backoff == pytest.approx(0.3)
+    assert cache.config.parse_duration is coord.parse_duration
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("0s", "greater than 0"),
+        ("-1s", "greater than"),
+        ("3 fortnights", "unknown unit"),
+        (True, "boolean"),
+    ],
+)
+def test_bad_durations_are_rejected(raw: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        RedisConfig.model_validate({"readTimeout": raw})
 
 
 def test_url_address_fills_credentials_db_and_tls() -> None:

@@ -1,9 +1,8 @@
-"""The etcd client's failover, auth and error translation, and the lease keeper, without a
-server: the RPC is replaced by a function that fails the way gRPC does."""
+"""The etcd client's failover, auth and error translation, without a server: the RPC is
+replaced by a function that fails the way gRPC does (the lease keeper: test_lease.py)."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import grpc
@@ -11,7 +10,6 @@ import pytest
 
 from im_infra.coord import AuthenticationError, CoordError, CoordUnavailable
 from im_infra.coord._internal.etcd import EtcdClient
-from im_infra.coord._internal.lease import KeptLease, LeaseKeeper
 
 
 class FakeRpcError(grpc.RpcError):
@@ -134,64 +132,3 @@ def test_closed_client_refuses_calls(client: EtcdClient) -> None:
     client.close()
     with pytest.raises(CoordError, match="closed"):
         client._call(lambda ep, t: "never", "get")
-
-
-class FakeLeaseClient:
-    """Answers keepalives from a script: a TTL, or an exception to raise."""
-
-    timeout = 0.1
-
-    def __init__(self, answers: list[Any]) -> None:
-        self.answers = answers
-        self.revoked: list[int] = []
-
-    def lease_grant(self, ttl: int, *, timeout: float | None = None) -> tuple[int, int]:
-        return 42, ttl
-
-    def lease_keepalive_once(self, lease_id: int, *, timeout: float | None = None) -> int:
-        answer = self.answers.pop(0) if self.answers else 0
-        if isinstance(answer, Exception):
-            raise answer
-        return int(answer)
-
-    def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
-        self.revoked.append(lease_id)
-
-
-def test_keeper_reports_a_lease_etcd_no_longer_has() -> None:
-    fake = FakeLeaseClient([1, 1, 0])
-    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
-    lost = threading.Event()
-    got: list[KeptLease] = []
-    lease = keeper.grant(1)
-    lease.on_lost(lambda lz: (got.append(lz), lost.set()))
-    assert lost.wait(10)
-    assert got == [lease]
-    assert lease.lost
-    assert not lease.active
-    lease.revoke()  # nothing to revoke any more
-    assert fake.revoked == []
-    keeper.close()
-
-
-def test_keeper_gives_up_after_a_ttl_without_success() -> None:
-    fake = FakeLeaseClient([CoordUnavailable("down")] * 1000)
-    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
-    lease = keeper.grant(1)
-    assert lease.wait_lost(10)
-    keeper.close()
-
-
-def test_revoked_lease_is_not_refreshed_or_reported() -> None:
-    fake = FakeLeaseClient([1] * 1000)
-    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
-    lease = keeper.grant(1)
-    lease.on_lost(lambda _lz: pytest.fail("a revoked lease must not be reported lost"))
-    lease.revoke()
-    lease.revoke()
-    assert fake.revoked == [42]
-    assert not lease.active
-    assert not lease.lost
-    keeper.close()
-    with pytest.raises(CoordError, match="closed"):
-        keeper.grant(1)

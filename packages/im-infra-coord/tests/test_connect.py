@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,24 @@ def test_connect_is_lazy_and_reads_env(monkeypatch: pytest.MonkeyPatch) -> None:
     p.close()  # idempotent
     with pytest.raises(ConfigError, match="closed"):
         _ = p.config
+
+
+def test_instancer_protocol_includes_current_id() -> None:
+    class WithoutCurrentId:
+        def get_instance_id(self) -> int:
+            return 1
+
+        def on_lost(self, callback: Callable[[int], None]) -> None: ...
+
+        def release(self) -> None: ...
+
+    class WithCurrentId(WithoutCurrentId):
+        current_id: int | None = None
+
+    assert not isinstance(WithoutCurrentId(), coord.Instancer)
+    assert isinstance(WithCurrentId(), coord.Instancer)
+    with coord.connect("127.0.0.1:1", service="svc-a", timeout=0.5) as p:
+        assert p.instance.current_id is None  # nothing allocated, no I/O
 
 
 def test_instance_needs_service(monkeypatch: pytest.MonkeyPatch) -> None:

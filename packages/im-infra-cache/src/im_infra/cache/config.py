@@ -2,44 +2,24 @@
 
 Field names are snake_case in Python; the YAML document uses the camelCase aliases (``keyPrefix``,
 ``poolSize``, ...). Both spellings are accepted (``populate_by_name``). Durations accept seconds as
-a number or Go-style strings (``"500ms"``, ``"3s"``, ``"1m"``).
+a number or Go-style strings (``"500ms"``, ``"3s"``, ``"1m30s"``): coord's shared
+:func:`~im_infra.coord.parse_duration` (re-exported here for existing imports).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
+
+from im_infra.coord import Duration, parse_duration
 
 __all__ = ["RedisConfig", "RetryConfig", "TLSConfig", "parse_duration"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)?\s*$")
-_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    None: 1.0,
-}
-
-
-def parse_duration(value: Any) -> Any:
-    """Turn ``"500ms"``/``"3s"``/``2.5`` into seconds (float); other values pass to pydantic."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError(f"not a duration: {value!r} (use seconds or e.g. '500ms', '3s')")
-        return float(match.group(1)) * _UNITS[match.group(2)]
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Seconds = Annotated[Duration, Field(gt=0)]
+"""Positive seconds; also Go duration strings such as ``"500ms"`` (:func:`coord.parse_duration`)."""
 
 
 class _Model(BaseModel):
@@ -103,7 +83,7 @@ class RedisConfig(_Model):
     read_timeout: Seconds = 3.0
     """Socket timeout of every command (read and write)."""
     retry: RetryConfig = Field(default_factory=RetryConfig)
-    health_check_interval: float = Field(default=0, ge=0)
+    health_check_interval: Duration = 0.0
     """Seconds of idleness after which a pooled connection is PINGed before use (0: off)."""
     client_name: str | None = None
     """CLIENT SETNAME for every connection (default: the service name)."""

@@ -20,6 +20,7 @@ from im_infra.coord.component_config import (
     resolve_env,
 )
 from im_infra.coord.config import ConfigEntry, ConfigEvent, ConfigWatch, EtcdConfigManager
+from im_infra.coord.duration import Duration, parse_duration
 from im_infra.coord.errors import (
     AuthenticationError,
     ConfigError,
@@ -48,6 +49,7 @@ __all__ = [
     "CoordError",
     "CoordUnavailable",
     "DistributedLock",
+    "Duration",
     "EtcdConfigManager",
     "EtcdInstancer",
     "EtcdLocker",
@@ -66,5 +68,6 @@ __all__ = [
     "WatchHandle",
     "connect",
     "load_component_config",
+    "parse_duration",
     "resolve_env",
 ]

@@ -87,7 +87,8 @@ class EtcdInstancer:
 
     @property
     def current_id(self) -> int | None:
-        """The ID held right now, without allocating (None if none or lost)."""
+        """The ID held right now, without allocating (None if none, released or lost; lost
+        from the lease's deadline on, see :mod:`im_infra.coord._internal.lease`)."""
         lease = self._lease
         return self._id if lease is not None and not lease.lost else None
 

@@ -43,10 +43,10 @@ class DistributedLock:
         self._locker = locker
         self._lease = lease
         self._released = False
+        self._notified = False  # the lease's loss was reported to this lock's callbacks
+        self._guard = threading.Lock()
         self._callbacks: list[Callable[[DistributedLock], None]] = []
-        lease.on_lost(self._lost)
-        if lease.lost:  # lost between the acquisition and now
-            self._lost(lease)
+        lease.on_lost(self._lost)  # runs at once if the loss was already reported
 
     @property
     def held(self) -> bool:
@@ -66,15 +66,20 @@ class DistributedLock:
 
     def on_lost(self, callback: Callable[[DistributedLock], None]) -> None:
         """Call ``callback(lock)`` from a background thread if the lock is lost while held."""
-        self._callbacks.append(callback)
-        if self._lease.lost and not self._released:
+        with self._guard:
+            self._callbacks.append(callback)
+            run_now = self._notified and not self._released
+        if run_now:
             callback(self)
 
     def _lost(self, _lease: KeptLease) -> None:
-        if self._released:
-            return
+        with self._guard:
+            if self._released or self._notified:
+                return
+            self._notified = True
+            callbacks = list(self._callbacks)
         _log.error("lock lost while held", lock=self.name)
-        for callback in list(self._callbacks):
+        for callback in callbacks:
             try:
                 callback(self)
             except Exception:
@@ -83,9 +88,10 @@ class DistributedLock:
     def release(self) -> None:
         """Release the lock (idempotent). Raises :class:`LockLost` (once) if the lease had been
         lost while held, since the critical section was then not protected."""
-        if self._released:
-            return
-        self._released = True
+        with self._guard:
+            if self._released:
+                return
+            self._released = True
         self._locker._forget(self)
         self._lease.remove_on_lost(self._lost)
         lost = self._lease.lost

@@ -31,6 +31,15 @@ class Instancer(Protocol):
         """Give the ID back now (idempotent)."""
         ...
 
+    @property
+    def current_id(self) -> int | None:
+        """The ID held right now, without allocating or doing I/O: None before the first
+        :meth:`get_instance_id`, after :meth:`release` (or the provider's ``close()``), and from
+        the instant the ID's lease counts as lost (even before the ``on_lost`` callbacks ran).
+        Cheap enough to check before every use of the ID (uid's ``from_coord`` does, every
+        millisecond)."""
+        ...
+
 
 @runtime_checkable
 class ServiceRegistry(Protocol):

@@ -1,14 +1,31 @@
-"""Leases kept alive by one background thread per Provider (pyetcd has no keepalive loop).
+"""Leases kept alive by background threads, one pair per Provider (pyetcd has no keepalive loop).
 
-Each lease is refreshed every TTL/3. A lease is declared lost when etcd answers that it no longer
-exists (TTL 0), or when no refresh has succeeded for a whole TTL (etcd down, network cut): by then
-etcd may have expired it and deleted its keys, so holders must stop relying on it. Lost callbacks
-run on the keeper thread; they must be quick (hand long work to another thread).
+Each lease is refreshed every ``ttl * REFRESH_FRACTION`` (TTL/3). It is declared lost when etcd
+answers that it no longer exists (TTL 0), or when ``ttl * LOSS_FRACTION`` (2/3 of the TTL) has
+passed since the *send* time of the last successful keepalive (or of the grant) without a newer
+success.
+
+Why the send time and why 2/3: etcd's expiry clock for a lease restarts when the server handles
+the keepalive (or the grant), which happens somewhere between our send and the arrival of the
+answer. The send time is therefore a lower bound of the server's refresh, so ``send + ttl`` is the
+earliest instant etcd can expire the lease and delete its keys; measuring from the arrival of the
+answer (as etcd's Go client does) can overrun it by a whole round trip, retries included. Even
+``send + ttl`` would leave no room for what happens after we decide: noticing the loss (a thread
+that is late to run), the holder acting on it (a uid generator stops issuing IDs, a lock holder
+stops writing), clock-rate differences between this process and the etcd leader. Declaring the
+lease lost at ``send + ttl * 2/3`` keeps a third of the TTL as that safety margin, while leaving
+one more refresh attempt (at 1/3) plus retries before giving up: a single slow or failed
+keepalive does not lose the lease, two missed periods do.
+
+The loss is exact for readers: :attr:`KeptLease.lost` turns True at the deadline (computed from
+the clock, whatever the threads are doing). Lost callbacks are delivered by a watchdog thread,
+separate from the thread that sends keepalives (which may be blocked in a slow call), as soon as
+the deadline passes; they must be quick (hand long work to another thread). A keepalive answer
+arriving after the deadline does not revive the lease: once lost, always lost.
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import threading
@@ -19,53 +36,85 @@ from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.log import log
 from im_infra.coord.errors import CoordError
 
+REFRESH_FRACTION = 1 / 3
+"""A keepalive is sent this fraction of the TTL after the send time of the last successful one."""
+LOSS_FRACTION = 2 / 3
+"""A lease is lost this fraction of the TTL after the send time of the last successful keepalive
+(or grant) if no newer keepalive succeeded; the rest of the TTL is the safety margin."""
+
 _log = log.named("lease")
+
+Clock = Callable[[], float]
 
 
 class KeptLease:
-    """A lease that the keeper refreshes until ``revoke()`` or until it is lost."""
+    """A lease that the keeper refreshes until ``revoke()`` or until it is lost.
 
-    def __init__(self, keeper: LeaseKeeper, lease_id: int, ttl: int) -> None:
+    ``last_ok`` is the (monotonic) send time of the last successful grant or keepalive and
+    ``deadline`` the instant the lease counts as lost without a newer success.
+    """
+
+    def __init__(self, keeper: LeaseKeeper, lease_id: int, ttl: int, sent: float) -> None:
         self.id = lease_id
         self.ttl = ttl
+        self.last_ok = sent
+        self._deadline = sent + ttl * LOSS_FRACTION
         self._keeper = keeper
+        self._clock = keeper.clock
         self._callbacks: list[Callable[[KeptLease], None]] = []
         self._lost = threading.Event()
-        self._done = False
+        self._done = False  # lost (and reported) or revoked
         self._state = threading.Lock()
-        self.last_ok = time.monotonic()
+
+    @property
+    def deadline(self) -> float:
+        """When the lease counts as lost unless a keepalive sent before then succeeds first."""
+        return self._deadline
 
     @property
     def lost(self) -> bool:
-        """True once the lease is known or presumed expired."""
-        return self._lost.is_set()
+        """True once the lease is known or presumed expired (exact: from the deadline on, even
+        before the lost callbacks ran)."""
+        return self._lost.is_set() or (not self._done and self._clock() >= self._deadline)
 
     @property
     def active(self) -> bool:
         """True while the keeper refreshes the lease (neither lost nor revoked)."""
-        return not self._done
+        return not self._done and self._clock() < self._deadline
 
     def on_lost(self, callback: Callable[[KeptLease], None]) -> None:
-        """Call ``callback(lease)`` from the keeper thread when the lease is lost."""
-        self._callbacks.append(callback)
-        if self._lost.is_set():
+        """Call ``callback(lease)`` from the keeper when the lease is lost (at once if it was
+        already reported lost). Called at most once per registration."""
+        with self._state:
+            reported = self._lost.is_set()
+            if not reported:
+                self._callbacks.append(callback)
+        if reported:
             callback(self)
 
     def remove_on_lost(self, callback: Callable[[KeptLease], None]) -> None:
         """Forget a callback given to :meth:`on_lost` (no-op if unknown)."""
-        with contextlib.suppress(ValueError):
-            self._callbacks.remove(callback)
+        with self._state:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
 
     def wait_lost(self, timeout: float | None = None) -> bool:
+        """Wait until the lease was reported lost (its callbacks ran); False on timeout."""
         return self._lost.wait(timeout)
 
     def revoke(self, timeout: float | None = None) -> None:
         """Stop refreshing and revoke the lease now (its keys go). Idempotent; best effort when
-        etcd is unreachable (the lease then expires by itself within its TTL)."""
+        etcd is unreachable (the lease then expires by itself within its TTL). A lease already
+        past its deadline is reported lost instead (and not revoked)."""
         with self._state:
             if self._done:
                 return
-            self._done = True
+            expired = self._clock() >= self._deadline
+            if not expired:
+                self._done = True
+        if expired:
+            self._mark_lost(self._overdue_reason())
+            return
         self._keeper._forget(self)
         try:
             self._keeper.client.lease_revoke(
@@ -77,62 +126,103 @@ class KeptLease:
                 "could not revoke lease; it expires by itself", lease=self.id, cause=str(exc)
             )
 
-    def _mark_lost(self, reason: str) -> None:
+    def _renewed(self, sent: float, ttl: int, now: float) -> bool:
+        """Record a keepalive sent at ``sent`` that etcd answered (at ``now``) with ``ttl``.
+
+        Extends the deadline to ``sent + ttl * LOSS_FRACTION`` if the answer came before the
+        current deadline; otherwise the lease is (reported) lost. Returns whether it still lives.
+        """
         with self._state:
             if self._done:
-                return
+                return False
+            if now < self._deadline:
+                self.ttl = ttl
+                self.last_ok = max(self.last_ok, sent)
+                self._deadline = self.last_ok + ttl * LOSS_FRACTION
+                return True
+        self._mark_lost(self._overdue_reason() + "; a late keepalive answer does not revive it")
+        return False
+
+    def _overdue_reason(self) -> str:
+        return f"no keepalive succeeded within {LOSS_FRACTION:.2f} of its {self.ttl}s TTL"
+
+    def _mark_lost(self, reason: str, *, now: float | None = None) -> bool:
+        """Report the lease lost and run the callbacks; with ``now``, only if ``now`` is past the
+        deadline. Returns True if the lease is finished (lost, now or before, or revoked)."""
+        with self._state:
+            if self._done:
+                return True
+            if now is not None and now < self._deadline:
+                return False
             self._done = True
             self._lost.set()
+            callbacks = list(self._callbacks)
+        self._keeper._forget(self)
         _log.warning("lease lost", lease=self.id, ttl=self.ttl, reason=reason)
-        for callback in list(self._callbacks):
+        for callback in callbacks:
             try:
                 callback(self)
             except Exception:
                 _log.exception("lease-lost callback failed", lease=self.id)
+        return True
 
 
 class LeaseKeeper:
-    """One daemon thread that refreshes every KeptLease of a client."""
+    """Refreshes every KeptLease of a client: a keepalive thread sends the refreshes, a watchdog
+    thread reports leases lost at their deadline even while a keepalive call is blocked."""
 
-    def __init__(self, client: EtcdClient) -> None:
+    def __init__(self, client: EtcdClient, *, clock: Clock = time.monotonic) -> None:
         self.client = client
-        self._heap: list[tuple[float, int, KeptLease]] = []
+        self.clock = clock
+        self._heap: list[tuple[float, int, KeptLease]] = []  # refreshes due
+        self._leases: set[KeptLease] = set()  # watched deadlines
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._stopped = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def grant(self, ttl: int, *, timeout: float | None = None) -> KeptLease:
         """Grant a lease of ``ttl`` seconds (>= 1) and keep it alive from now on."""
         if ttl < 1:
             raise ValueError(f"lease ttl must be >= 1 second, got {ttl}")
-        lease_id, granted = self.client.lease_grant(ttl, timeout=timeout)
-        lease = KeptLease(self, lease_id, granted or ttl)
-        self._schedule(lease, time.monotonic() + lease.ttl / 3)
-        return lease
-
-    def _schedule(self, lease: KeptLease, due: float) -> None:
         with self._cond:
             if self._stopped:
                 raise CoordError("the coord provider is closed")
-            heapq.heappush(self._heap, (due, next(self._seq), lease))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="im-infra-coord-keepalive", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify()
+        sent = self.clock()  # etcd starts the lease's TTL after this
+        lease_id, granted = self.client.lease_grant(ttl, timeout=timeout)
+        lease = KeptLease(self, lease_id, granted or ttl, sent)
+        with self._cond:
+            if self._stopped:
+                raise CoordError("the coord provider is closed")
+            self._leases.add(lease)
+            heapq.heappush(
+                self._heap, (sent + lease.ttl * REFRESH_FRACTION, next(self._seq), lease)
+            )
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=target, name=name, daemon=True)
+                    for target, name in (
+                        (self._run, "im-infra-coord-keepalive"),
+                        (self._watchdog, "im-infra-coord-lease-watchdog"),
+                    )
+                ]
+                for thread in self._threads:
+                    thread.start()
+            self._cond.notify_all()
+        return lease
 
     def _forget(self, lease: KeptLease) -> None:
         with self._cond:
+            self._leases.discard(lease)
             self._heap = [item for item in self._heap if item[2] is not lease]
             heapq.heapify(self._heap)
+            self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._stopped:
-                    now = time.monotonic()
+                    now = self.clock()
                     if self._heap and self._heap[0][0] <= now:
                         _, _, lease = heapq.heappop(self._heap)
                         break
@@ -144,48 +234,62 @@ class LeaseKeeper:
                 self._refresh(lease)
             except Exception:  # never let one bad refresh end the thread every lease needs
                 _log.exception("lease keepalive failed unexpectedly", lease=lease.id)
-                if time.monotonic() - lease.last_ok >= lease.ttl:
-                    lease._mark_lost(f"no successful keepalive for {lease.ttl}s")
-                else:
-                    self._reschedule(lease, time.monotonic() + 0.2)
+                now = self.clock()
+                if not lease._mark_lost(lease._overdue_reason(), now=now):
+                    self._reschedule(lease, now + 0.2)
+
+    def _watchdog(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    now = self.clock()
+                    overdue = [lease for lease in self._leases if lease.deadline <= now]
+                    if overdue:
+                        break
+                    soonest = min((lease.deadline for lease in self._leases), default=None)
+                    self._cond.wait(None if soonest is None else soonest - now)
+                if self._stopped:
+                    return
+            for lease in overdue:
+                # A success recorded meanwhile moved the deadline: then nothing happens.
+                if lease._mark_lost(lease._overdue_reason(), now=now):
+                    self._forget(lease)  # also when it was revoked just now
 
     def _refresh(self, lease: KeptLease) -> None:
-        if not lease.active:
-            return
-        started = time.monotonic()
-        remaining = lease.ttl - (started - lease.last_ok)
+        sent = self.clock()
+        if lease._mark_lost(lease._overdue_reason(), now=sent):
+            return  # revoked, or past the deadline: lost
+        timeout = min(self.client.timeout, lease.ttl * REFRESH_FRACTION, lease.deadline - sent)
         try:
-            ttl = self.client.lease_keepalive_once(
-                lease.id, timeout=max(0.2, min(self.client.timeout, lease.ttl / 3))
-            )
+            ttl = self.client.lease_keepalive_once(lease.id, timeout=max(0.05, timeout))
         except CoordError as exc:
-            now = time.monotonic()
-            if now - lease.last_ok >= lease.ttl:
-                lease._mark_lost(f"no successful keepalive for {lease.ttl}s ({exc})")
+            now = self.clock()
+            if lease._mark_lost(f"{lease._overdue_reason()} ({exc})", now=now):
                 return
             _log.debug("keepalive failed, retrying", lease=lease.id, cause=str(exc))
+            remaining = lease.deadline - now
             self._reschedule(lease, now + min(0.5, max(0.05, remaining / 4)))
             return
         if ttl <= 0:
             lease._mark_lost("etcd reports the lease expired or revoked")
             return
-        lease.last_ok = started
-        lease.ttl = ttl
-        self._reschedule(lease, started + ttl / 3)
+        if lease._renewed(sent, ttl, self.clock()):
+            self._reschedule(lease, sent + ttl * REFRESH_FRACTION)
 
     def _reschedule(self, lease: KeptLease, due: float) -> None:
-        if not lease.active:
-            return
         with self._cond:
-            if not self._stopped:
+            if not self._stopped and lease in self._leases:
                 heapq.heappush(self._heap, (due, next(self._seq), lease))
+                self._cond.notify_all()
 
     def close(self) -> None:
-        """Stop the keeper thread (leases are not revoked here: their owners do that first)."""
+        """Stop the keeper threads (leases are not revoked here: their owners do that first)."""
         with self._cond:
             self._stopped = True
             self._heap.clear()
+            self._leases.clear()
             self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self.client.timeout + 1)
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=self.client.timeout + 1)
