@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from im_infra import coord, db
+from im_infra.coord import parse_duration
 from im_infra.db import DBConfig
-from im_infra.db._internal.durations import parse_duration
 
 SECRET = "Zq-unit-secret-71"
 

@@ -22,15 +22,13 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from im_infra.db._internal.durations import parse_duration
+from im_infra.coord import Duration
 
 __all__ = ["DBConfig", "Driver", "Duration", "TLSConfig"]
 
 Driver = Literal["mysql", "mariadb", "postgresql", "sqlite"]
 """Database family. ``mariadb`` uses SQLAlchemy's MariaDB dialect; ``mysql`` works for both."""
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-"""Non-negative seconds; also accepts Go duration strings such as ``"200ms"``."""
 
 _DRIVER_ALIASES = {"postgres": "postgresql", "pg": "postgresql", "sqlite3": "sqlite"}
 
