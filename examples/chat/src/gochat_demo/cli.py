@@ -62,9 +62,9 @@ class WorkerProcess:
         # Every process runs as "worker-1": a restarted worker replaces the killed one.
         self.log_path = run_dir / f"worker-{n}.log"
         with self.log_path.open("wb") as out:
+            cmd = [sys.executable, "-m", "gochat_demo.worker", "--name", "worker-1"]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gochat_demo.worker", "--name", "worker-1"]
-                + ["--topic", topic, "--group", group],
+                [*cmd, "--topic", topic, "--group", group],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
