@@ -137,6 +137,41 @@ def test_provider_documents_use_env_keys(monkeypatch: pytest.MonkeyPatch) -> Non
     ]
 
 
+def test_provider_env_wins_over_process_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider connected with env="staging" reads staging's documents, whatever
+    IM_INFRA_ENV says; an explicit env= still wins over both."""
+    monkeypatch.setenv("IM_INFRA_ENV", "prod")
+    fake = _FakeConfig({"/im-infra/config/staging/global/redis.yaml": b"addr: s:1\n"})
+    fake.env = "staging"  # type: ignore[attr-defined]
+    provider: Any = _FakeProvider(fake)
+    assert load_component_config("redis", Redis, service="svc", provider=provider).addr == "s:1"
+    load_component_config("redis", Redis, service="svc", provider=provider, env="qa")
+    assert fake.asked[-1] == "/im-infra/config/qa/svc/redis.yaml"
+
+
+@pytest.mark.parametrize("field", ["password", "dsn", "api_token"])
+def test_secret_values_are_not_echoed_in_errors(field: str) -> None:
+    class Secretive(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        password: int = 0
+        dsn: int = 0
+        api_token: int = 0
+
+    fake = _FakeConfig({"/im-infra/config/dev/global/s.yaml": f"{field}: hunter2\n".encode()})
+    provider: Any = _FakeProvider(fake)
+    with pytest.raises(ConfigError, match=field) as info:
+        load_component_config("s", Secretive, service="svc", provider=provider)
+    assert "hunter2" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+def test_non_secret_values_are_echoed_in_errors() -> None:
+    fake = _FakeConfig({"/im-infra/config/dev/global/redis.yaml": b"db: many\n"})
+    provider: Any = _FakeProvider(fake)
+    with pytest.raises(ConfigError, match="'many'"):
+        load_component_config("redis", Redis, service="svc", provider=provider)
+
+
 def test_unreachable_provider_falls_back_to_local_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -112,6 +112,9 @@ def load_component_config(
     is malformed or a value is invalid. etcd being unreachable is not an error: the local
     directory (or the defaults) is used and a warning is logged.
     """
+    if env is None and provider is not None:
+        # the environment the provider was connected with (coord.connect(env=...))
+        env = getattr(provider.config, "env", None)
     environment = resolve_env(env)
     global_key, service_key = document_keys(environment, service, component)
     layers: list[Layer]

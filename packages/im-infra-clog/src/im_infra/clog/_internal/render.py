@@ -24,6 +24,7 @@ DEFAULT_REDACT = (
     "apikey",
     "authorization",
     "private_key",
+    "dsn",
 )
 REDACTED = "***"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from im_infra.clog import DEFAULT_REDACT
 from im_infra.coord.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
@@ -129,6 +131,13 @@ def _has_path(data: Mapping[str, Any], path: Sequence[str | int]) -> bool:
     return True
 
 
+_SECRET = re.compile("|".join(re.escape(f) for f in DEFAULT_REDACT), re.IGNORECASE)
+
+
+def _is_secret(name: str) -> bool:
+    return _SECRET.search(name) is not None
+
+
 def _describe(exc: ValidationError, layers: Sequence[Layer], what: str) -> str:
     problems = []
     for err in exc.errors():
@@ -143,7 +152,12 @@ def _describe(exc: ValidationError, layers: Sequence[Layer], what: str) -> str:
             if err.get("type") == "missing":
                 source = "no document sets it"
         value = err.get("input")
-        shown = "" if err.get("type") == "missing" else f" (got {value!r})"
+        if err.get("type") == "missing":
+            shown = ""
+        elif any(_is_secret(str(part)) for part in loc):
+            shown = " (got ***)"  # never echo a password, token or DSN back
+        else:
+            shown = f" (got {value!r})"
         problems.append(f"field '{field}' from {source}: {err.get('msg')}{shown}")
     return f"invalid {what} config: " + "; ".join(problems)
 
