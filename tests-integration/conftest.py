@@ -463,3 +463,67 @@ def kafka_server_factory(tmp_path: Path) -> Iterator[Callable[[], KafkaServer]]:
     yield make
     for s in made:
         s.close()
+
+
+# ------------------------------------------------------------------------------ metrics
+class MetricsProbe:
+    """Reads what the components emitted through the OpenTelemetry SDK's in-memory reader.
+
+    Values are cumulative for the whole session: take :meth:`value` before and after a known
+    workload and compare the difference.
+    """
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+
+    def points(self, name: str, **attrs: Any) -> list[Any]:
+        data = self.reader.get_metrics_data()
+        found: list[Any] = []
+        if data is None:
+            return found
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name != name:
+                        continue
+                    for point in metric.data.data_points:
+                        point_attrs = dict(point.attributes or {})
+                        if all(point_attrs.get(k) == v for k, v in attrs.items()):
+                            found.append(point)
+        return found
+
+    def value(self, name: str, **attrs: Any) -> float:
+        """Sum of a counter / up-down counter / gauge over matching points (0 if none)."""
+        return float(sum(getattr(p, "value", 0) for p in self.points(name, **attrs)))
+
+    def count(self, name: str, **attrs: Any) -> int:
+        """Number of recordings of a histogram over matching points (0 if none)."""
+        return int(sum(getattr(p, "count", 0) for p in self.points(name, **attrs)))
+
+    def names(self) -> set[str]:
+        data = self.reader.get_metrics_data()
+        if data is None:
+            return set()
+        return {
+            m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        }
+
+
+_PROBE: MetricsProbe | None = None
+
+
+@pytest.fixture(scope="session")
+def metrics_probe() -> MetricsProbe:
+    """Install the OpenTelemetry SDK's MeterProvider (once per process) with an in-memory
+    reader. Components get their meters through the OpenTelemetry API's proxy, so instruments
+    created before this fixture ran report here too."""
+    global _PROBE
+    if _PROBE is None:
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        _PROBE = MetricsProbe(reader)
+    return _PROBE
