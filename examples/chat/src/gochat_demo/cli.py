@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,18 +29,19 @@ from sqlalchemy import func, select
 from gochat_demo import stack
 from gochat_demo.gateway import Gateway, serve
 from gochat_demo.schema import TOPIC, Base, StoredMessage, cache_key, tune_sqlite
+from gochat_demo.telemetry import scrape, serve_metrics
 from gochat_demo.worker import GROUP
 from im_infra import cache, clog, coord, db, mq
 
 ENV = "demo"
 
 
-def _put_config(provider: coord.Provider, db_url: str, redis_url: str) -> None:
+def put_config(provider: coord.Provider, db_url: str, redis_url: str) -> None:
     """Upload the documents the components read, as an operator would with
     ``im-infra-coord config put``."""
     brokers = os.environ["IM_INFRA_KAFKA_BROKERS"].split(",")
     docs: dict[str, dict[str, Any]] = {
-        f"/im-infra/config/{ENV}/global/kafka.yaml": {
+        "global/kafka.yaml": {
             "common": {"brokers": brokers, "clientIDPrefix": "gochat"},
             "consumer": {
                 "autoOffsetReset": "earliest",
@@ -48,8 +50,8 @@ def _put_config(provider: coord.Provider, db_url: str, redis_url: str) -> None:
                 "heartbeatIntervalMs": 1500,
             },
         },
-        f"/im-infra/config/{ENV}/global/redis.yaml": {"address": redis_url},
-        f"/im-infra/config/{ENV}/im-logic/db.yaml": {"dsn": db_url},
+        "global/redis.yaml": {"address": redis_url},
+        "im-logic/db.yaml": {"dsn": db_url},
     }
     for key, doc in docs.items():
         provider.config.set(key, doc)
@@ -59,12 +61,21 @@ class WorkerProcess:
     """A logic worker subprocess with its stdout (clog JSON) in a log file."""
 
     def __init__(self, run_dir: Path, n: int, topic: str, group: str) -> None:
+        self.metrics_port = _free_port()
         # Every process runs as "worker-1": a restarted worker replaces the killed one.
         self.log_path = run_dir / f"worker-{n}.log"
         with self.log_path.open("wb") as out:
             cmd = [sys.executable, "-m", "gochat_demo.worker", "--name", "worker-1"]
             self.proc = subprocess.Popen(
-                [*cmd, "--topic", topic, "--group", group],
+                [
+                    *cmd,
+                    "--topic",
+                    topic,
+                    "--group",
+                    group,
+                    "--metrics-port",
+                    str(self.metrics_port),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -85,6 +96,12 @@ class WorkerProcess:
         return self.proc.returncode
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _percentile(sorted_values: list[float], p: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -102,6 +119,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     gateway_log = run_dir / "gateway.log"
     with gateway_log.open("w") as log_out:
         clog.init(service="im-gateway", sink=log_out)
+        args.gateway_metrics_port = serve_metrics(args.metrics_port)
         return _run(args, backends, run_id, run_dir, db_url, gateway_log)
 
 
@@ -114,7 +132,7 @@ def _run(
     gateway_log: Path,
 ) -> dict[str, Any]:
     with coord.connect(service="im-gateway") as provider:
-        _put_config(provider, db_url, backends["IM_INFRA_REDIS_URL"])
+        put_config(provider, db_url, backends["IM_INFRA_REDIS_URL"])
         with mq.new_admin_client("im-gateway", coord=provider) as admin:
             admin.create_topic(args.topic, partitions=4, replication_factor=1)
         store = db.new("im-demo-report", dsn=db_url)
@@ -171,6 +189,11 @@ def _run(
                     killed = True
                     workers.append(WorkerProcess(run_dir, len(workers) + 1, args.topic, args.group))
                 time.sleep(0.05)
+            # what the processes' Prometheus endpoints say, before the worker stops
+            scraped = [
+                ("gateway", args.gateway_metrics_port, scrape(args.gateway_metrics_port)),
+                ("worker", workers[-1].metrics_port, scrape(workers[-1].metrics_port)),
+            ]
         finally:
             gateway.close()
             exit_codes = [w.stop() for w in workers if w.proc.poll() is None]
@@ -215,6 +238,10 @@ def _run(
             "total_seconds": round(total_s, 3),
             "e2e_p50_ms": round(_percentile(latencies, 50), 2),
             "e2e_p99_ms": round(_percentile(latencies, 99), 2),
+            "metrics": {
+                f"{who} (http://127.0.0.1:{port}/metrics)": {f.name: f.text for f in figs}
+                for who, port, figs in scraped
+            },
             "sample_trace_id": sample,
             "sample_trace_lines": trace_lines,
         }
@@ -234,6 +261,10 @@ def print_report(rep: dict[str, Any]) -> None:
     rate = f"{rep['rate_per_s']:g} msg/s" if rep["rate_per_s"] else "unpaced"
     print(f"  wall time    send {rep['send_seconds']} s ({rate})   total {rep['total_seconds']} s")
     print(f"  logs in {rep['run_dir']}")
+    for endpoint, figures in rep["metrics"].items():
+        print(f"\nmetrics of the {endpoint}:")
+        for name, text in list(figures.items())[:8]:
+            print(f"  {name:<52} {text}")
     print(f"\nlog lines of one message (trace_id {rep['sample_trace_id']}):")
     for line in rep["sample_trace_lines"]:
         print("  " + line)
@@ -268,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--topic", default=TOPIC)
     ap.add_argument("--group", default=GROUP, help="the workers' consumer group id")
+    ap.add_argument("--metrics-port", type=int, default=0, help="gateway /metrics port (0: free)")
     ap.add_argument("--json", action="store_true", help="print the report as one JSON object")
     gw = sub.add_parser("gateway", help="run the HTTP gateway")
     gw.add_argument("--host", default="127.0.0.1")

@@ -28,6 +28,7 @@ from gochat_demo.schema import (
     cache_key,
     tune_sqlite,
 )
+from gochat_demo.telemetry import serve_metrics
 from im_infra import cache, clog, coord, db, mq
 
 SERVICE = "im-logic"
@@ -109,14 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default=f"{socket.gethostname()}-{os.getpid()}")
     ap.add_argument("--topic", default=TOPIC)
     ap.add_argument("--group", default=GROUP, help="consumer group id")
+    ap.add_argument(
+        "--metrics-port", type=int, default=0, help="Prometheus /metrics port (0: a free one)"
+    )
     args = ap.parse_args(argv)
     clog.init(service=SERVICE)
     log = clog.get_logger("logic")
+    metrics_port = serve_metrics(args.metrics_port)
     with coord.connect(service=SERVICE) as provider:
         worker = Worker(provider, args.name, args.topic, args.group)
         me = coord.ServiceInstance(SERVICE, args.name, f"pid:{os.getpid()}", {"group": args.group})
         provider.registry.register(me, ttl=10)
-        log.info("worker started", instance=args.name)
+        log.info("worker started", instance=args.name, metrics_port=metrics_port)
 
         def stop(signum: int, _frame: FrameType | None) -> None:
             log.info("stopping", signal=signal.Signals(signum).name)
