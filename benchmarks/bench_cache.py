@@ -7,9 +7,14 @@ no MULTI), each through im-infra and through a plain redis-py client configured 
 hits both alike; the figure per case is the median over rounds.
 
     eval "$(scripts/devstack env)"; uv run python benchmarks/bench_cache.py [--url URL] [--rounds N]
+        [--otel-sdk]
 
-Last line: one JSON object {"bench":"cache","set_ratio_vs_redis_py":…,"get_ratio_vs_redis_py":…,
-"async_get_ratio_vs_redis_py":…,"pipeline_ratio_vs_redis_py":…} (ratio = im-infra / redis-py).
+``--otel-sdk`` installs the OpenTelemetry SDK (in-memory reader) first, so im-infra's metrics are
+recorded: compare the ratios with and without it for the cost of metrics. redis-py has none.
+
+Last line: one JSON object {"bench":"cache","otel_sdk":…,"set_ratio_vs_redis_py":…,
+"get_ratio_vs_redis_py":…,"async_get_ratio_vs_redis_py":…,"pipeline_ratio_vs_redis_py":…}
+(ratio = im-infra / redis-py).
 """
 
 from __future__ import annotations
@@ -63,6 +68,16 @@ def interleaved(
     return _summary(times, batch * BATCHES)
 
 
+def install_otel_sdk() -> None:
+    """Metrics on: the SDK's MeterProvider with an in-memory reader (im-infra's instruments,
+    created at import through the API's proxy, start recording into it)."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -70,7 +85,14 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--ops", type=int, default=3000, help="commands per round and case")
+    parser.add_argument(
+        "--otel-sdk",
+        action="store_true",
+        help="install the OpenTelemetry SDK (in-memory metric reader) first: metrics on",
+    )
     args = parser.parse_args()
+    if args.otel_sdk:
+        install_otel_sdk()
 
     parts = urlsplit(args.url)
     address = f"{parts.hostname}:{parts.port or 6379}"
@@ -158,7 +180,7 @@ def main() -> None:
     ours.close()
     raw.close()
 
-    summary: dict[str, Any] = {"bench": "cache"}
+    summary: dict[str, Any] = {"bench": "cache", "otel_sdk": args.otel_sdk}
     for name in ("set", "get", "async_get", "pipeline"):
         per = results[name]
         o, r = statistics.median(per["ours"]), statistics.median(per["raw"])

@@ -17,11 +17,15 @@ that has none of im-infra's engine hooks (the slow-query timer; on SQLite also t
 BEGIN that makes savepoints work).
 
 Usage:
-    eval "$(scripts/devstack env)"; uv run python benchmarks/bench_db.py [--ops 1500]
+    eval "$(scripts/devstack env)"; uv run python benchmarks/bench_db.py [--ops 1500] [--otel-sdk]
+
+``--otel-sdk`` installs the OpenTelemetry SDK (in-memory reader) first, so the provider's metrics
+are recorded. Both sides share the engine and its statement timer, so the ratio measures the
+provider's own layer; the bare-engine line (no im-infra hooks) shows what metrics cost.
 
 Server URLs come from IM_INFRA_PG_URL / IM_INFRA_MYSQL_URL (or --pg-url / --mysql-url).
 The last line printed is one JSON object:
-{"bench":"db","pg_select_ratio":…,"pg_insert_ratio":…,"mysql_select_ratio":…,
+{"bench":"db","otel_sdk":…,"pg_select_ratio":…,"pg_insert_ratio":…,"mysql_select_ratio":…,
  "mysql_insert_ratio":…,"sqlite_select_ratio":…}
 """
 
@@ -168,13 +172,30 @@ def run_backend(name: str, url: str, *, ops: int, inserts: bool, bare: bool) -> 
     return results
 
 
+def install_otel_sdk() -> None:
+    """Metrics on: the SDK's MeterProvider with an in-memory reader (im-infra's instruments,
+    created at import through the API's proxy, start recording into it)."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", type=int, default=1500, help="timed operations per side")
     parser.add_argument("--pg-url", default=os.environ.get("IM_INFRA_PG_URL"))
     parser.add_argument("--mysql-url", default=os.environ.get("IM_INFRA_MYSQL_URL"))
     parser.add_argument("--no-bare", action="store_true", help="skip the bare-engine info line")
+    parser.add_argument(
+        "--otel-sdk",
+        action="store_true",
+        help="install the OpenTelemetry SDK (in-memory metric reader) first: metrics on",
+    )
     args = parser.parse_args(argv)
+    if args.otel_sdk:
+        install_otel_sdk()
     if not args.pg_url or not args.mysql_url:
         print(
             'set IM_INFRA_PG_URL and IM_INFRA_MYSQL_URL: eval "$(scripts/devstack env)"',
@@ -183,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     clog.init(service="bench-db", level="ERROR")
     bare = not args.no_bare
-    result: dict[str, object] = {"bench": "db"}
+    result: dict[str, object] = {"bench": "db", "otel_sdk": args.otel_sdk}
     result.update(run_backend("pg", args.pg_url, ops=args.ops, inserts=True, bare=bare))
     result.update(run_backend("mysql", args.mysql_url, ops=args.ops, inserts=True, bare=bare))
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         key: result[key]
         for key in (
             "bench",
+            "otel_sdk",
             "pg_select_ratio",
             "pg_insert_ratio",
             "mysql_select_ratio",

@@ -184,10 +184,16 @@ def test_slow_queries_are_logged_with_trace_id_and_redacted_sql(
     assert "bound-secret" not in text_out
 
 
-def test_no_statement_listener_when_slow_logging_is_off(tmp_path: Path) -> None:
+def test_one_statement_timer_whatever_the_slow_threshold(
+    tmp_path: Path, log_lines: LogLines
+) -> None:
+    # One listener per execute hook: it times every statement for the duration metric and,
+    # with a threshold, for the slow-query log; slowThreshold 0 only turns the log off.
     cfg = DBConfig(driver="sqlite", database=str(tmp_path / "off.db"), slow_threshold=0)
-    with DBProvider(cfg) as p:
-        assert len(p.engine.dialect.dispatch.do_execute) == 0
+    with DBProvider(cfg) as p, p.session() as s:
+        assert len(p.engine.dialect.dispatch.do_execute) == 1
+        s.execute(text("SELECT 1")).scalar_one()
+    assert not [line for line in log_lines() if line["msg"] == "slow query"]
     cfg_on = DBConfig(driver="sqlite", database=str(tmp_path / "on.db"))
     with DBProvider(cfg_on) as p:
         assert len(p.engine.dialect.dispatch.do_execute) == 1

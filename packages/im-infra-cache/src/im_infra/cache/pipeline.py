@@ -3,8 +3,10 @@ queued and sent in one round trip; ``execute()`` returns the transformed replies
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from im_infra.cache._internal import metrics
 from im_infra.cache._internal.codec import Transform, decode_any
 from im_infra.cache._internal.errors import BACKEND_ERRORS, translate
 from im_infra.cache._internal.flow import ensure_scripts_flow
@@ -66,20 +68,24 @@ class Pipeline(_PipelineBase):
     immediately and return their value (optimistic-locking reads)."""
 
     def _run(self, args: tuple[Any, ...], transform: Transform = None) -> Any:
+        started = perf_counter()
         try:
             reply = self._pipe.execute_command(*args)
         except BACKEND_ERRORS as exc:
-            raise self._error(exc, args[0]) from exc
+            raise metrics.failed(self._error(exc, args[0]), args[0], started) from exc
         if self._queued(reply, transform):
             return self
+        metrics.observe(args[0], started)  # ran at once (after WATCH, before MULTI)
         return reply if transform is None else transform(reply)
 
     def watch(self, *keys: str) -> None:
         """WATCH ``keys`` (prefixed): :meth:`execute` raises CacheWatchError if one changes."""
+        started = perf_counter()
         try:
             self._pipe.watch(*self._keys(keys))
         except BACKEND_ERRORS as exc:
-            raise self._error(exc, "WATCH") from exc
+            raise metrics.failed(self._error(exc, "WATCH"), "WATCH", started) from exc
+        metrics.observe("WATCH", started)
 
     def execute(self) -> list[Any]:
         """Send the queued commands; their transformed replies, in order. A command error raises
@@ -87,10 +93,12 @@ class Pipeline(_PipelineBase):
         transforms, scripts = self._take()
         if scripts:
             self._cache._drive(ensure_scripts_flow(scripts))
+        started = perf_counter()
         try:
             replies = self._pipe.execute()
         except BACKEND_ERRORS as exc:
-            raise self._error(exc) from exc
+            raise metrics.failed(self._error(exc), metrics.PIPELINE, started) from exc
+        metrics.observe(metrics.PIPELINE, started)
         return self._results(transforms, replies)
 
     def reset(self) -> None:
@@ -116,11 +124,18 @@ class AsyncPipeline(_PipelineBase):
             return self
         return self._immediate(reply, args[0], transform)
 
-    async def _immediate(self, pending: Any, command: str, transform: Transform) -> Any:
+    async def _immediate(
+        self, pending: Any, command: str, transform: Transform, operation: str | None = None
+    ) -> Any:
+        """Await ``pending`` (a command run at once, WATCH, or the EXEC of ``execute``, then
+        measured as ``operation``)."""
+        started = perf_counter()
+        operation = operation or command
         try:
             reply = await pending
         except BACKEND_ERRORS as exc:
-            raise self._error(exc, command) from exc
+            raise metrics.failed(self._error(exc, command), operation, started) from exc
+        metrics.observe(operation, started)
         return reply if transform is None else transform(reply)
 
     async def watch(self, *keys: str) -> None:
@@ -133,7 +148,7 @@ class AsyncPipeline(_PipelineBase):
         if scripts:
             await self._cache._drive(ensure_scripts_flow(scripts))
         async with self._cache._slots:  # type: ignore[attr-defined]
-            replies = await self._immediate(self._pipe.execute(), "EXEC", None)
+            replies = await self._immediate(self._pipe.execute(), "EXEC", None, metrics.PIPELINE)
         return self._results(transforms, replies)
 
     async def reset(self) -> None:

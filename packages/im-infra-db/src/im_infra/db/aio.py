@@ -28,6 +28,7 @@ from im_infra.db._internal.core import (
     TxState,
     load_config,
 )
+from im_infra.db._internal.metrics import untrack_pool
 from im_infra.db.config import DBConfig
 from im_infra.db.errors import DBError
 
@@ -225,6 +226,7 @@ class AsyncDBProvider(ProviderBase[AsyncEngine, AsyncSession]):
         if self._core.closed:
             return
         self._core.closed = True
+        untrack_pool(self._engine.sync_engine)
         await self._engine.dispose()
 
     async def __aenter__(self) -> AsyncDBProvider:

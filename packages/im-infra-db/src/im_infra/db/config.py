@@ -113,8 +113,9 @@ class DBConfig(_Model):
     tls: TLSConfig = Field(default_factory=TLSConfig)
 
     slow_threshold: Duration = 0.2
-    """Statements slower than this are logged as warnings with the SQL (Go default 200ms);
-    0 disables slow-query timing entirely."""
+    """Statements slower than this are logged as warnings with the SQL and counted in
+    ``im_infra.db.slow_queries`` (Go default 200ms); 0 disables the slow-query check (statements
+    are still timed for ``db.client.operation.duration``)."""
     expire_on_commit: bool = False
     """SQLAlchemy Session option: expire loaded objects on commit (off: objects stay usable)."""
 

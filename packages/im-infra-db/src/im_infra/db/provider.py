@@ -18,6 +18,7 @@ from im_infra.db._internal.core import (
     TxState,
     load_config,
 )
+from im_infra.db._internal.metrics import untrack_pool
 from im_infra.db.config import DBConfig
 from im_infra.db.errors import DBError
 
@@ -217,6 +218,7 @@ class DBProvider(ProviderBase[Engine, Session]):
         if self._core.closed:
             return
         self._core.closed = True
+        untrack_pool(self._engine)
         self._engine.dispose()
 
     def __enter__(self) -> DBProvider:

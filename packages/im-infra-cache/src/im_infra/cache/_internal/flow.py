@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, TypeVar
 
 from redis import exceptions as rex
 
+from im_infra.cache._internal import metrics
 from im_infra.cache._internal.errors import BACKEND_ERRORS, translate
 
 T = TypeVar("T")
@@ -46,28 +48,43 @@ Flow = Generator[Step, Any, T]
 
 
 class Runner:
-    """Advances a flow with the reply (or exception) of its previous step."""
+    """Advances a flow with the reply (or exception) of its previous step.
 
-    __slots__ = ("_command", "_flow", "_secrets")
+    Also where every flow step is measured (operations, errors and duration by command), once
+    for both drivers: a step's command is timed from the moment it is handed out to the driver
+    until its reply or exception comes back.
+    """
+
+    __slots__ = ("_command", "_flow", "_secrets", "_started")
 
     def __init__(self, flow: Flow[Any], secrets: tuple[str, ...]) -> None:
         self._flow = flow
         self._secrets = secrets
         self._command: object = "?"
+        self._started: float | None = None
 
     def advance(self, reply: Any = None, error: BaseException | None = None) -> Cmd | Sleep | Done:
         """Feed ``reply`` (or throw ``error``) into the flow; return its next step or Done.
 
         A redis-py exception the flow does not handle is translated into a CacheError here.
         """
+        started, self._started = self._started, None
+        if started is not None and error is None:
+            metrics.observe(self._command, started)
         try:
             step = self._flow.send(reply) if error is None else self._flow.throw(error)
         except StopIteration as stop:
             return Done(stop.value)
         except BACKEND_ERRORS as exc:
-            raise translate(exc, self._command, self._secrets) from exc
+            failure = translate(exc, self._command, self._secrets)
+            if started is not None and error is not None:
+                metrics.failed(failure, self._command, started)
+            raise failure from exc
+        if started is not None and error is not None:  # the flow handled it (NOSCRIPT → load)
+            metrics.observe(self._command, started)
         if type(step) is Cmd:
             self._command = step.args[0]
+            self._started = perf_counter()
         return step
 
 

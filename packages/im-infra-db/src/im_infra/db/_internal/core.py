@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from im_infra import clog, coord
+from im_infra.db._internal import metrics
 from im_infra.db._internal.engine import EngineSpec, build_spec, configure_engine
 from im_infra.db._internal.instrument import install
 from im_infra.db._internal.sqltext import redact_sql
@@ -80,6 +81,12 @@ class ProviderCore(Generic[S]):
         )
         self.closed = False
 
+    @property
+    def pool_name(self) -> str:
+        """``db.client.connection.pool.name``: ``"<service>@<server>"`` (server alone without
+        a service name)."""
+        return f"{self.service}@{self.target.server}" if self.service else self.target.server
+
     def check_open(self) -> None:
         if self.closed:
             raise ProviderClosedError(
@@ -122,6 +129,7 @@ class ProviderCore(Generic[S]):
         """Raise the DBError for ``exc``, logging it (with the SQL and the trace id) first."""
         error = translate(exc, self.target)
         if error is not exc:
+            metrics.record_error(error, self.target.backend)
             statement = getattr(exc, "statement", None)
             self.log.error(
                 "query failed" if statement else "database error",
@@ -183,6 +191,7 @@ class ProviderBase(Generic[EngineT, S]):
         )
         configure_engine(sync_engine, core.spec)
         install(sync_engine, target=core.target, slow_threshold=config.slow_threshold, log=core.log)
+        metrics.track_pool(sync_engine, core.pool_name)
 
     @property
     def engine(self) -> EngineT:

@@ -1,12 +1,14 @@
-"""Slow-query (and pool) logging through clog, on SQLAlchemy engine events.
+"""Statement timing (duration metric, slow-query log and count) and pool logging, on SQLAlchemy
+engine events.
 
-Hot path: with a slow threshold, one listener around each DBAPI execute (two ``perf_counter()``
-calls, a subtraction and a comparison). With ``slowThreshold: 0`` no per-statement listener is
-installed at all.
+Hot path: one listener around each DBAPI execute: two ``perf_counter()`` calls, a dict lookup
+for the statement's pre-bound metric attributes, one histogram ``record`` (a no-op call until an
+OpenTelemetry SDK is installed) and a comparison with the slow threshold.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -15,16 +17,17 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, ExceptionContext
 
 from im_infra.clog import Logger
+from im_infra.db._internal import metrics
 from im_infra.db._internal.sqltext import redact_sql
 from im_infra.db._internal.target import Target
 from im_infra.db._internal.translate import translate
 
 
 def install(engine: Engine, *, target: Target, slow_threshold: float, log: Logger) -> None:
-    """Attach the logging listeners to ``engine`` (a sync Engine, or an AsyncEngine's
-    ``sync_engine``). Every line carries the current trace id (clog adds it)."""
-    if slow_threshold > 0:
-        _install_slow_query_timer(engine, slow_threshold, log)
+    """Attach the statement timer (metrics, slow-query log) and the logging listeners to
+    ``engine`` (a sync Engine, or an AsyncEngine's ``sync_engine``). Every line carries the
+    current trace id (clog adds it)."""
+    _install_statement_timer(engine, target, slow_threshold, log)
 
     @event.listens_for(engine, "handle_error")
     def _on_error(ctx: ExceptionContext) -> None:
@@ -50,8 +53,12 @@ def _param_summary(params: Any, many: bool) -> str:
     return "<redacted>"
 
 
-def _install_slow_query_timer(engine: Engine, threshold: float, log: Logger) -> None:
-    """Time every statement on the dialect's execute hooks (DialectEvents ``do_execute*``).
+def _install_statement_timer(
+    engine: Engine, target: Target, slow_threshold: float, log: Logger
+) -> None:
+    """Time every statement on the dialect's execute hooks (DialectEvents ``do_execute*``): the
+    one timing feeds ``db.client.operation.duration``, the slow-query log and
+    ``im_infra.db.slow_queries`` (``slow_threshold`` 0: no slow-query check).
 
     These engine events wrap exactly the DBAPI ``cursor.execute`` call: the listener runs the
     dialect's own method, times it and returns True ("handled"). Unlike the ConnectionEvents
@@ -59,6 +66,10 @@ def _install_slow_query_timer(engine: Engine, threshold: float, log: Logger) -> 
     dispatch (begin, commit, rollback, …), so a statement costs one extra Python call.
     """
     dialect = engine.dialect
+    threshold = slow_threshold if slow_threshold > 0 else math.inf
+    attributes = metrics.StatementAttributes(target.backend)
+    record = metrics.operation_duration.record
+    count_slow = metrics.slow_queries.add
 
     def report(statement: str, elapsed: float, params: Any, many: bool) -> None:
         log.warning(
@@ -73,9 +84,16 @@ def _install_slow_query_timer(engine: Engine, threshold: float, log: Logger) -> 
         # ``rest`` is (parameters, context) for do_execute/do_executemany, (context,) otherwise
         def listener(cursor: Any, statement: str, *rest: Any) -> bool:
             started = perf_counter()
-            run(cursor, statement, *rest)
+            try:
+                run(cursor, statement, *rest)
+            except BaseException as exc:
+                record(perf_counter() - started, attributes.failed(statement, exc))
+                raise
             elapsed = perf_counter() - started
+            attrs = attributes(statement)
+            record(elapsed, attrs)
             if elapsed >= threshold:
+                count_slow(1, attrs)
                 report(statement, elapsed, rest[0] if len(rest) == 2 else None, many)
             return True
 

@@ -1,0 +1,136 @@
+"""The cache component's OpenTelemetry instruments (API only: no-ops until an SDK is installed).
+
+Created once at import through ``opentelemetry.metrics``' proxy meter, so an SDK installed later
+(in any order) receives them. The one attribute of an operation is its Redis command name in
+lower case (``get``, ``set``, ``evalsha``, ``pipeline`` for a whole pipeline): never keys or
+values.
+
+Per operation the hot path makes ONE call into OpenTelemetry (the duration histogram's
+``record``, with a pre-bound attribute dict). The operation count is kept here, in a plain
+integer per command, and reported through an observable counter when a reader collects; errors
+(the rare path) go through an ordinary counter.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from time import perf_counter
+from typing import TypeVar
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+__all__ = ["errors", "failed", "observe", "operation_duration", "operations"]
+
+COMMAND = "command"
+ERROR_TYPE = "error.type"
+E = TypeVar("E", bound=Exception)
+PIPELINE = "pipeline"
+"""The command name of one pipeline/transaction ``execute()`` (all its queued commands)."""
+
+
+def _package_version() -> str:
+    try:
+        return version("im-infra-cache")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"
+
+
+meter = metrics.get_meter("im_infra.cache", _package_version())
+
+operation_duration = meter.create_histogram(
+    "im_infra.cache.operation.duration",
+    unit="s",
+    description="Duration of Redis operations as seen by the caller, by command.",
+    explicit_bucket_boundaries_advisory=[
+        0.0001,
+        0.00025,
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+    ],
+)
+errors = meter.create_counter(
+    "im_infra.cache.errors",
+    unit="{error}",
+    description="Redis operations that failed, by command and CacheError subclass.",
+)
+
+
+class _Command:
+    """One command's pre-bound attributes and operation count."""
+
+    __slots__ = ("attrs", "calls")
+
+    def __init__(self, name: str) -> None:
+        self.attrs: Mapping[str, str] = {COMMAND: name}
+        self.calls = 0
+
+
+_commands: dict[object, _Command] = {}
+_lock = threading.Lock()  # guards the counts (``+=`` is not atomic across threads)
+
+
+def _command(raw: object) -> _Command:
+    """The _Command of ``raw`` (``"GET"``, ``b"GET"``, ``"SCRIPT LOAD"``), made on first use."""
+    found = _commands.get(raw)
+    if found is not None:
+        return found
+    name = (raw.decode() if isinstance(raw, bytes) else str(raw)).lower()
+    with _lock:
+        return _commands.setdefault(raw, _Command(name))
+
+
+_record = operation_duration.record
+
+
+def observe(raw: object, started: float) -> None:
+    """One operation of command ``raw`` that started at ``perf_counter()`` ``started`` ended
+    (successfully, or with an error the caller does not see)."""
+    elapsed = perf_counter() - started
+    command = _commands.get(raw) or _command(raw)
+    with _lock:
+        command.calls += 1
+    _record(elapsed, command.attrs)
+
+
+def failed(error: E, raw: object, started: float) -> E:
+    """One operation of command ``raw`` ended with ``error`` (a CacheError; returned, for
+    ``raise``)."""
+    elapsed = perf_counter() - started
+    command = _command(raw)
+    with _lock:
+        command.calls += 1
+    labelled = {**command.attrs, ERROR_TYPE: type(error).__name__}
+    _record(elapsed, labelled)
+    errors.add(1, labelled)
+    return error
+
+
+def _observe_operations(_options: CallbackOptions) -> Iterable[Observation]:
+    with _lock:
+        counts = [(c.attrs[COMMAND], c.calls) for c in _commands.values()]
+    totals: dict[str, int] = {}
+    for name, calls in counts:
+        totals[name] = totals.get(name, 0) + calls
+    for name, calls in totals.items():
+        yield Observation(calls, {COMMAND: name})
+
+
+operations = meter.create_observable_counter(
+    "im_infra.cache.operations",
+    callbacks=[_observe_operations],
+    unit="{operation}",
+    description="Redis operations (successful or not), by command.",
+)

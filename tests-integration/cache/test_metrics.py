@@ -1,0 +1,117 @@
+"""cache metrics against a real Redis, blocking and asyncio: a known workload, exact deltas.
+
+Values are cumulative for the whole test session (one SDK MeterProvider) and not per cache, so
+every assertion compares before/after a workload of this test alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from im_infra import cache
+
+pytestmark = pytest.mark.integration
+
+OPS = "im_infra.cache.operations"
+ERRORS = "im_infra.cache.errors"
+DURATION = "im_infra.cache.operation.duration"
+
+Snapshot = Callable[[], dict[str, float]]
+
+
+def snapshot(probe: Any, *commands: str) -> Snapshot:
+    """A function returning, per command, operations / errors / duration recordings."""
+
+    def take() -> dict[str, float]:
+        values: dict[str, float] = {}
+        for c in commands:
+            values[f"ops:{c}"] = probe.value(OPS, command=c)
+            values[f"errors:{c}"] = probe.value(ERRORS, command=c)
+            values[f"durations:{c}"] = probe.count(DURATION, command=c)
+        return values
+
+    return take
+
+
+def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in before if after[k] != before[k]}
+
+
+def test_commands_and_errors(metrics_probe: Any, cc: Any) -> None:
+    take = snapshot(metrics_probe, "get", "set", "incrby")
+    typed = metrics_probe.value(ERRORS, command="incrby", **{"error.type": "CacheResponseError"})
+    before = take()
+    cc.set("k", "not a number")
+    for _ in range(5):
+        assert cc.get("k") == "not a number"
+    for _ in range(2):
+        with pytest.raises(cache.CacheResponseError):
+            cc.incr("k")
+    assert delta(before, take()) == {
+        "ops:get": 5,
+        "durations:get": 5,
+        "ops:set": 1,
+        "durations:set": 1,
+        "ops:incrby": 2,
+        "durations:incrby": 2,
+        "errors:incrby": 2,
+    }
+    assert (
+        metrics_probe.value(ERRORS, command="incrby", **{"error.type": "CacheResponseError"})
+        - typed
+        == 2
+    )
+
+
+def test_pipeline_counts_once_and_watch_reads(metrics_probe: Any, cc: Any) -> None:
+    take = snapshot(metrics_probe, "pipeline", "set", "get", "watch")
+    cc.set("counter", "1")
+    before = take()
+    p = cc.pipeline(transaction=False)
+    for i in range(3):
+        p.set(f"p{i}", i)
+    assert p.execute() == [True, True, True]
+    p = cc.pipeline()
+    p.watch("counter")
+    assert p.get("counter") == "1"  # runs at once: WATCH mode
+    p.multi()
+    p.set("counter", "2")
+    assert p.execute() == [True]
+    assert delta(before, take()) == {
+        "ops:pipeline": 2,
+        "durations:pipeline": 2,
+        "ops:watch": 1,
+        "durations:watch": 1,
+        "ops:get": 1,
+        "durations:get": 1,
+    }
+
+
+def test_script_flow_steps(metrics_probe: Any, cc: Any) -> None:
+    # A script the server has never seen: EVALSHA → NOSCRIPT (handled) → SCRIPT LOAD → EVALSHA.
+    script = cc.register_script(f"-- {uuid.uuid4().hex}\nreturn ARGV[1]")
+    take = snapshot(metrics_probe, "evalsha", "script load")
+    before = take()
+    assert cc.wait(script.target(args=["a"])) == "a"
+    assert cc.wait(script.target(args=["b"])) == "b"
+    assert delta(before, take()) == {
+        "ops:evalsha": 3,
+        "durations:evalsha": 3,
+        "ops:script load": 1,
+        "durations:script load": 1,
+    }
+
+
+def test_unreachable_server_errors(metrics_probe: Any, make_cache: Any) -> None:
+    dead = make_cache(address="127.0.0.1:1", retry={"max_retries": 0}, connect_timeout=1)
+    unavailable = {"command": "get", "error.type": "CacheUnavailable"}
+    before = metrics_probe.value(ERRORS, **unavailable), metrics_probe.value(OPS, command="get")
+    for _ in range(2):
+        with pytest.raises(cache.CacheUnavailable):
+            dead.get("k")
+    after = metrics_probe.value(ERRORS, **unavailable), metrics_probe.value(OPS, command="get")
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 2)
