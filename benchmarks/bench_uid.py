@@ -8,12 +8,17 @@ Measures, interleaved in the same run (so a busy machine affects all of them ali
   produces one int per iteration, the floor any pure-Python generator is measured against;
 - the Snowflake limit: 4,096 sequence numbers per millisecond per worker = 4,096,000 IDs/s.
 
+With ``--otel-sdk`` the OpenTelemetry SDK is installed first (a ``MeterProvider`` with an
+in-memory reader), so ``im_infra.uid.ids.issued`` is live, and the reader collects after every
+round (checking that the counter matches the IDs issued); without it the metrics API is a no-op.
+
 Each figure is the best of ``--rounds`` rounds (the usual way to filter out time stolen by other
 processes). Targets on the 2-core CI machine: next_id >= 1.5M/s, next_ids >= 3.5M/s (85 % of the
 limit). The last line printed is one JSON object:
-``{"bench":"uid","next_id_per_s":...,"next_ids_per_s":...,"count_loop_per_s":...,"limit_per_s":4096000}``
+``{"bench":"uid","otel_sdk":false,"next_id_per_s":...,"next_ids_per_s":...,"count_loop_per_s":...,
+"limit_per_s":4096000}``
 
-    uv run python benchmarks/bench_uid.py [--rounds 5] [--ids 2000000]
+    uv run python benchmarks/bench_uid.py [--rounds 5] [--ids 2000000] [--otel-sdk]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 from im_infra import uid
 
@@ -61,12 +67,40 @@ def rate(fn: Callable[[int], None], n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def install_sdk() -> Any:
+    """Install the OpenTelemetry SDK with an in-memory reader; returns the reader."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return reader
+
+
+def issued(reader: Any) -> int:
+    """The value of im_infra.uid.ids.issued as the SDK collects it now."""
+    data = reader.get_metrics_data()
+    return sum(
+        point.value
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "im_infra.uid.ids.issued"
+        for point in metric.data.data_points
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds; the best is kept")
     parser.add_argument("--ids", type=int, default=2_000_000, help="IDs per measurement")
+    parser.add_argument(
+        "--otel-sdk", action="store_true", help="install the OpenTelemetry SDK (metrics on)"
+    )
     args = parser.parse_args()
     n = max(BATCH, args.ids - args.ids % BATCH)
+    reader = install_sdk() if args.otel_sdk else None
 
     gen = uid.new_generator(1)
     cases: dict[str, Callable[[int], None]] = {
@@ -77,6 +111,7 @@ def main() -> None:
     for fn in cases.values():  # warm-up
         fn(BATCH * 10)
     best = dict.fromkeys(cases, 0.0)
+    expected = 20 * BATCH  # the warm-up's IDs
     for round_no in range(1, args.rounds + 1):
         figures = []
         for name, fn in cases.items():
@@ -84,6 +119,9 @@ def main() -> None:
             best[name] = max(best[name], value)
             figures.append(f"{name} {value / 1e6:.2f}M/s")
         print(f"round {round_no}: " + ", ".join(figures))
+        expected += 2 * n
+        if reader is not None:  # collect, as a periodic reader would, and check the count
+            assert issued(reader) == expected, (issued(reader), expected)
 
     # the IDs are still right after all that (strictly increasing, this worker)
     tail = gen.next_ids(BATCH)
@@ -103,6 +141,7 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "uid",
+                "otel_sdk": bool(args.otel_sdk),
                 "next_id_per_s": round(best["next_id"]),
                 "next_ids_per_s": round(best["next_ids"]),
                 "count_loop_per_s": round(floor),

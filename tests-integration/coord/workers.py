@@ -5,7 +5,10 @@
 - ``lock ENDPOINTS NAME THREADS ROUNDS FILE``: THREADS contenders each take the lock ROUNDS
   times, counting holders in FILE (the shared counter);
 - ``hold-lock ENDPOINTS NAME TTL``: take the lock, print "held", hold it until killed;
-- ``register ENDPOINTS SERVICE ID TTL``: register, print "registered", wait to be killed.
+- ``register ENDPOINTS SERVICE ID TTL``: register, print "registered", wait to be killed;
+- ``serve ENDPOINTS SERVICE TTL``: register, take an instance ID and a lock (all with TTL), print
+  them as one JSON object, and on SIGTERM close the provider (graceful shutdown), print
+  "closed" and exit 0.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -106,6 +110,20 @@ def register(endpoints: str, service: str, instance_id: str, ttl: int) -> None:
     time.sleep(3600)
 
 
+def serve(endpoints: str, service: str, ttl: int) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: stop.set())
+    p = coord.connect(endpoints, service=service, timeout=10)
+    p.registry.register(coord.ServiceInstance(service, "n1", "127.0.0.1:1"), ttl=ttl)
+    instance_id = p.instance_for(service, ttl=ttl).get_instance_id()
+    p.lock.acquire(service, ttl=ttl, timeout=10)
+    print(json.dumps({"instance_id": instance_id}), flush=True)
+    while not stop.wait(0.05):
+        pass
+    p.close()  # deregister, release the lock and the instance ID, revoke the leases
+    print("closed", flush=True)
+
+
 def main() -> None:
     clog.init(service="coord-test-worker", level="WARNING")
     cmd, *args = sys.argv[1:]
@@ -117,6 +135,8 @@ def main() -> None:
         hold_lock(args[0], args[1], int(args[2]))
     elif cmd == "register":
         register(args[0], args[1], args[2], int(args[3]))
+    elif cmd == "serve":
+        serve(args[0], args[1], int(args[2]))
     else:
         raise SystemExit(f"unknown worker command {cmd!r}")
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from im_infra.coord._internal import metrics as _metrics
 from im_infra.coord._internal.documents import Layer, parse_document, validate_layers
 from im_infra.coord._internal.etcd import EtcdClient, GetOp, KeyValue, WatchEvent
 from im_infra.coord._internal.log import log
@@ -264,6 +265,7 @@ class LiveConfig(Generic[M]):
                 service_name=self.service,
                 cause=str(exc),
             )
+            _metrics.config_reloaded(self.component, "rejected")
             return
         if took_over:
             _log.info("etcd is back; live config takes over", component=self.component)
@@ -272,6 +274,7 @@ class LiveConfig(Generic[M]):
         if new == old:
             return
         self._value = new
+        _metrics.config_reloaded(self.component, "applied")
         for hook in list(self._hooks):
             try:
                 hook(old, new)

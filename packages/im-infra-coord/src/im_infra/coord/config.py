@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from im_infra.coord._internal.closing import Closing
 from im_infra.coord._internal.documents import dump_document, parse_document
 from im_infra.coord._internal.etcd import Compare, EtcdClient, KeyValue, PutOp, WatchEvent
 from im_infra.coord._internal.watch import WatchLoop
@@ -62,8 +63,9 @@ class ConfigEvent:
     revision: int
 
 
-class ConfigWatch:
-    """Handle of a running config watch; ``cancel()`` (or ``close()``) stops it."""
+class ConfigWatch(Closing):
+    """Handle of a running config watch; ``cancel()`` (or ``close()``, or leaving a ``with``
+    block) stops it. Idempotent."""
 
     def __init__(self, loop: WatchLoop, on_cancel: Callable[[ConfigWatch], None]) -> None:
         self._loop = loop
@@ -82,7 +84,8 @@ class ConfigWatch:
         self._loop.stop()
         self._on_cancel(self)
 
-    close = cancel
+    def close(self) -> None:
+        self.cancel()
 
 
 def _encode(key: str, value: str | bytes | Mapping[str, Any]) -> bytes:
@@ -93,8 +96,9 @@ def _encode(key: str, value: str | bytes | Mapping[str, Any]) -> bytes:
     return dump_document(dict(value), key).encode("utf-8")
 
 
-class EtcdConfigManager:
-    """The etcd-backed :class:`~im_infra.coord.ConfigManager`."""
+class EtcdConfigManager(Closing):
+    """The etcd-backed :class:`~im_infra.coord.ConfigManager` (closed by its provider; also a
+    context manager)."""
 
     def __init__(self, client: EtcdClient, env: str, service: str | None) -> None:
         self._client = client

@@ -93,7 +93,7 @@ class EtcdInstancer:
         return self._id if lease is not None and not lease.lost else None
 
     def _allocate(self) -> tuple[int, KeptLease]:
-        lease = self._keeper.grant(self.ttl)
+        lease = self._keeper.grant(self.ttl, purpose="instance_id")
         token = json.dumps(
             {
                 "host": socket.gethostname(),

@@ -21,6 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from im_infra.coord._internal import metrics as _metrics
+from im_infra.coord._internal.closing import Closing
 from im_infra.coord._internal.etcd import Compare, EtcdClient, GetOp, PutOp
 from im_infra.coord._internal.lease import KeptLease, LeaseKeeper
 from im_infra.coord._internal.log import log
@@ -135,8 +137,9 @@ class DistributedLock:
         return f"DistributedLock(name={self.name!r}, held={self.held})"
 
 
-class EtcdLocker:
-    """The etcd-backed :class:`~im_infra.coord.Locker`."""
+class EtcdLocker(Closing):
+    """The etcd-backed :class:`~im_infra.coord.Locker` (closed by its provider; also a context
+    manager)."""
 
     def __init__(self, client: EtcdClient, keeper: LeaseKeeper) -> None:
         self._client = client
@@ -152,7 +155,7 @@ class EtcdLocker:
         with self._guard:
             lease = self._sessions.get(ttl)
             if lease is None or not lease.active:
-                lease = self._sessions[ttl] = self._keeper.grant(ttl)
+                lease = self._sessions[ttl] = self._keeper.grant(ttl, purpose="lock")
             return lease
 
     def _delete(self, key: str) -> None:
@@ -215,7 +218,31 @@ class EtcdLocker:
             raise ConfigError(f"invalid lock name {name!r}")
         if ttl < 1:
             raise ConfigError(f"lock ttl must be >= 1 second, got {ttl}")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        start = time.monotonic()
+        outcome: _metrics.LockOutcome = "error"
+        try:
+            lock = self._contend(name, ttl, start, timeout, wait, cancel)
+            outcome = "acquired" if lock is not None else "busy"
+            return lock
+        except LockTimeout:
+            outcome = "timeout"
+            raise
+        except LockLost:
+            outcome = "lost"
+            raise
+        finally:
+            _metrics.lock_waited(time.monotonic() - start, outcome)
+
+    def _contend(
+        self,
+        name: str,
+        ttl: int,
+        start: float,
+        timeout: float | None,
+        wait: bool,
+        cancel: threading.Event | None,
+    ) -> DistributedLock | None:
+        deadline = None if timeout is None else start + timeout
         prefix = f"{LOCK_ROOT}{name}/"
         lease = self._session(ttl)
         key = f"{prefix}{lease.id:x}-{next(self._seq)}"
@@ -305,7 +332,8 @@ class EtcdLocker:
             self._revoke_retired()
 
     def close(self) -> None:
-        """Release every lock still held through this locker and end its sessions."""
+        """Release every lock still held through this locker and revoke its session leases
+        (idempotent)."""
         with self._guard:
             held = list(self._held)
             sessions = list(self._sessions.values()) + list(self._retiring)

@@ -124,24 +124,44 @@ class EtcdProvider:
                 )
             return inst
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
     def close(self) -> None:
-        """Release everything this provider holds and close the connections (idempotent)."""
+        """Release everything this provider holds, now, and close the connections (idempotent).
+
+        The order (graceful shutdown, see docs/coord.md): 1. deregister every service instance
+        registered here (revoking its lease deletes the key at once), so no new traffic is
+        routed to this process, and stop the discovery watches; 2. release the locks still
+        held and revoke the lock sessions' leases; 3. give the instance IDs back (revoke their
+        leases: a uid generator using one stops); 4. stop config watches and live configs;
+        5. revoke every lease still kept alive by this provider; 6. stop the keepalive threads
+        and close the connections. Nothing is left to expire after its TTL; when etcd is
+        unreachable, each revocation gives up after at most 2 s and the keys then expire
+        with their leases.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             instancers = list(self._instancers.values())
             registry, config, locker = self._registry, self._config, self._locker
-        for inst in instancers:
-            inst.release()
-        if registry is not None:
-            registry.close()
-        if locker is not None:
-            locker.close()
-        if config is not None:
-            config.close()
-        self.keeper.close()
-        self.client.close()
+        try:
+            if registry is not None:
+                registry.close()
+            if locker is not None:
+                locker.close()
+            for inst in instancers:
+                inst.release()
+            if config is not None:
+                config.close()
+            self.keeper.revoke_all()
+        finally:
+            self.keeper.close()
+            self.client.close()
+        _log.debug("closed", endpoints=self.client.endpoints, service_name=self.service)
 
     def __enter__(self) -> EtcdProvider:
         return self

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from im_infra.coord._internal import metrics as _metrics
+from im_infra.coord._internal.closing import Closing
 from im_infra.coord._internal.etcd import EtcdClient, WatchEvent
 from im_infra.coord._internal.lease import KeptLease, LeaseKeeper
 from im_infra.coord._internal.log import log
@@ -76,8 +78,9 @@ class _Registration:
         self.stop = threading.Event()
 
 
-class WatchHandle:
-    """Handle of a ``registry.watch()`` subscription; ``cancel()`` stops the callbacks."""
+class WatchHandle(Closing):
+    """Handle of a ``registry.watch()`` subscription; ``cancel()`` (or ``close()``, or leaving
+    a ``with`` block) stops the callbacks. Idempotent."""
 
     def __init__(self, cache: _ServiceCache, callback: Callable[[list[ServiceInstance]], None]):
         self._cache = cache
@@ -86,7 +89,8 @@ class WatchHandle:
     def cancel(self) -> None:
         self._cache.unsubscribe(self._callback)
 
-    close = cancel
+    def close(self) -> None:
+        self.cancel()
 
 
 class _ServiceCache:
@@ -168,8 +172,9 @@ class _ServiceCache:
             self._loop.stop()
 
 
-class EtcdRegistry:
-    """The etcd-backed :class:`~im_infra.coord.ServiceRegistry`."""
+class EtcdRegistry(Closing):
+    """The etcd-backed :class:`~im_infra.coord.ServiceRegistry` (closed by its provider; also a
+    context manager)."""
 
     def __init__(self, client: EtcdClient, keeper: LeaseKeeper) -> None:
         self._client = client
@@ -200,12 +205,13 @@ class EtcdRegistry:
         self._publish(reg)
         with self._lock:
             self._registrations[reg.key] = reg
+        _metrics.registered()
         _log.info(
             "registered", service_name=instance.name, id=instance.id, address=instance.address
         )
 
     def _publish(self, reg: _Registration) -> None:
-        lease = self._keeper.grant(reg.ttl)
+        lease = self._keeper.grant(reg.ttl, purpose="registration")
         try:
             self._client.put(reg.key, reg.instance.to_json(), lease=lease.id)
         except BaseException:
@@ -241,6 +247,7 @@ class EtcdRegistry:
                 if reg.lease is not None:
                     reg.lease.revoke()
                 return
+            _metrics.reregistered()
             _log.info(
                 "re-registered after lease loss", service_name=reg.instance.name, id=reg.instance.id
             )
@@ -267,6 +274,8 @@ class EtcdRegistry:
     def _stop(self, reg: _Registration, *, delete: bool) -> None:
         reg.active = False
         reg.stop.set()
+        if delete:
+            _metrics.deregistered()
         lease = reg.lease
         if lease is not None and lease.active:
             lease.revoke()  # deletes the key with it

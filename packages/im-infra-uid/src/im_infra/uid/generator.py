@@ -23,6 +23,7 @@ sends the next call to the slow path, where ``_dead`` is checked. ``_start_ms`` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -32,6 +33,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from im_infra import clog
 from im_infra.uid._internal import forking
+from im_infra.uid._internal import metrics as _metrics
 from im_infra.uid.errors import (
     ClockMovedBackwards,
     GeneratorClosed,
@@ -87,19 +89,23 @@ class SnowflakeGenerator:
 
     __slots__ = (
         "__weakref__",
+        "_base",
         "_clock",
         "_close_lock",
         "_dead",
         "_epoch",
+        "_issued",
         "_lock",
         "_max",
         "_max_backward",
+        "_metrics_serial",
         "_ms",
         "_next",
         "_on_close",
         "_pid",
         "_sleep",
         "_still_held",
+        "_ver",
         "_worker",
         "_worker_bits",
     )
@@ -145,7 +151,14 @@ class SnowflakeGenerator:
         self._ms = -1
         self._next = 0
         self._max = -1
+        # IDs issued, for the metrics (no per-ID cost): those of the milliseconds before the
+        # current one, plus ``_next - _base`` for the current one (``_base``: its first ID).
+        # ``_ver`` is odd while _start_ms updates them (a seqlock, see _issued_total).
+        self._issued = 0
+        self._base = 0
+        self._ver = 0
         forking.register(self)
+        self._metrics_serial = _metrics.track(self)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -315,6 +328,7 @@ class SnowflakeGenerator:
                 worker=self._worker,
                 backward_ms=backward,
             )
+            _metrics.CLOCK_BACKWARD_WAITS.add(1)
             ms = self._wait_until(last)
 
     def _start_ms(self, ms: int) -> None:
@@ -330,9 +344,13 @@ class SnowflakeGenerator:
         if held is not None and not held():  # released, or lost before the callback arrived
             self._worker_id_lost(self._worker)  # sets _dead: the check below raises WorkerIdLost
         base = (offset << TIMESTAMP_SHIFT) | self._worker_bits
+        self._ver += 1
+        self._issued += self._next - self._base  # the IDs of the millisecond that ends here
+        self._base = base
         self._ms = ms
         self._next = base
         self._max = base | MAX_SEQUENCE
+        self._ver += 1
         dead = self._dead
         if dead is not None:  # invalidated concurrently: keep it invalid
             self._max = -1
@@ -353,6 +371,29 @@ class SnowflakeGenerator:
             gap = target - ms
             if gap > 1:
                 self._sleep((gap - 1) / 1000)
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def _issued_total(self) -> int:
+        """IDs issued so far, read without the lock (by the metrics callback, at collection).
+
+        ``_next`` alone moves on the hot path, which keeps the sum consistent; the other fields
+        change together in :meth:`_start_ms`, between two increments of ``_ver``: a read that
+        saw ``_ver`` odd or changed is retried.
+        """
+        for _ in range(1000):
+            ver = self._ver
+            if not ver & 1:
+                total = self._issued + self._next - self._base
+                if self._ver == ver:
+                    return total
+            time.sleep(0)  # let the writer finish its few statements
+        return self._issued + self._next - self._base
+
+    def __del__(self) -> None:
+        # AttributeError if __init__ failed early; anything at interpreter shutdown
+        with contextlib.suppress(Exception):
+            _metrics.retire(self._metrics_serial, self._issued_total())
 
     # -- invalidation -------------------------------------------------------------------------
 
@@ -383,6 +424,10 @@ class SnowflakeGenerator:
         self._close_lock = threading.Lock()
         parent = self._pid
         self._pid = os.getpid()
+        self._ver += 1  # the child counts only the IDs it issues itself
+        self._issued = 0
+        self._base = self._next
+        self._ver += 1
         self._invalidate(
             GeneratorForked,
             f"uid generator (worker {self._worker}) was created in process {parent} and "

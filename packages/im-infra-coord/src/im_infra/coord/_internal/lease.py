@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from im_infra.coord._internal import metrics as _metrics
 from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.log import log
 from im_infra.coord.errors import CoordError
@@ -51,12 +52,16 @@ class KeptLease:
     """A lease that the keeper refreshes until ``revoke()`` or until it is lost.
 
     ``last_ok`` is the (monotonic) send time of the last successful grant or keepalive and
-    ``deadline`` the instant the lease counts as lost without a newer success.
+    ``deadline`` the instant the lease counts as lost without a newer success. ``purpose``
+    ("registration", "lock", "instance_id") labels the lease-loss metric.
     """
 
-    def __init__(self, keeper: LeaseKeeper, lease_id: int, ttl: int, sent: float) -> None:
+    def __init__(
+        self, keeper: LeaseKeeper, lease_id: int, ttl: int, sent: float, purpose: str = "other"
+    ) -> None:
         self.id = lease_id
         self.ttl = ttl
+        self.purpose = purpose
         self.last_ok = sent
         self._deadline = sent + ttl * LOSS_FRACTION
         self._keeper = keeper
@@ -158,7 +163,8 @@ class KeptLease:
             self._lost.set()
             callbacks = list(self._callbacks)
         self._keeper._forget(self)
-        _log.warning("lease lost", lease=self.id, ttl=self.ttl, reason=reason)
+        _log.warning("lease lost", lease=self.id, ttl=self.ttl, purpose=self.purpose, reason=reason)
+        _metrics.lease_lost(self.purpose)
         for callback in callbacks:
             try:
                 callback(self)
@@ -181,8 +187,9 @@ class LeaseKeeper:
         self._stopped = False
         self._threads: list[threading.Thread] = []
 
-    def grant(self, ttl: int, *, timeout: float | None = None) -> KeptLease:
-        """Grant a lease of ``ttl`` seconds (>= 1) and keep it alive from now on."""
+    def grant(self, ttl: int, *, timeout: float | None = None, purpose: str = "other") -> KeptLease:
+        """Grant a lease of ``ttl`` seconds (>= 1) and keep it alive from now on; ``purpose``
+        labels it in the lease-loss metric."""
         if ttl < 1:
             raise ValueError(f"lease ttl must be >= 1 second, got {ttl}")
         with self._cond:
@@ -190,7 +197,7 @@ class LeaseKeeper:
                 raise CoordError("the coord provider is closed")
         sent = self.clock()  # etcd starts the lease's TTL after this
         lease_id, granted = self.client.lease_grant(ttl, timeout=timeout)
-        lease = KeptLease(self, lease_id, granted or ttl, sent)
+        lease = KeptLease(self, lease_id, granted or ttl, sent, purpose)
         with self._cond:
             if self._stopped:
                 raise CoordError("the coord provider is closed")
@@ -282,8 +289,16 @@ class LeaseKeeper:
                 heapq.heappush(self._heap, (due, next(self._seq), lease))
                 self._cond.notify_all()
 
+    def revoke_all(self) -> None:
+        """Revoke every lease still kept alive (their keys go now). For shutdown: owners revoke
+        their own leases first; this catches any left (e.g. granted directly on the keeper)."""
+        with self._cond:
+            leases = list(self._leases)
+        for lease in leases:
+            lease.revoke()
+
     def close(self) -> None:
-        """Stop the keeper threads (leases are not revoked here: their owners do that first)."""
+        """Stop the keeper threads (leases are not revoked here: :meth:`revoke_all` does)."""
         with self._cond:
             self._stopped = True
             self._heap.clear()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from im_infra.coord._internal import metrics as _metrics
 from im_infra.coord._internal.etcd import EtcdClient, StreamBrokenError, WatchEvent, WatchStream
 from im_infra.coord._internal.log import log
 from im_infra.coord.errors import CoordError
@@ -53,6 +54,7 @@ class WatchLoop:
         self._on_connected = on_connected
         self._resume_after_compaction = resume_after_compaction
         self.name = name
+        self.kind = name.split(":", 1)[0]  # "services", "config", "component": metric label
         self.revision = start_revision  # last revision delivered (None: resync needed)
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -68,6 +70,7 @@ class WatchLoop:
     def _run(self) -> None:
         backoff = _MIN_BACKOFF
         failing_since_logged = False
+        established = False  # a stream was created before: the next creation is a reconnect
         while not self._stop.is_set():
             if self._client.closed:
                 return
@@ -107,6 +110,9 @@ class WatchLoop:
                     if resp.canceled:
                         raise StreamBrokenError(f"etcd canceled the watch: {resp.cancel_reason}")
                     if resp.created:
+                        if established:
+                            _metrics.watch_reconnected(self.kind)
+                        established = True
                         if failing_since_logged:
                             _log.info("watch re-established", watch=self.name, at=self.revision)
                             failing_since_logged = False
