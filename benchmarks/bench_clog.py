@@ -3,7 +3,13 @@
 Every contender writes one JSON line per call, with a trace id, ``user`` and ``n`` fields, to its
 own temporary file (flushed per line, as a log sink must be), in the same run.
 
-    uv run python benchmarks/bench_clog.py [--lines 100000] [--repeat 3]
+    uv run python benchmarks/bench_clog.py [--lines 100000] [--repeat 3] [--otel-sdk]
+
+clog looks up the active OpenTelemetry span on every line (its trace id is used when no clog
+id is bound). The bench reports that lookup's own cost (``span_lookup_ns``, no context attached,
+the common case) and, with ``--otel-sdk`` (the SDK's TracerProvider and MeterProvider installed),
+a ``clog_in_span`` contender writing inside an active span with no clog id bound, plus the
+lookup's cost in a span (``span_lookup_in_span_ns``).
 
 The last line printed is one JSON object (the figures CI and the closing notes quote).
 """
@@ -18,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import IO, Any
 
 import structlog
@@ -28,16 +35,53 @@ from im_infra import clog
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-def bench_clog(out: IO[str], n: int, passthrough: bool = False) -> float:
+def bench_clog(
+    out: IO[str],
+    n: int,
+    passthrough: bool = False,
+    scope: AbstractContextManager[Any] | None = None,
+) -> float:
+    """clog lines with a bound trace id, or inside ``scope`` (e.g. an OpenTelemetry span)."""
     clog.init(service="bench", sink=out, intercept_stdlib=False, loguru_passthrough=passthrough)
     log = clog.get_logger("bench")
-    with clog.trace_context(TRACE):
+    with scope if scope is not None else clog.trace_context(TRACE):
         t0 = time.perf_counter()
         for i in range(n):
             log.info("message stored", user="alice", n=i)
         dt = time.perf_counter() - t0
     clog.shutdown()
     return dt
+
+
+def bench_clog_in_span(out: IO[str], n: int) -> float:
+    """clog inside an active OpenTelemetry span, no clog id bound: trace/span ids from the span."""
+    from opentelemetry import trace
+
+    return bench_clog(out, n, scope=trace.get_tracer("bench").start_as_current_span("bench"))
+
+
+def install_otel_sdk() -> None:
+    """The SDK's TracerProvider (spans are recorded and dropped) and an in-memory MeterProvider."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+def lookup_ns(calls: int = 200_000) -> float:
+    """Nanoseconds per active-span lookup (the per-line cost the OpenTelemetry link adds)."""
+    from im_infra.clog._internal.otel import active_span_ids
+
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            active_span_ids()
+        best = min(best, (time.perf_counter() - t0) / calls * 1e9)
+    return best
 
 
 def bench_clog_passthrough(out: IO[str], n: int) -> float:
@@ -130,10 +174,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--lines", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--otel-sdk", action="store_true", help="install the OpenTelemetry SDK")
     args = ap.parse_args()
+    if args.otel_sdk:
+        install_otel_sdk()
     results: dict[str, float] = {}
+    contenders: list[tuple[str, Callable[[IO[str], int], float]]] = [("clog", bench_clog)]
+    if args.otel_sdk:
+        contenders.append(("clog_in_span", bench_clog_in_span))
     for name, fn in (
-        ("clog", bench_clog),
+        *contenders,
         ("clog_passthrough", bench_clog_passthrough),
         ("loguru_serialize", bench_loguru),
         ("stdlib_json", bench_stdlib),
@@ -147,7 +197,7 @@ def main() -> int:
     print(f"{'logger':<18}{'lines/s':>14}{'vs clog':>10}")
     for name, rate in results.items():
         print(f"{name:<18}{rate:>14,.0f}{rate / results['clog']:>10.2f}")
-    summary = {
+    summary: dict[str, Any] = {
         "bench": "clog",
         "clog_lines_per_s": round(results["clog"]),
         "clog_passthrough_lines_per_s": round(results["clog_passthrough"]),
@@ -156,7 +206,15 @@ def main() -> int:
         "structlog_lines_per_s": round(results["structlog"]),
         "ratio_vs_loguru": round(results["clog"] / results["loguru_serialize"], 2),
         "ratio_vs_stdlib": round(results["clog"] / results["stdlib_json"], 2),
+        "otel_sdk": args.otel_sdk,
+        "span_lookup_ns": round(lookup_ns()),
     }
+    if args.otel_sdk:
+        from opentelemetry import trace
+
+        summary["clog_in_span_lines_per_s"] = round(results["clog_in_span"])
+        with trace.get_tracer("bench").start_as_current_span("lookup"):
+            summary["span_lookup_in_span_ns"] = round(lookup_ns())
     print(json.dumps(summary))
     return 0
 

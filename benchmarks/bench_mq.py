@@ -10,7 +10,11 @@ the confluent message, im-infra: on its ``Message``). The clock runs from the fi
 the last, so the group join is excluded.
 aiokafka's producer is measured as a reference when it is importable.
 
-Usage: eval "$(scripts/devstack env)"; uv run python benchmarks/bench_mq.py [--messages N]
+Usage: eval "$(scripts/devstack env)"
+       uv run python benchmarks/bench_mq.py [--messages N] [--otel-sdk]
+``--otel-sdk`` installs the OpenTelemetry SDK's MeterProvider (in-memory reader) first, so mq's
+metrics are live; the default measures with the API's no-op. The reader is collected once at the
+end, so the figures include the observable instruments' callbacks.
 Brokers: --brokers, else $IM_INFRA_KAFKA_BROKERS. The last line printed is one JSON object.
 """
 
@@ -212,7 +216,16 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side")
     parser.add_argument("--sync-sends", type=int, default=2000)
+    parser.add_argument("--otel-sdk", action="store_true", help="install the metrics SDK")
     args = parser.parse_args()
+    reader = None
+    if args.otel_sdk:
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
     if not args.brokers:
         sys.exit(f"no broker: pass --brokers or set {mq.BROKERS_ENV} (scripts/devstack env)")
     clog.init(service=SERVICE, level="WARNING")
@@ -283,6 +296,17 @@ def main() -> None:
     }
     if aio:
         result["aiokafka_produce_per_s"] = round(aio[0])
+    result["otel_sdk"] = args.otel_sdk
+    if reader is not None:
+        start = time.perf_counter()
+        data = reader.get_metrics_data()
+        result["metrics_collect_ms"] = round((time.perf_counter() - start) * 1000, 2)
+        names = (
+            {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+            if data
+            else set()
+        )
+        result["metrics_emitted"] = sorted(n for n in names if "messaging" in n or "mq" in n)
     print(json.dumps(result, separators=(",", ":")))
 
 

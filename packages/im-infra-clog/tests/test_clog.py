@@ -11,6 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from im_infra import clog
 
@@ -321,3 +325,97 @@ def test_passthrough_reaches_user_loguru_sinks() -> None:
         clog.shutdown()
     assert seen == ["to both"]
     assert json.loads(buf.getvalue())["password"] == "***"
+
+
+# ------------------------------------------------------------------ OpenTelemetry spans
+@pytest.fixture
+def tracer() -> trace.Tracer:
+    """A real SDK tracer (a local provider: the global one is left alone)."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    return provider.get_tracer("clog-test")
+
+
+def ids(span: trace.Span) -> tuple[str, str]:
+    sc = span.get_span_context()
+    return format(sc.trace_id, "032x"), format(sc.span_id, "016x")
+
+
+def test_span_trace_id_and_span_id_on_lines(out: Out, tracer: trace.Tracer) -> None:
+    log = clog.get_logger("t")
+    with tracer.start_as_current_span("outer") as outer:
+        log.info("in outer")
+        with tracer.start_as_current_span("inner") as inner:
+            log.info("in inner")
+            assert clog.trace_id() == ids(inner)[0]
+    log.info("after")
+    first, second, after = out.lines()
+    assert (first["trace_id"], first["span_id"]) == ids(outer)
+    assert (second["trace_id"], second["span_id"]) == ids(inner)
+    assert ids(inner)[0] == ids(outer)[0] and ids(inner)[1] != ids(outer)[1]
+    assert len(first["trace_id"]) == 32 and len(first["span_id"]) == 16
+    assert "trace_id" not in after and "span_id" not in after
+    assert clog.trace_id() is None
+
+
+def test_bound_clog_id_wins_over_span(out: Out, tracer: trace.Tracer) -> None:
+    log = clog.get_logger()
+    with tracer.start_as_current_span("s") as span, clog.trace_context("explicit-id"):
+        log.info("x")
+        assert clog.trace_id() == "explicit-id"
+    with clog.trace_context("explicit-id"), tracer.start_as_current_span("s2") as span2:
+        log.info("y")
+    x, y = out.lines()
+    assert x["trace_id"] == "explicit-id" and x["span_id"] == ids(span)[1]
+    assert y["trace_id"] == "explicit-id" and y["span_id"] == ids(span2)[1]
+
+
+def test_from_context_pins_the_span_trace_id(out: Out, tracer: trace.Tracer) -> None:
+    with tracer.start_as_current_span("s") as span:
+        pinned = clog.from_context("p")
+    pinned.info("later")
+    (line,) = out.lines()
+    assert line["trace_id"] == ids(span)[0] and "span_id" not in line
+
+
+def test_trace_context_without_arg_uses_the_span_id(out: Out, tracer: trace.Tracer) -> None:
+    with tracer.start_as_current_span("s") as span, clog.trace_context() as tid:
+        assert tid == ids(span)[0]
+    with clog.trace_context() as fresh:
+        assert fresh != ids(span)[0] and len(fresh) == 32
+
+
+def test_stdlib_records_carry_the_span(out: Out, tracer: trace.Tracer) -> None:
+    with tracer.start_as_current_span("s") as span:
+        logging.getLogger("somelib").warning("from stdlib")
+    (line,) = out.lines()
+    assert (line["trace_id"], line["span_id"]) == ids(span)
+    assert line["namespace"] == "somelib"
+
+
+def test_caller_field_named_span_id_is_renamed(out: Out) -> None:
+    clog.get_logger().info("x", span_id="mine")
+    (line,) = out.lines()
+    assert line["_span_id"] == "mine" and "span_id" not in line
+
+
+def test_api_only_tracer_changes_nothing(out: Out) -> None:
+    """Without an SDK the API's tracer makes invalid (no-op) spans: lines are unchanged."""
+    noop = trace.NoOpTracer()
+    with noop.start_as_current_span("s"):
+        clog.get_logger().info("x")
+        assert clog.trace_id() is None
+    (line,) = out.lines()
+    assert "trace_id" not in line and "span_id" not in line
+
+
+def test_console_format_shows_span(tracer: trace.Tracer) -> None:
+    buf = io.StringIO()
+    clog.init(service="svc", sink=buf, format="console")
+    try:
+        with tracer.start_as_current_span("s") as span:
+            clog.get_logger().info("hello")
+    finally:
+        clog.shutdown()
+    tid, sid = ids(span)
+    assert f"trace_id={tid}" in buf.getvalue() and f"span_id={sid}" in buf.getvalue()

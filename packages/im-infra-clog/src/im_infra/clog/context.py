@@ -1,7 +1,12 @@
-"""The trace id, carried in a :class:`contextvars.ContextVar`.
+"""The trace id, carried in a :class:`contextvars.ContextVar`, or taken from OpenTelemetry.
 
-It follows the current context: asyncio tasks copy it when they are created and threads see it
-when started through :func:`contextvars.copy_context`. It is the Python form of Go's
+Precedence: a trace id bound with :func:`set_trace_id` / :func:`trace_context` (or pinned by
+:func:`~im_infra.clog.from_context`) wins; otherwise, when an OpenTelemetry span is active, its
+trace id (32 hex) is used; otherwise there is none. An explicit binding is a deliberate act of
+the caller (an id received from upstream without OpenTelemetry, say), so it is never overridden.
+
+The bound id follows the current context: asyncio tasks copy it when they are created and
+threads see it when started through :func:`contextvars.copy_context`. It is the Python form of Go's
 ``context.Context`` value that the seed's ``SetTraceID(ctx, id)`` stores.
 """
 
@@ -11,6 +16,8 @@ import contextlib
 import contextvars
 import os
 from collections.abc import Iterator
+
+from im_infra.clog._internal.otel import active_span_ids
 
 __all__ = ["new_trace_id", "reset_trace_id", "set_trace_id", "trace_context", "trace_id"]
 
@@ -45,18 +52,28 @@ def reset_trace_id(token: contextvars.Token[str | None]) -> None:
 
 
 def trace_id() -> str | None:
-    """The current trace id, or None when none is bound."""
-    return _TRACE_ID.get()
+    """The current trace id: the bound one, else the active OpenTelemetry span's, else None."""
+    tid = _TRACE_ID.get()
+    if tid is not None:
+        return tid
+    span = active_span_ids()
+    return None if span is None else span[0]
 
 
 @contextlib.contextmanager
 def trace_context(tid: str | None = None) -> Iterator[str]:
-    """Bind a trace id (a new one when ``tid`` is None) for the ``with`` block, then restore.
+    """Bind a trace id for the ``with`` block, then restore.
+
+    With ``tid`` None the id is the active OpenTelemetry span's trace id when a span is active
+    (so the block's lines still match the trace), else a new random one.
 
     >>> with trace_context("abc") as tid:
     ...     assert trace_id() == tid == "abc"
     """
-    token = _TRACE_ID.set(_check(tid) if tid is not None else new_trace_id())
+    if tid is None:
+        span = active_span_ids()
+        tid = new_trace_id() if span is None else span[0]
+    token = _TRACE_ID.set(_check(tid))
     try:
         yield _TRACE_ID.get() or ""
     finally:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -37,9 +39,11 @@ class KafkaAdminClient(Closing):
         """Create the client from ready librdkafka ``properties``."""
         self._log = (logger or clog.get_logger("mq")).named("admin")
         self._timeout = timeout
-        # Admin clients are never polled, so librdkafka's log lines stay on its default sink.
+        # librdkafka's log lines go to stdlib logging (so clog) like the other clients'; an
+        # admin client has no poller thread, so they are served while waiting for each
+        # operation and after it (confluent-kafka-python#1734).
         self._admin, self._properties = build_client(
-            _RdkAdminClient, "admin", properties, self._log, forward_logs=False
+            _RdkAdminClient, "admin", properties, self._log
         )
         self._closed = False
 
@@ -63,7 +67,7 @@ class KafkaAdminClient(Closing):
         topic = NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
         future = self._admin.create_topics([topic], operation_timeout=self._timeout)[name]
         try:
-            future.result(timeout=self._timeout)
+            self._wait(future)
         except KafkaException as exc:
             err = _kafka_error(exc)
             if err is None or err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
@@ -82,7 +86,7 @@ class KafkaAdminClient(Closing):
         self._check_open()
         future = self._admin.delete_topics([name], operation_timeout=self._timeout)[name]
         try:
-            future.result(timeout=self._timeout)
+            self._wait(future)
         except KafkaException as exc:
             err = _kafka_error(exc)
             if err is not None and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
@@ -109,8 +113,10 @@ class KafkaAdminClient(Closing):
         return TopicInfo(name=name, partitions=len(topic.partitions), replication_factor=replicas)
 
     def close(self) -> None:
-        """Release the client. Idempotent."""
-        self._closed = True
+        """Release the client (serving its last log lines first). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._serve_logs()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -123,3 +129,16 @@ class KafkaAdminClient(Closing):
             return self._admin.list_topics(timeout=self._timeout)
         except KafkaException as exc:
             raise AdminError(f"cannot read cluster metadata: {exc}") from exc
+        finally:
+            self._serve_logs()
+
+    def _wait(self, future: Future[Any]) -> Any:
+        """The future's result, serving librdkafka's log lines while waiting."""
+        deadline = time.monotonic() + self._timeout
+        while not future.done() and time.monotonic() < deadline:
+            self._admin.poll(0.05)
+        self._serve_logs()
+        return future.result(timeout=max(deadline - time.monotonic(), 0.0))
+
+    def _serve_logs(self) -> None:
+        self._admin.poll(0)

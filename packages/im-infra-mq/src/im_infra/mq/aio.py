@@ -21,7 +21,7 @@ from .consumer import AbortedError, KafkaConsumer
 from .errors import ConsumerError, MQError, SendTimeoutError
 from .interfaces import AsyncConsumeCallback, DeliveryCallback
 from .message import Message
-from .producer import Backpressure, KafkaProducer
+from .producer import KafkaProducer
 
 __all__ = ["KafkaAsyncConsumer", "KafkaAsyncProducer"]
 
@@ -117,7 +117,7 @@ class KafkaAsyncProducer(AsyncClosing):
         pending = core.prepare(msg, callback)
         if core.try_produce(msg, pending):
             return
-        wait = Backpressure(core.backpressure_timeout, msg.topic)
+        wait = core.backpressure(msg.topic)
         while True:
             await asyncio.sleep(wait.next_pause())
             if core.try_produce(msg, pending):

@@ -5,6 +5,10 @@ offsets this class *stored*, and it stores a message's offset only after the cal
 the message went to the dead-letter topic). Stored offsets are also committed when partitions are
 revoked and on :meth:`KafkaConsumer.close`. A crash therefore re-delivers the messages handled since
 the last commit (duplicates) but never skips one.
+
+Around each callback the producer's ``trace_id`` header is bound as the clog trace id and its W3C
+``traceparent`` (when present) is attached as the OpenTelemetry context, so spans the callback
+starts are children of the producer's span.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from typing import Any
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from opentelemetry import context as otel_context
 
 from im_infra import clog
 
 from ._internal.client import Closing, build_client
+from ._internal.metrics import ConsumerMetrics
+from ._internal.tracing import extract_context
 from .errors import ConfigError, ConsumerError, MQError
 from .interfaces import ConsumeCallback
 from .message import TRACE_ID_HEADER, Message
@@ -85,6 +92,7 @@ class KafkaConsumer(Closing):
         self._loop_thread: threading.Thread | None = None
         self._shut = False
         self._subscribed = False
+        self._metrics = ConsumerMetrics(self._group_id, self._high_watermark)
 
     @property
     def properties(self) -> dict[str, Any]:
@@ -163,11 +171,13 @@ class KafkaConsumer(Closing):
             while not self._closing.is_set():
                 first = consumer.poll(self._poll_timeout)
                 if first is None:
+                    self._metrics.polled(())
                     continue
                 batch = [first]
                 more = consumer.consume(_BATCH - 1, 0)
                 if more:
                     batch.extend(more)
+                self._metrics.polled(batch)
                 closing, process = self._closing, self._process
                 for kmsg in batch:
                     if closing.is_set():
@@ -192,7 +202,8 @@ class KafkaConsumer(Closing):
         msg = to_message(kmsg)
         headers = msg.headers
         raw_tid = headers.get(TRACE_ID_HEADER) if headers else None
-        if raw_tid is None and self._retry is None:
+        parent = extract_context(headers) if headers else None
+        if raw_tid is None and parent is None and self._retry is None:
             # The hot path: no trace id to bind, no retries.
             try:
                 handler(msg)
@@ -200,12 +211,16 @@ class KafkaConsumer(Closing):
                 if not self._failed(msg, exc, 1, 1):
                     return
         else:
-            # Bind the producer's trace id around the callback (and our log lines about it).
+            # Bind the producer's trace id and trace context around the callback (and our log
+            # lines about it).
             token = clog.set_trace_id(raw_tid.decode("utf-8", "replace")) if raw_tid else None
+            otel_token = otel_context.attach(parent) if parent is not None else None
             try:
                 if not self._handle(msg, handler):
                     return  # stopping mid-message: not stored, so it is delivered again
             finally:
+                if otel_token is not None:
+                    otel_context.detach(otel_token)
                 if token is not None:
                     clog.reset_trace_id(token)
         try:
@@ -219,11 +234,14 @@ class KafkaConsumer(Closing):
                 offset=msg.offset,
                 cause=str(exc),
             )
+            return
+        self._metrics.processed(msg.topic, msg.partition, msg.offset)  # type: ignore[arg-type]
 
     def _failed(self, msg: Message, exc: Exception, attempt: int, attempts: int) -> bool:
         """Log a failed callback; ``False`` when the failure means "stop, do not store"."""
         if isinstance(exc, AbortedError) and self._closing.is_set():
             return False  # the asyncio iterator was abandoned
+        self._metrics.callback_error(msg.topic, exc)
         # Called from inside the except clause: exception() picks up the active exception.
         self._log.exception(
             "consume callback failed",
@@ -274,7 +292,8 @@ class KafkaConsumer(Closing):
         dead = Message(topic=target, key=msg.key, value=msg.value, headers=headers)
         try:
             self._dlq.send_sync(dead, timeout=30.0)
-        except MQError:
+        except MQError as dlq_exc:
+            self._metrics.dead_lettered(msg.topic, dlq_exc)
             self._log.exception(
                 "could not write message to the dead-letter topic; it is skipped",
                 topic=msg.topic,
@@ -283,6 +302,7 @@ class KafkaConsumer(Closing):
                 dlq_topic=target,
             )
             return
+        self._metrics.dead_lettered(msg.topic, None)
         self._log.warning(
             "message sent to the dead-letter topic",
             topic=msg.topic,
@@ -308,6 +328,7 @@ class KafkaConsumer(Closing):
             self._log.warning("offset commit failed", reason=reason, cause=str(exc))
 
     def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._metrics.assigned((p.topic, p.partition) for p in partitions)
         self._log.info(
             "partitions assigned",
             group_id=self._group_id,
@@ -315,6 +336,7 @@ class KafkaConsumer(Closing):
         )
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._metrics.revoked((p.topic, p.partition) for p in partitions)
         self._log.info(
             "partitions revoked",
             group_id=self._group_id,
@@ -323,6 +345,7 @@ class KafkaConsumer(Closing):
         self._commit("revoke")
 
     def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._metrics.revoked((p.topic, p.partition) for p in partitions)
         self._log.warning(
             "partitions lost (their uncommitted messages will be delivered again)",
             group_id=self._group_id,
@@ -334,6 +357,7 @@ class KafkaConsumer(Closing):
             if self._shut:
                 return
             self._shut = True
+        self._metrics.close()
         try:
             if self._subscribed:
                 self._commit("close")
@@ -344,6 +368,17 @@ class KafkaConsumer(Closing):
             if self._dlq is not None:
                 self._dlq.close()
         self._log.info("consumer closed", group_id=self._group_id)
+
+    def _high_watermark(self, topic: str, partition: int) -> int | None:
+        """librdkafka's cached high watermark of a partition (no broker request). Consume-loop
+        thread only: confluent-kafka blocks this call while another thread polls."""
+        try:
+            _low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+        except (KafkaException, RuntimeError):
+            return None
+        return int(high) if high >= 0 else None
 
 
 class AbortedError(Exception):

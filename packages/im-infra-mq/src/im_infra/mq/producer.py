@@ -7,7 +7,11 @@ Design:
   ``backpressure_timeout`` seconds, for the poller to drain it, then raise :class:`QueueFullError`.
 - ``close`` flushes for ``close_timeout`` seconds, then purges what is left: librdkafka reports each
   purged message, so every callback gets an error; nothing is dropped silently.
-- The current clog trace id is added as the ``trace_id`` header unless the message has one.
+- The current clog trace id is added as the ``trace_id`` header unless the message has one; while
+  an OpenTelemetry span is active, its W3C ``traceparent`` (and ``tracestate``/``baggage``) too,
+  again never replacing a header the caller set.
+- Metrics (see ``_internal/metrics.py``): deliveries counted by topic and outcome, the delivery
+  latency sampled from librdkafka's own timing.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from confluent_kafka import KafkaError, KafkaException
 from im_infra import clog
 
 from ._internal.client import Closing, build_client
+from ._internal.metrics import ProducerMetrics
+from ._internal.tracing import inject_headers
 from .errors import (
     DeliveryError,
     MQError,
@@ -61,17 +67,24 @@ def _delivery_error(err: KafkaError, topic: str) -> DeliveryError:
 class _Delivery:
     """The delivery hook handed to librdkafka: runs the user's callback with the result."""
 
-    __slots__ = ("callback", "log", "tid")
+    __slots__ = ("callback", "log", "metrics", "tid")
 
     def __init__(
-        self, callback: DeliveryCallback | None, tid: str | None, log: clog.Logger
+        self,
+        callback: DeliveryCallback | None,
+        tid: str | None,
+        log: clog.Logger,
+        metrics: ProducerMetrics,
     ) -> None:
         self.callback = callback
         self.tid = tid
         self.log = log
+        self.metrics = metrics
 
     def __call__(self, err: KafkaError | None, kmsg: Any) -> None:
-        error = None if err is None else _delivery_error(err, kmsg.topic())
+        topic = kmsg.topic()
+        error = None if err is None else _delivery_error(err, topic)
+        self.metrics.delivered(topic, None if error is None else error.code, kmsg)
         callback = self.callback
         if callback is None:
             if error is not None:
@@ -80,8 +93,9 @@ class _Delivery:
         token = None if self.tid is None else clog.set_trace_id(self.tid)
         try:
             callback(error)
-        except Exception:
-            self.log.exception("delivery callback raised", topic=kmsg.topic())
+        except Exception as exc:
+            self.metrics.delivery_callback_error(exc)
+            self.log.exception("delivery callback raised", topic=topic)
         finally:
             if token is not None:
                 clog.reset_trace_id(token)
@@ -90,15 +104,17 @@ class _Delivery:
 class Backpressure:
     """Bounded waiting while librdkafka's local queue is full (shared by sync and asyncio)."""
 
-    def __init__(self, timeout: float, topic: str) -> None:
+    def __init__(self, timeout: float, topic: str, metrics: ProducerMetrics) -> None:
         self._deadline = time.monotonic() + timeout
         self._timeout = timeout
         self._topic = topic
+        self._metrics = metrics
         self._pause = 0.001
 
     def next_pause(self) -> float:
         """Seconds to wait before retrying; raises :class:`QueueFullError` once time is up."""
         if time.monotonic() >= self._deadline:
+            self._metrics.failed(self._topic, "_QUEUE_FULL")
             raise QueueFullError(
                 f"the producer's local queue stayed full for {self._timeout:.1f}s "
                 f"(topic {self._topic!r}); the broker is too slow or unreachable",
@@ -133,6 +149,7 @@ class KafkaProducer(Closing):
         self._lock = threading.Lock()
         self._closed = False
         self._last_hook: _Delivery | None = None
+        self._metrics = ProducerMetrics()
         self._stop = threading.Event()
         self._poller = threading.Thread(
             target=self._poll_loop,
@@ -150,6 +167,10 @@ class KafkaProducer(Closing):
     def backpressure_timeout(self) -> float:
         """How long ``send`` waits for room in a full local queue before raising."""
         return self._backpressure_timeout
+
+    def backpressure(self, topic: str) -> Backpressure:
+        """A bounded wait for room in the local queue (shared by the sync and asyncio paths)."""
+        return Backpressure(self._backpressure_timeout, topic, self._metrics)
 
     @property
     def message_timeout(self) -> float:
@@ -231,6 +252,7 @@ class KafkaProducer(Closing):
         if self._poller is not threading.current_thread():
             self._poller.join()
         self._producer.close()
+        self._metrics.close()
 
     @property
     def closed(self) -> bool:
@@ -243,22 +265,27 @@ class KafkaProducer(Closing):
         pending = self.prepare(msg, callback)
         if self.try_produce(msg, pending):
             return
-        wait = Backpressure(self._backpressure_timeout, msg.topic)
+        wait = self.backpressure(msg.topic)
         while True:
             time.sleep(wait.next_pause())
             if self.try_produce(msg, pending):
                 return
 
     def prepare(self, msg: Message, callback: DeliveryCallback | None) -> _Pending:
-        """Headers (the current trace id added) and the delivery hook for ``msg``.
+        """Headers (the current trace id and trace context added) and the delivery hook.
 
         Shared by the blocking and the asyncio producers; not part of the public API.
         """
         tid = clog.trace_id()
-        # Read-only here (a new dict is built to add the trace id), so the cast is safe.
+        # Read-only here (a new dict is built to add headers), so the cast is safe.
         headers = cast(_Headers, msg.headers)
         if tid is not None and TRACE_ID_HEADER not in headers:
             headers = {**headers, TRACE_ID_HEADER: tid.encode()}
+        propagation = inject_headers() if tid is not None else None
+        if propagation:
+            added = {k: v.encode() for k, v in propagation.items() if k not in headers}
+            if added:
+                headers = {**headers, **added}
         return headers or None, self._on_delivery(callback, tid)
 
     def try_produce(self, msg: Message, pending: _Pending) -> bool:
@@ -286,7 +313,9 @@ class KafkaProducer(Closing):
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
                 if isinstance(err, KafkaError):
+                    self._metrics.failed(msg.topic, err.name())
                     raise _delivery_error(err, msg.topic) from exc
+                self._metrics.failed(msg.topic, type(exc).__name__)
                 raise DeliveryError(f"cannot send to topic {msg.topic!r}: {exc}") from exc
             return True
 
@@ -298,7 +327,7 @@ class KafkaProducer(Closing):
         last = self._last_hook
         if last is not None and last.callback is callback and last.tid == tid:
             return last
-        hook = _Delivery(callback, tid, self._log)
+        hook = _Delivery(callback, tid, self._log, self._metrics)
         self._last_hook = hook
         return hook
 

@@ -29,7 +29,9 @@ DEFAULT_REDACT = (
 REDACTED = "***"
 
 #: Keys of the line itself; a caller's field with one of these names is written as ``_<name>``.
-RESERVED = frozenset({"time", "level", "service", "msg", "namespace", "trace_id", "error"})
+RESERVED = frozenset(
+    {"time", "level", "service", "msg", "namespace", "trace_id", "span_id", "error"}
+)
 
 #: ``extra`` keys that clog itself puts on a loguru record.
 NS_KEY = "clog_ns"
@@ -135,8 +137,10 @@ class Renderer:
         fields: Mapping[str, Any] | None,
         exc: tuple[Any, BaseException | None, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
+        span_id: str | None = None,
     ) -> str:
-        """One output line (no newline). ``extra``: fields bound with loguru directly."""
+        """One output line (no newline). ``extra``: fields bound with loguru directly;
+        ``span_id``: the active OpenTelemetry span's id."""
         out: dict[str, Any] = {"time": self._clock.format(ts), "level": level}
         if not self.console:
             out["service"] = self.service
@@ -145,6 +149,8 @@ class Renderer:
         out["msg"] = msg
         if trace_id:
             out["trace_id"] = trace_id
+        if span_id:
+            out["span_id"] = span_id
         if extra:
             self._add_fields(out, extra)
         if fields:
@@ -153,7 +159,12 @@ class Renderer:
             out["error"] = error_object(*exc)
         return self._console(out) if self.console else dumps(out)
 
-    def record_line(self, record: Mapping[str, Any], current_trace_id: str | None) -> str:
+    def record_line(
+        self,
+        record: Mapping[str, Any],
+        current_trace_id: str | None,
+        span_id: str | None = None,
+    ) -> str:
         """The line for a loguru record (stdlib records and loguru-native calls)."""
         extra = record["extra"]
         other = {k: v for k, v in extra.items() if k not in _OURS} if len(extra) > 0 else None
@@ -167,6 +178,7 @@ class Renderer:
             extra.get(FIELDS_KEY),
             (exc.type, exc.value, exc.traceback) if exc is not None else None,
             other,
+            span_id,
         )
 
     def _console(self, out: dict[str, Any]) -> str:
@@ -176,10 +188,13 @@ class Renderer:
             head.append(f"[{ns}]")
         head.append(out.pop("msg"))
         tid = out.pop("trace_id", None)
+        sid = out.pop("span_id", None)
         err = out.pop("error", None)
         head.extend(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in out.items())
         if tid:
             head.append(f"trace_id={tid}")
+        if sid:
+            head.append(f"span_id={sid}")
         text = " ".join(head)
         if err is not None:
             text += "\n" + (err["stack"] or f"{err['type']}: {err['message']}").rstrip("\n")

@@ -1,0 +1,43 @@
+"""W3C trace-context propagation through message headers (OpenTelemetry API only).
+
+The producer injects ``traceparent`` (and ``tracestate``/``baggage`` when present) while a valid
+span is active; the consumer extracts them and attaches the context around the callback, so the
+spans the handler starts are children of the producer's span. Without an active span (always
+the case without an SDK, unless a propagated context was attached) nothing is added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from opentelemetry import trace as otel_trace
+
+__all__ = ["TRACEPARENT_HEADER", "extract_context", "inject_headers"]
+
+TRACEPARENT_HEADER = "traceparent"
+_CARRIED = ("traceparent", "tracestate", "baggage")
+
+_get_current = otel_context.get_current
+_get_current_span = otel_trace.get_current_span
+
+
+def inject_headers() -> dict[str, str] | None:
+    """The propagation headers of the active span, or None when no valid span is active."""
+    ctx = _get_current()
+    if not ctx:  # nothing attached: the common case without tracing
+        return None
+    if not _get_current_span(ctx).get_span_context().is_valid:
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, ctx)
+    return carrier or None
+
+
+def extract_context(headers: Mapping[str, bytes]) -> otel_context.Context | None:
+    """The context carried by a message's headers, or None when it has no ``traceparent``."""
+    if TRACEPARENT_HEADER not in headers:
+        return None
+    carrier = {k: headers[k].decode("latin-1") for k in _CARRIED if k in headers}
+    return propagate.extract(carrier)
