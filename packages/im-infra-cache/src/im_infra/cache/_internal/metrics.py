@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from importlib.metadata import PackageNotFoundError, version
 from time import perf_counter
 from typing import TypeVar
 
-from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
+
+from im_infra.clog import telemetry
 
 __all__ = ["errors", "failed", "observe", "operation_duration", "operations"]
 
@@ -31,14 +31,7 @@ PIPELINE = "pipeline"
 """The command name of one pipeline/transaction ``execute()`` (all its queued commands)."""
 
 
-def _package_version() -> str:
-    try:
-        return version("im-infra-cache")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0"
-
-
-meter = metrics.get_meter("im_infra.cache", _package_version())
+meter = telemetry.meter("cache")
 
 operation_duration = meter.create_histogram(
     "im_infra.cache.operation.duration",

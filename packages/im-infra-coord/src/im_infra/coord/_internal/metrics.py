@@ -7,19 +7,11 @@ a lease's purpose, a watch's kind, a lock outcome, a component name).
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Literal
 
-from opentelemetry import metrics
 from opentelemetry.util.types import Attributes
 
-
-def _version() -> str:
-    try:
-        return metadata.version("im-infra-coord")
-    except metadata.PackageNotFoundError:  # running from a source tree without metadata
-        return "0.0.0"
-
+from im_infra.clog import telemetry
 
 LeasePurpose = Literal["registration", "lock", "instance_id", "other"]
 LockOutcome = Literal["acquired", "busy", "timeout", "lost", "error"]
@@ -30,7 +22,7 @@ WATCH_KIND_ATTR = "im_infra.coord.watch.kind"
 COMPONENT_ATTR = "im_infra.coord.component"
 OUTCOME_ATTR = "outcome"
 
-_meter = metrics.get_meter("im_infra.coord", _version())
+_meter = telemetry.meter("coord")
 
 REGISTRATIONS = _meter.create_counter(
     "im_infra.coord.registrations",

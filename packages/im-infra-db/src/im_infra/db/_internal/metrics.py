@@ -11,12 +11,11 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from im_infra.clog import telemetry
 from im_infra.db.errors import DBError
 
 __all__ = [
@@ -36,14 +35,7 @@ POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
 
 
-def _package_version() -> str:
-    try:
-        return version("im-infra-db")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0"
-
-
-meter = metrics.get_meter("im_infra.db", _package_version())
+meter = telemetry.meter("db")
 
 operation_duration = meter.create_histogram(
     "db.client.operation.duration",

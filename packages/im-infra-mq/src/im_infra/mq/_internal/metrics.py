@@ -22,11 +22,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from importlib import metadata
 from typing import Any
 
-from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
+
+from im_infra.clog import telemetry
 
 __all__ = [
     "CALLBACK_ERRORS",
@@ -51,14 +51,7 @@ PartitionKey = tuple[str, int]
 HighWatermark = Callable[[str, int], int | None]
 
 
-def _version() -> str:
-    try:
-        return metadata.version("im-infra-mq")
-    except metadata.PackageNotFoundError:  # running from a source tree without metadata
-        return "0.0.0"
-
-
-_meter = metrics.get_meter("im_infra.mq", _version())
+_meter = telemetry.meter("mq")
 _lock = threading.Lock()
 _producers: dict[int, ProducerMetrics] = {}
 _consumers: dict[int, ConsumerMetrics] = {}

@@ -14,20 +14,13 @@ import os
 import threading
 import weakref
 from collections.abc import Iterable
-from importlib import metadata
 from typing import Protocol
 
-from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from im_infra.clog import telemetry
+
 __all__ = ["CLOCK_BACKWARD_WAITS", "IDS_ISSUED", "retire", "track"]
-
-
-def _version() -> str:
-    try:
-        return metadata.version("im-infra-uid")
-    except metadata.PackageNotFoundError:  # running from a source tree without metadata
-        return "0.0.0"
 
 
 class Counted(Protocol):
@@ -82,7 +75,7 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
-_meter = metrics.get_meter("im_infra.uid", _version())
+_meter = telemetry.meter("uid")
 
 IDS_ISSUED = _meter.create_observable_counter(
     "im_infra.uid.ids.issued",
