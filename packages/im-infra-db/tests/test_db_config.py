@@ -145,3 +145,12 @@ def test_environment_password_fills_a_dsn_without_one(monkeypatch: pytest.Monkey
         assert SECRET not in repr(p.engine.url)
     with db.new("svc-d", dsn="postgresql://im:own@db.local/im") as p:
         assert p.engine.url.password == "own"
+
+
+def test_server_database_without_a_name_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IM_INFRA_CONFIG_DIR", raising=False)
+    with pytest.raises(db.ConfigError, match="field 'database' is empty"):
+        db.new("svc", driver="postgresql", host="127.0.0.1")
+    # SQLite without a name is an in-memory database; a dsn names its own database
+    db.new("svc", driver="sqlite").close()
+    db.new("svc", dsn="sqlite://").close()

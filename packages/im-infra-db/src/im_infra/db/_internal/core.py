@@ -49,7 +49,7 @@ def load_config(
     if password and "password" not in merged:
         merged["password"] = password
     try:
-        return coord.load_component_config(
+        config = coord.load_component_config(
             "db", DBConfig, service=service_name, provider=coord_provider, overrides=merged
         )
     except coord.ConfigError as exc:
@@ -57,6 +57,14 @@ def load_config(
         if password:
             message = message.replace(password, "***")
         raise ConfigError(f"db config for service {service_name!r}: {message}") from None
+    if config.dsn is None and config.driver != "sqlite" and not config.database:
+        # Without it MySQL sessions have no default schema and PostgreSQL silently picks the
+        # user's name: a configuration mistake, said here rather than by a later query.
+        raise ConfigError(
+            f"db config for service {service_name!r}: field 'database' is empty: set it (or "
+            "'dsn') in db.yaml or as an override; no document supplied one"
+        )
+    return config
 
 
 class ProviderCore(Generic[S]):
