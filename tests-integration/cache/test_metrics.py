@@ -6,6 +6,7 @@ every assertion compares before/after a workload of this test alone.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from im_infra import cache
+from im_infra.cache._internal import metrics as cache_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +23,12 @@ ERRORS = "im_infra.cache.errors"
 DURATION = "im_infra.cache.operation.duration"
 
 Snapshot = Callable[[], dict[str, float]]
+
+
+@pytest.fixture
+def every_duration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record every duration (no sampling), so counts can be compared exactly."""
+    monkeypatch.setattr(cache_metrics, "DURATION_SAMPLE_INTERVAL_S", 0.0)
 
 
 def snapshot(probe: Any, *commands: str) -> Snapshot:
@@ -41,7 +49,7 @@ def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
     return {k: after[k] - before[k] for k in before if after[k] != before[k]}
 
 
-def test_commands_and_errors(metrics_probe: Any, cc: Any) -> None:
+def test_commands_and_errors(metrics_probe: Any, cc: Any, every_duration: None) -> None:
     take = snapshot(metrics_probe, "get", "set", "incrby")
     typed = metrics_probe.value(ERRORS, command="incrby", **{"error.type": "CacheResponseError"})
     before = take()
@@ -67,7 +75,9 @@ def test_commands_and_errors(metrics_probe: Any, cc: Any) -> None:
     )
 
 
-def test_pipeline_counts_once_and_watch_reads(metrics_probe: Any, cc: Any) -> None:
+def test_pipeline_counts_once_and_watch_reads(
+    metrics_probe: Any, cc: Any, every_duration: None
+) -> None:
     take = snapshot(metrics_probe, "pipeline", "set", "get", "watch")
     cc.set("counter", "1")
     before = take()
@@ -91,7 +101,7 @@ def test_pipeline_counts_once_and_watch_reads(metrics_probe: Any, cc: Any) -> No
     }
 
 
-def test_script_flow_steps(metrics_probe: Any, cc: Any) -> None:
+def test_script_flow_steps(metrics_probe: Any, cc: Any, every_duration: None) -> None:
     # A script the server has never seen: EVALSHA → NOSCRIPT (handled) → SCRIPT LOAD → EVALSHA.
     script = cc.register_script(f"-- {uuid.uuid4().hex}\nreturn ARGV[1]")
     take = snapshot(metrics_probe, "evalsha", "script load")
@@ -106,7 +116,9 @@ def test_script_flow_steps(metrics_probe: Any, cc: Any) -> None:
     }
 
 
-def test_unreachable_server_errors(metrics_probe: Any, make_cache: Any) -> None:
+def test_unreachable_server_errors(
+    metrics_probe: Any, make_cache: Any, every_duration: None
+) -> None:
     dead = make_cache(address="127.0.0.1:1", retry={"max_retries": 0}, connect_timeout=1)
     unavailable = {"command": "get", "error.type": "CacheUnavailable"}
     before = metrics_probe.value(ERRORS, **unavailable), metrics_probe.value(OPS, command="get")
@@ -115,3 +127,17 @@ def test_unreachable_server_errors(metrics_probe: Any, make_cache: Any) -> None:
             dead.get("k")
     after = metrics_probe.value(ERRORS, **unavailable), metrics_probe.value(OPS, command="get")
     assert (after[0] - before[0], after[1] - before[1]) == (2, 2)
+
+
+def test_durations_are_sampled_but_counts_are_exact(metrics_probe: Any, cc: Any) -> None:
+    """With the default interval a burst records at most one duration per millisecond,
+    while the operation count stays exact."""
+    take = snapshot(metrics_probe, "get")
+    before = take()
+    started = time.perf_counter()
+    for _ in range(300):
+        cc.get("sampled")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    d = delta(before, take())
+    assert d["ops:get"] == 300
+    assert 1 <= d["durations:get"] <= int(elapsed_ms) + 2
