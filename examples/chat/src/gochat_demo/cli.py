@@ -152,9 +152,9 @@ def _run(
 
         # Warm up: one message through the whole path, so the worker has joined the group and
         # been assigned partitions before the timed messages go out.
-        warm = Gateway(provider, f"warm-{run_id}", args.topic)
-        chat = warm.accept("warmup", "demo", "warm-up")
-        warm.close()
+        # (through the run's own gateway, whose producer is then connected as well)
+        gateway = Gateway(provider, run_id, args.topic)
+        chat = gateway.accept("warmup", "demo", "warm-up", run_id=f"warm-{run_id}")
         while True:
             with store.session() as s:  # a fresh snapshot each time
                 if s.get(StoredMessage, chat.msg_id) is not None:
@@ -163,7 +163,8 @@ def _run(
                 raise RuntimeError(f"warm-up message not stored; see {workers[0].log_path}")
             time.sleep(0.05)
 
-        gateway = Gateway(provider, run_id, args.topic)
+        gateway.producer.flush()
+        gateway.acked = gateway.failed = 0  # count the run's messages only
         conversations = [f"{run_id}-c{i:03d}" for i in range(args.conversations)]
         t0 = time.monotonic()
         killed = False

@@ -37,17 +37,20 @@ class Gateway:
         sender: str,
         text: str,
         on_done: Callable[[mq.MQError | None], object] | None = None,
+        *,
+        run_id: str | None = None,
     ) -> ChatMessage:
-        """Publish one message asynchronously under the current trace id (a new one if none)."""
+        """Publish one message asynchronously under the current trace id (a new one if none).
+        ``run_id`` tags the message (default: the gateway's)."""
         if clog.trace_id() is None:
             with clog.trace_context():
-                return self.accept(conversation, sender, text, on_done)
+                return self.accept(conversation, sender, text, on_done, run_id=run_id)
         chat = ChatMessage(
             msg_id=self.ids.next_id(),
             conversation=conversation,
             sender=sender,
             text=text,
-            run_id=self.run_id,
+            run_id=run_id or self.run_id,
             sent_at=time.time(),
         )
 
