@@ -32,3 +32,34 @@ def test_meter_without_distribution_metadata_has_no_version(monkeypatch) -> None
     (scope,) = [sm for rm in data.resource_metrics for sm in rm.scope_metrics]
     assert scope.scope.name == "im_infra.no-such-component"
     assert not scope.scope.version
+
+
+def test_closing_mixins_close_once_per_exit() -> None:
+    import asyncio
+
+    from im_infra.clog.lifecycle import AsyncClosing, Closing
+
+    class Res(Closing):
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    class ARes(AsyncClosing):
+        closed = 0
+
+        async def close(self) -> None:
+            self.closed += 1
+
+    r = Res()
+    with r as entered:
+        assert entered is r
+    assert r.closed == 1
+
+    async def main() -> int:
+        a = ARes()
+        async with a as entered:
+            assert entered is a
+        return a.closed
+
+    assert asyncio.run(main()) == 1

@@ -20,6 +20,7 @@ from im_infra.cache._internal.flow import Done, Flow, Runner, Sleep
 from im_infra.cache.errors import CacheError
 from im_infra.cache.lock import AsyncLock, Lock
 from im_infra.cache.pipeline import AsyncPipeline, Pipeline
+from im_infra.clog.lifecycle import AsyncClosing, Closing
 
 if TYPE_CHECKING:
     from im_infra.cache.config import RedisConfig
@@ -36,7 +37,7 @@ async def _aclosed(*_args: Any) -> Any:
     raise CacheError("cache is closed")
 
 
-class RedisCache(CacheBase):
+class RedisCache(CacheBase, Closing):
     """Blocking Redis cache; implements the :class:`~im_infra.cache.Cache` protocol.
 
     Thread-safe (a pool of up to ``pool_size`` connections). Create it with
@@ -88,14 +89,8 @@ class RedisCache(CacheBase):
             self._execute = _closed
             self._client.close()
 
-    def __enter__(self) -> RedisCache:
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class AsyncRedisCache(CacheBase):
+class AsyncRedisCache(CacheBase, AsyncClosing):
     """asyncio Redis cache (redis.asyncio); implements :class:`~im_infra.cache.AsyncCache`: the
     same methods as the blocking cache, awaitable. Create it with :func:`im_infra.cache.new_async`.
     Use it from one event loop."""
@@ -158,9 +153,3 @@ class AsyncRedisCache(CacheBase):
             self._closed = True
             self._execute = _aclosed
             await self._client.aclose()
-
-    async def __aenter__(self) -> AsyncRedisCache:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from im_infra.clog.lifecycle import Closing
 from im_infra.coord._internal import metrics as _metrics
 from im_infra.coord._internal.documents import Layer, parse_document, validate_layers
 from im_infra.coord._internal.etcd import EtcdClient, GetOp, KeyValue, WatchEvent
@@ -140,7 +141,7 @@ def load_component_config(
     return validate_layers(model, layers + _override_layer(overrides), f"{component}")
 
 
-class LiveConfig(Generic[M]):
+class LiveConfig(Generic[M], Closing):
     """A component's validated config, kept current by a watch on etcd.
 
     ``value`` is always a valid model instance. When a document changes, the config is resolved
@@ -284,9 +285,3 @@ class LiveConfig(Generic[M]):
     def close(self) -> None:
         """Stop watching (idempotent)."""
         self._loop.stop()
-
-    def __enter__(self) -> LiveConfig[M]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

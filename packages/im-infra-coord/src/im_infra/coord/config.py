@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from im_infra.coord._internal.closing import Closing
+from im_infra.clog.lifecycle import Closing
 from im_infra.coord._internal.documents import dump_document, parse_document
 from im_infra.coord._internal.etcd import Compare, EtcdClient, KeyValue, PutOp, WatchEvent
 from im_infra.coord._internal.watch import WatchLoop

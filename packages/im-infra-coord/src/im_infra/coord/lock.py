@@ -21,8 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from im_infra.clog.lifecycle import Closing
 from im_infra.coord._internal import metrics as _metrics
-from im_infra.coord._internal.closing import Closing
 from im_infra.coord._internal.etcd import Compare, EtcdClient, GetOp, PutOp
 from im_infra.coord._internal.lease import KeptLease, LeaseKeeper
 from im_infra.coord._internal.log import log

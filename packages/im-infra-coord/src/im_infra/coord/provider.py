@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Sequence
 
+from im_infra.clog.lifecycle import Closing
 from im_infra.coord._internal.etcd import EtcdClient, TlsFiles
 from im_infra.coord._internal.lease import LeaseKeeper
 from im_infra.coord._internal.log import log
@@ -42,7 +43,7 @@ def _endpoint_list(endpoints: str | Sequence[str] | None) -> list[str]:
     return found
 
 
-class EtcdProvider:
+class EtcdProvider(Closing):
     """The etcd-backed :class:`~im_infra.coord.Provider`: registry, config, lock, instance IDs.
 
     Create it with :func:`connect`. The pieces are created on first use and share one client
@@ -162,12 +163,6 @@ class EtcdProvider:
             self.keeper.close()
             self.client.close()
         _log.debug("closed", endpoints=self.client.endpoints, service_name=self.service)
-
-    def __enter__(self) -> EtcdProvider:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"EtcdProvider(endpoints={self.endpoints!r}, service={self.service!r})"

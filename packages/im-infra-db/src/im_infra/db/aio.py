@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from im_infra.clog.lifecycle import AsyncClosing
 from im_infra.db._internal.core import (
     ProviderBase,
     ProviderCore,
@@ -172,7 +173,7 @@ class _AsyncTransactionScope:
             core.raise_translated(exc)
 
 
-class AsyncDBProvider(ProviderBase[AsyncEngine, AsyncSession]):
+class AsyncDBProvider(ProviderBase[AsyncEngine, AsyncSession], AsyncClosing):
     """Asyncio database access for one service; the twin of :class:`~im_infra.db.DBProvider`.
 
     Task-safe: every session()/transaction() gets its own AsyncSession; a transaction() nested
@@ -228,14 +229,3 @@ class AsyncDBProvider(ProviderBase[AsyncEngine, AsyncSession]):
         self._core.closed = True
         untrack_pool(self._engine.sync_engine)
         await self._engine.dispose()
-
-    async def __aenter__(self) -> AsyncDBProvider:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, MetaData, create_engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
+from im_infra.clog.lifecycle import Closing
 from im_infra.db._internal.core import (
     ProviderBase,
     ProviderCore,
@@ -172,7 +173,7 @@ class _TransactionScope:
             core.raise_translated(exc)
 
 
-class DBProvider(ProviderBase[Engine, Session]):
+class DBProvider(ProviderBase[Engine, Session], Closing):
     """Blocking database access for one service (the seed's ``db.Provider``).
 
     Build it with :func:`new` (config from coord) or directly from a :class:`DBConfig`.
@@ -220,14 +221,3 @@ class DBProvider(ProviderBase[Engine, Session]):
         self._core.closed = True
         untrack_pool(self._engine)
         self._engine.dispose()
-
-    def __enter__(self) -> DBProvider:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -12,8 +12,9 @@ from confluent_kafka.admin import AdminClient as _RdkAdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from im_infra import clog
+from im_infra.clog.lifecycle import Closing
 
-from ._internal.client import Closing, build_client
+from ._internal.client import build_client
 from .admin_types import TopicInfo
 from .errors import AdminError, TopicExistsError, TopicNotFoundError
 

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from im_infra import clog
+from im_infra.clog.lifecycle import AsyncClosing
 
-from ._internal.client import AsyncClosing
 from .consumer import AbortedError, KafkaConsumer
 from .errors import ConsumerError, MQError, SendTimeoutError
 from .interfaces import AsyncConsumeCallback, DeliveryCallback

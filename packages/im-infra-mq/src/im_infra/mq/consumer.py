@@ -22,8 +22,9 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from opentelemetry import context as otel_context
 
 from im_infra import clog
+from im_infra.clog.lifecycle import Closing
 
-from ._internal.client import Closing, build_client
+from ._internal.client import build_client
 from ._internal.metrics import ConsumerMetrics
 from ._internal.tracing import extract_context
 from .errors import ConfigError, ConsumerError, MQError

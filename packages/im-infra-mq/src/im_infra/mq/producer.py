@@ -25,8 +25,9 @@ import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 
 from im_infra import clog
+from im_infra.clog.lifecycle import Closing
 
-from ._internal.client import Closing, build_client
+from ._internal.client import build_client
 from ._internal.metrics import ProducerMetrics
 from ._internal.tracing import inject_headers
 from .errors import (

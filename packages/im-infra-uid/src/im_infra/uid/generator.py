@@ -28,10 +28,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from im_infra import clog
+from im_infra.clog.lifecycle import Closing
 from im_infra.uid._internal import forking
 from im_infra.uid._internal import metrics as _metrics
 from im_infra.uid.errors import (
@@ -76,7 +76,7 @@ class Generator(Protocol):
         ...
 
 
-class SnowflakeGenerator:
+class SnowflakeGenerator(Closing):
     """Thread-safe Snowflake generator for one worker ID. Create it with :func:`new_generator`
     or :func:`im_infra.uid.from_coord`.
 
@@ -268,17 +268,6 @@ class SnowflakeGenerator:
                 on_close()
             except Exception as exc:
                 _log.warning("releasing the worker ID failed", worker=self._worker, error=repr(exc))
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "open" if self._dead is None else self._dead[0].__name__

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
 from im_infra import clog
 from im_infra.mq.errors import ConfigError
 
-__all__ = ["AsyncClosing", "Closing", "build_client", "log_client_error", "redacted"]
+__all__ = ["build_client", "log_client_error", "redacted"]
 
 C = TypeVar("C")
 
@@ -60,39 +59,3 @@ def build_client(
     except (KafkaException, ValueError, TypeError) as exc:
         raise ConfigError(f"librdkafka rejected the {role} configuration: {exc}") from exc
     return client, redacted(props)
-
-
-class Closing:
-    """``with obj:`` calls ``obj.close()`` on exit."""
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class AsyncClosing:
-    """``async with obj:`` awaits ``obj.close()`` on exit."""
-
-    async def close(self) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
