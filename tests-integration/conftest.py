@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends import etcd_healthy, free_port, kafka_healthy, tcp_open
 
 REPO = Path(__file__).resolve().parent.parent
 DEVSTACK_DIR = Path(os.environ.get("IM_INFRA_DEVSTACK_DIR", REPO / ".devstack"))
@@ -32,20 +32,6 @@ HINT = 'run `scripts/devstack up && eval "$(scripts/devstack env)"` first'
 
 
 # ------------------------------------------------------------------------------ process helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def wait_until(
     check: Callable[[], bool], timeout: float, what: str, log: Path | None = None
 ) -> None:
@@ -107,14 +93,6 @@ def _devstack_binary(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------ etcd
-def etcd_healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-            return bool(json.loads(r.read()).get("health") == "true")
-    except (OSError, ValueError):
-        return False
-
-
 @dataclass
 class EtcdCluster:
     """An etcd cluster of one or more members on loopback, owned by one test."""
@@ -237,7 +215,7 @@ class RedisServer:
     def start(self) -> None:
         assert self._proc is not None
         self._proc.start()
-        wait_until(lambda: tcp_open(self.port), 15, "redis-server", self._proc.log)
+        wait_until(lambda: tcp_open("127.0.0.1", self.port), 15, "redis-server", self._proc.log)
 
     def kill(self) -> None:
         assert self._proc is not None
@@ -248,20 +226,6 @@ class RedisServer:
 
 
 # ------------------------------------------------------------------------------ kafka
-def kafka_healthy(port: int) -> bool:
-    import struct
-
-    body = struct.pack(">hhih", 18, 0, 1, 5) + b"tests"
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.settimeout(2)
-            s.sendall(struct.pack(">i", len(body)) + body)
-            head = s.recv(4)
-            return len(head) == 4
-    except OSError:
-        return False
-
-
 @dataclass
 class KafkaServer:
     """A Kafka-protocol broker (the devstack's noida-db) owned by one test."""

@@ -4,12 +4,12 @@ mutual TLS, the rediss:// URL form, and a typed error when the certificate is no
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from backends import free_port
 
 from im_infra import cache
 
@@ -20,12 +20,6 @@ FAST = {
     "read_timeout": 2.0,
     "retry": {"max_retries": 1, "min_backoff": 0.01, "max_backoff": 0.02},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ three-node Redis Cluster made of own redis-servers), blocking and asyncio."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,16 +12,11 @@ from typing import Any
 
 import pytest
 import redis
+from backends import free_port
 
 from im_infra import cache
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 FAST = {"connect_timeout": 2.0, "read_timeout": 2.0}

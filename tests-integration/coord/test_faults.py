@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends import free_port
 from pydantic import BaseModel, ConfigDict, Field
 from pyetcd import etcdrpc
 
@@ -33,12 +34,6 @@ class Recorder:
         if ev.entry is not None:
             with self.lock:
                 self.values.append(int(ev.entry.document()["n"]))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_etcd_down_longer_than_ttl_then_back(

@@ -13,15 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from backends import free_port
 
 from im_infra import coord
 from im_infra.coord import CoordUnavailable
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -100,7 +95,7 @@ def tls_etcd(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     if etcd is None:
         pytest.fail("no etcd binary: run `scripts/devstack up` first")
     _make_certs(tmp_path)
-    port, peer = _free_port(), _free_port()
+    port, peer = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
     log = (tmp_path / "etcd.log").open("wb")
     proc = subprocess.Popen(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from backends import free_port
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -18,12 +18,6 @@ from .conftest import SERVER_BACKENDS, LogLines
 pytestmark = pytest.mark.integration
 
 SECRET = "Pw-integ-9f3K-never-shown"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fields(url: str, **changes: Any) -> dict[str, Any]:
@@ -63,7 +57,7 @@ def _assert_no_secret(error: BaseException, lines: LogLines) -> None:
 Case = Callable[[str], dict[str, Any]]
 CASES: dict[str, tuple[Case, type[db.DBError], str]] = {
     "unreachable": (
-        lambda url: _fields(url, port=_free_port(), password=SECRET),
+        lambda url: _fields(url, port=free_port(), password=SECRET),
         db.ServerUnreachableError,
         "cannot reach",
     ),

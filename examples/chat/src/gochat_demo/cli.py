@@ -166,8 +166,17 @@ def _run(
         gateway.producer.flush()
         gateway.acked = gateway.failed = 0  # count the run's messages only
         conversations = [f"{run_id}-c{i:03d}" for i in range(args.conversations)]
-        t0 = time.monotonic()
         killed = False
+
+        def kill_and_restart_when_due(count: int) -> None:
+            """--kill-worker-after: SIGKILL the worker once ``count`` reaches N, start another."""
+            nonlocal killed
+            if args.kill_worker_after and not killed and count >= args.kill_worker_after:
+                workers[-1].kill()
+                killed = True
+                workers.append(WorkerProcess(run_dir, len(workers) + 1, args.topic, args.group))
+
+        t0 = time.monotonic()
         try:
             for i in range(args.messages):
                 if args.rate > 0:
@@ -177,18 +186,13 @@ def _run(
                 conv = conversations[i % len(conversations)]
                 with clog.trace_context():
                     gateway.accept(conv, f"user{i % 7}", f"hello #{i} in {conv}")
-                if args.kill_worker_after and not killed and stored() >= args.kill_worker_after:
-                    workers[-1].kill()
-                    killed = True
-                    workers.append(WorkerProcess(run_dir, len(workers) + 1, args.topic, args.group))
+                if args.kill_worker_after and not killed:  # no count query once done
+                    kill_and_restart_when_due(stored())
             gateway.producer.flush()
             sent_s = time.monotonic() - t0
             deadline = time.monotonic() + args.timeout
-            while stored() < args.messages and time.monotonic() < deadline:
-                if args.kill_worker_after and not killed and stored() >= args.kill_worker_after:
-                    workers[-1].kill()
-                    killed = True
-                    workers.append(WorkerProcess(run_dir, len(workers) + 1, args.topic, args.group))
+            while (count := stored()) < args.messages and time.monotonic() < deadline:
+                kill_and_restart_when_due(count)
                 time.sleep(0.05)
             # what the processes' Prometheus endpoints say, before the worker stops
             scraped = [

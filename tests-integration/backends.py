@@ -1,0 +1,40 @@
+"""Helpers the integration tests share (importable: ``pythonpath`` in the root pyproject).
+
+The port and health probes are ``scripts/devstack``'s own, loaded from that script (it has no
+``.py`` suffix because it is an executable), so the stack and the tests agree on what
+"healthy" means.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_devstack() -> object:
+    path = REPO / "scripts" / "devstack"
+    loader = importlib.machinery.SourceFileLoader("im_infra_devstack", str(path))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = module  # dataclasses and friends look modules up by name
+    loader.exec_module(module)
+    return module
+
+
+_devstack = _load_devstack()
+
+free_port = _devstack.free_port  # type: ignore[attr-defined]
+"""A free TCP port on 127.0.0.1."""
+tcp_open = _devstack.tcp_open  # type: ignore[attr-defined]
+"""``tcp_open(host, port)``: whether something accepts connections there."""
+etcd_healthy = _devstack.etcd_healthy  # type: ignore[attr-defined]
+"""``etcd_healthy(port)``: etcd on 127.0.0.1:port answers /health with true."""
+kafka_healthy = _devstack.kafka_healthy  # type: ignore[attr-defined]
+"""``kafka_healthy(port)``: a Kafka ApiVersions request on 127.0.0.1:port gets a clean answer."""
+
+__all__ = ["etcd_healthy", "free_port", "kafka_healthy", "tcp_open"]
