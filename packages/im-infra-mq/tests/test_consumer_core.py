@@ -17,11 +17,19 @@ PROPS = {"bootstrap.servers": "127.0.0.1:9", "group.id": "unit"}
 
 
 class FakeRdk:
-    def __init__(self) -> None:
-        self.stored: list[int] = []
+    """Records stored offsets as ``(partition, offset)``; refuses the ``revoked`` partitions."""
 
-    def store_offsets(self, message: Any) -> None:
-        self.stored.append(message.offset())
+    def __init__(self) -> None:
+        self.stored: list[tuple[int, int]] = []
+        self.revoked: set[int] = set()
+
+    def store_offsets(self, offsets: list[confluent_kafka.TopicPartition]) -> None:
+        for tp in offsets:
+            if tp.partition in self.revoked:
+                raise confluent_kafka.KafkaException(
+                    confluent_kafka.KafkaError(confluent_kafka.KafkaError._STATE)
+                )
+            self.stored.append((tp.partition, tp.offset))
 
 
 class FakeDLQ:
@@ -38,10 +46,10 @@ class FakeDLQ:
         pass
 
 
-def kmsg(offset: int, headers: list[tuple[str, bytes]] | None = None) -> Any:
+def kmsg(offset: int, headers: list[tuple[str, bytes]] | None = None, partition: int = 2) -> Any:
     return confluent_kafka.Message(
         topic="orders",
-        partition=2,
+        partition=partition,
         offset=offset,
         key=b"k",
         value=f"v{offset}".encode(),
@@ -88,18 +96,80 @@ def test_offset_stored_after_success_and_after_logged_failure(make: Any) -> None
         if msg.offset == 1:
             raise ValueError("bad")
 
-    for off in range(3):
-        consumer._process(kmsg(off), handler)
+    consumer._consume_batch([kmsg(off) for off in range(3)], handler)
     assert calls == [0, 1, 2]
-    assert consumer._consumer.stored == [0, 1, 2]  # the seed: log the error and go on
+    # The seed: log the error and go on. Stored: the offset after the partition's last message.
+    assert consumer._consumer.stored == [(2, 3)]
+
+
+def test_offsets_stored_per_partition_and_counted(make: Any) -> None:
+    consumer = make()
+    batch = [kmsg(10, partition=0), kmsg(5, partition=1), kmsg(11, partition=0)]
+    consumer._consume_batch(batch, lambda m: None)
+    assert sorted(consumer._consumer.stored) == [(0, 12), (1, 6)]
+    assert consumer._metrics.consumed_snapshot() == {
+        ("unit", "orders", 0): 2,
+        ("unit", "orders", 1): 1,
+    }
+
+
+def test_revoked_partition_is_neither_stored_nor_counted(make: Any) -> None:
+    consumer = make()
+    consumer._consumer.revoked = {1}
+    consumer._consume_batch([kmsg(3, partition=0), kmsg(4, partition=1)], lambda m: None)
+    assert consumer._consumer.stored == [(0, 4)]
+    assert consumer._metrics.consumed_snapshot() == {("unit", "orders", 0): 1}
+
+
+def test_stop_mid_batch_stores_what_was_finished(make: Any) -> None:
+    consumer = make()
+    seen: list[int | None] = []
+
+    def handler(msg: Message) -> None:
+        seen.append(msg.offset)
+        if msg.offset == 1:
+            consumer.request_stop()  # the message in hand is finished, the rest is not handled
+
+    consumer._consume_batch([kmsg(off) for off in range(4)], handler)
+    assert seen == [0, 1]
+    assert consumer._consumer.stored == [(2, 2)]
+
+
+def test_offsets_stored_while_a_slow_batch_is_in_progress(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer = make()
+    clock = [0.0]
+    monkeypatch.setattr("im_infra.mq.consumer.time.monotonic", lambda: clock[0])
+    stored_during: list[list[tuple[int, int]]] = []
+
+    def handler(msg: Message) -> None:
+        stored_during.append(list(consumer._consumer.stored))
+        clock[0] += 0.01  # each message takes 10 ms: a 200-message batch takes 2 s
+
+    consumer._consume_batch([kmsg(off) for off in range(200)], handler)
+    stored = consumer._consumer.stored
+    # Stored in steps of at most ~100 ms of work (plus the clock-check stride), not only at the end.
+    assert len(stored) >= 10
+    assert stored == sorted(stored)
+    assert stored[-1] == (2, 200)
+    assert [off for _, off in stored[:-1]] == sorted({off for _, off in stored[:-1]})
+    assert all(off - prev <= 32 for (_, prev), (_, off) in zip([(2, 0), *stored], stored))
+    assert stored_during[100][-1][1] <= 100  # a message never sees its own offset stored
+
+
+def test_fast_batch_stores_once_at_the_end(make: Any) -> None:
+    consumer = make()
+    consumer._consume_batch([kmsg(off) for off in range(200)], lambda m: None)
+    assert consumer._consumer.stored == [(2, 200)]
 
 
 def test_trace_id_bound_only_while_handling(make: Any) -> None:
     consumer = make()
     seen: list[str | None] = []
-    consumer._process(kmsg(0, [("trace_id", b"t-9")]), lambda m: seen.append(clog.trace_id()))
-    consumer._process(kmsg(1), lambda m: seen.append(clog.trace_id()))
-    assert seen == ["t-9", None]
+    batch = [kmsg(0, [("trace_id", b"t-9")]), kmsg(1), kmsg(2, [("app", b"x")])]
+    consumer._consume_batch(batch, lambda m: seen.append(clog.trace_id()))
+    assert seen == ["t-9", None, None]
     assert clog.trace_id() is None
 
 
@@ -112,9 +182,9 @@ def test_retry_then_success(make: Any) -> None:
         if len(attempts) < 3:
             raise ConnectionError("transient")
 
-    consumer._process(kmsg(5), handler)
+    consumer._consume_batch([kmsg(5)], handler)
     assert len(attempts) == 3
-    assert consumer._consumer.stored == [5]
+    assert consumer._consumer.stored == [(2, 6)]
 
 
 def test_exhausted_retries_go_to_the_dead_letter_topic(make: Any) -> None:
@@ -124,7 +194,7 @@ def test_exhausted_retries_go_to_the_dead_letter_topic(make: Any) -> None:
     def handler(msg: Message) -> None:
         raise RuntimeError("poison")
 
-    consumer._process(kmsg(4, [("app", b"1")]), handler)
+    consumer._consume_batch([kmsg(4, [("app", b"1")])], handler)
     [dead] = dlq.sent
     assert dead.topic == "orders.dlq"
     assert dead.key == b"k"
@@ -133,13 +203,13 @@ def test_exhausted_retries_go_to_the_dead_letter_topic(make: Any) -> None:
     assert dead.headers["dlq_offset"] == b"4"
     assert dead.headers["dlq_partition"] == b"2"
     assert dead.headers["dlq_error"] == b"RuntimeError: poison"
-    assert consumer._consumer.stored == [4]
+    assert consumer._consumer.stored == [(2, 5)]
 
 
 def test_failed_dead_letter_write_is_logged_and_skipped(make: Any) -> None:
     consumer = make(retry=RetryPolicy(max_attempts=1), dlq=FakeDLQ(fail=True))
-    consumer._process(kmsg(3), lambda m: 1 / 0)
-    assert consumer._consumer.stored == [3]
+    consumer._consume_batch([kmsg(3)], lambda m: 1 / 0)
+    assert consumer._consumer.stored == [(2, 4)]
 
 
 def test_close_during_retry_backoff_leaves_the_message_unstored(make: Any) -> None:
@@ -150,7 +220,7 @@ def test_close_during_retry_backoff_leaves_the_message_unstored(make: Any) -> No
         failing.set()
         raise ConnectionError("down")
 
-    worker = threading.Thread(target=consumer._process, args=(kmsg(8), handler))
+    worker = threading.Thread(target=consumer._consume_batch, args=([kmsg(8)], handler))
     worker.start()
     assert failing.wait(10)
     consumer.request_stop()  # wakes the back-off wait
@@ -161,13 +231,14 @@ def test_close_during_retry_backoff_leaves_the_message_unstored(make: Any) -> No
 
 def test_aborted_message_is_not_stored(make: Any) -> None:
     consumer = make()
-    consumer.request_stop()
 
     def handler(msg: Message) -> None:
-        raise AbortedError("iteration abandoned")
+        if msg.offset == 1:
+            consumer.request_stop()
+            raise AbortedError("iteration abandoned")
 
-    consumer._process(kmsg(1), handler)
-    assert consumer._consumer.stored == []
+    consumer._consume_batch([kmsg(0), kmsg(1), kmsg(2)], handler)
+    assert consumer._consumer.stored == [(2, 1)]  # offset 0 finished, offset 1 aborted
 
 
 def test_dead_letter_needs_a_producer() -> None:

@@ -45,8 +45,7 @@ def test_consumer_lag_from_watermark_and_processed_offsets() -> None:
         cm.polled([FakeKafkaMessage("t", 0, 3), FakeKafkaMessage("t", 0, 4)])
         # t/0: batch starts at 3; t/1: nothing received yet; t/2: no watermark yet.
         assert lag_by_partition(cm) == {"0": 7}
-        cm.processed("t", 0, 3)
-        cm.processed("t", 0, 4)
+        cm.processed("t", 0, 2, 5)  # offsets 3 and 4 finished
         assert lag_by_partition(cm) == {"0": 5}
         cm.revoked([("t", 0)])
         assert lag_by_partition(cm) == {}

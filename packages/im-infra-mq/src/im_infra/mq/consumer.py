@@ -2,7 +2,8 @@
 
 At-least-once: librdkafka commits in the background every ``autoCommitIntervalMs``, but only
 offsets this class *stored*, and it stores a message's offset only after the callback returned (or
-the message went to the dead-letter topic). Stored offsets are also committed when partitions are
+the message went to the dead-letter topic): per partition, once per polled batch and at least every
+100 ms, always before the next poll. Stored offsets are also committed when partitions are
 revoked and on :meth:`KafkaConsumer.close`. A crash therefore re-delivers the messages handled since
 the last commit (duplicates) but never skips one.
 
@@ -14,6 +15,7 @@ starts are children of the producer's span.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,7 +27,7 @@ from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
 from ._internal.client import build_client
-from ._internal.metrics import ConsumerMetrics
+from ._internal.metrics import ConsumerMetrics, PartitionKey
 from ._internal.tracing import extract_context
 from .errors import ConfigError, ConsumerError, MQError
 from .interfaces import ConsumeCallback
@@ -36,6 +38,10 @@ from .retry import DLQ_SUFFIX, RetryPolicy
 __all__ = ["KafkaConsumer"]
 
 _BATCH = 500
+#: Longest time a finished message's offset waits to be stored while a batch is in progress
+#: (checked every ``_CLOCK_EVERY`` messages).
+_STORE_INTERVAL_S = 0.1
+_CLOCK_EVERY = 16
 _NO_TIMESTAMP = confluent_kafka.TIMESTAMP_NOT_AVAILABLE
 _IGNORED_COMMIT_ERRORS = {KafkaError._NO_OFFSET}
 
@@ -88,6 +94,7 @@ class KafkaConsumer(Closing):
         self._close_timeout = close_timeout
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._stopping = False  # mirrors _closing: one attribute read per message in the loop
         self._stopped = threading.Event()
         self._running = False
         self._loop_thread: threading.Thread | None = None
@@ -123,7 +130,7 @@ class KafkaConsumer(Closing):
         the loop to finish.
         """
         with self._lock:
-            self._closing.set()
+            self._request_stop()
             running = self._running
         # A close before subscribe still releases the client; one during subscribe lets the loop
         # finish the message in hand and shut down itself.
@@ -138,7 +145,7 @@ class KafkaConsumer(Closing):
 
     def request_stop(self) -> None:
         """Ask the loop to stop after the message in hand, without waiting for it."""
-        self._closing.set()
+        self._request_stop()
 
     @property
     def closed(self) -> bool:
@@ -169,25 +176,18 @@ class KafkaConsumer(Closing):
             )
             self._subscribed = True
             self._log.info("subscribed", topics=list(topics), group_id=self._group_id)
-            while not self._closing.is_set():
+            metrics, consume_batch = self._metrics, self._consume_batch
+            while not self._stopping:
                 first = consumer.poll(self._poll_timeout)
                 if first is None:
-                    self._metrics.polled(())
+                    metrics.polled(())
                     continue
                 batch = [first]
                 more = consumer.consume(_BATCH - 1, 0)
                 if more:
                     batch.extend(more)
-                self._metrics.polled(batch)
-                closing, process = self._closing, self._process
-                for kmsg in batch:
-                    if closing.is_set():
-                        break  # not stored: delivered again to whoever gets the partition
-                    err = kmsg.error()
-                    if err is None:
-                        process(kmsg, handler)
-                    else:
-                        self._on_message_error(err)
+                metrics.polled(batch)
+                consume_batch(batch, handler)
         except KafkaException as exc:
             raise ConsumerError(f"consumer failed: {exc}") from exc
         finally:
@@ -199,44 +199,94 @@ class KafkaConsumer(Closing):
                 self._stopped.set()
 
     # ------------------------------------------------------------------ internals
-    def _process(self, kmsg: Any, handler: Handler) -> None:
-        msg = to_message(kmsg)
-        headers = msg.headers
-        raw_tid = headers.get(TRACE_ID_HEADER) if headers else None
-        parent = extract_context(headers) if headers else None
-        if raw_tid is None and parent is None and self._retry is None:
-            # The hot path: no trace id to bind, no retries.
-            try:
-                handler(msg)
-            except Exception as exc:
-                if not self._failed(msg, exc, 1, 1):
-                    return
-        else:
-            # Bind the producer's trace id and trace context around the callback (and our log
-            # lines about it).
-            token = clog.set_trace_id(raw_tid.decode("utf-8", "replace")) if raw_tid else None
-            otel_token = otel_context.attach(parent) if parent is not None else None
-            try:
-                if not self._handle(msg, handler):
-                    return  # stopping mid-message: not stored, so it is delivered again
-            finally:
-                if otel_token is not None:
-                    otel_context.detach(otel_token)
-                if token is not None:
-                    clog.reset_trace_id(token)
+    def _consume_batch(self, batch: list[Any], handler: Handler) -> None:
+        """Hand each message of a polled batch to ``handler``, then store the finished offsets.
+
+        The hot loop of the consumer. A message counts as finished once its callback returned
+        (or failed and was logged, retried, dead-lettered); its offset is stored with the rest of
+        the partition's finished messages when the batch ends, and at least every
+        ``_STORE_INTERVAL_S`` while a batch is in progress, always before the next poll (the only
+        place a rebalance can revoke partitions). The messages after a stop request are left
+        unstored and are delivered again to whoever gets the partition.
+        """
+        # Finished messages per partition: (topic, partition) -> [count, offset of the last one].
+        # librdkafka hands out runs of one partition's messages, so the loop counts the current
+        # run in locals and adds it to ``done`` when the partition changes.
+        done: dict[PartitionKey, list[int]] = {}
+        topic, partition, count, last = "", -1, 0, -1  # the current run
+        plain, now = self._retry is None, time.monotonic
+        store_at, seen = now() + _STORE_INTERVAL_S, 0
         try:
-            self._consumer.store_offsets(message=kmsg)
-        except KafkaException as exc:
-            # The partition was revoked meanwhile: its new owner re-delivers the message.
-            self._log.warning(
-                "could not store offset",
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                cause=str(exc),
-            )
-            return
-        self._metrics.processed(msg.topic, msg.partition, msg.offset)  # type: ignore[arg-type]
+            for kmsg in batch:
+                if self._stopping:
+                    break
+                err = kmsg.error()
+                if err is not None:
+                    self._on_message_error(err)
+                    continue
+                msg = to_message(kmsg)
+                if plain and not msg.headers:
+                    # The hot path: no trace context to bind, no retries.
+                    try:
+                        handler(msg)
+                    except Exception as exc:
+                        if not self._failed(msg, exc, 1, 1):
+                            break
+                elif not self._handle_traced(msg, handler):
+                    break  # stopping mid-message: not stored, so it is delivered again
+                if msg.partition != partition or msg.topic != topic:
+                    _add_run(done, topic, partition, count, last)
+                    topic, partition, count = msg.topic, msg.partition, 0  # type: ignore[assignment]
+                count += 1
+                last = msg.offset  # type: ignore[assignment]
+                seen += 1
+                if not seen % _CLOCK_EVERY and now() >= store_at:
+                    _add_run(done, topic, partition, count, last)
+                    count = 0
+                    self._store(done)
+                    done.clear()
+                    store_at = now() + _STORE_INTERVAL_S
+        finally:
+            _add_run(done, topic, partition, count, last)
+            self._store(done)
+
+    def _handle_traced(self, msg: Message, handler: Handler) -> bool:
+        """:meth:`_handle` with the producer's trace id and trace context bound around it (and
+        around our log lines about it)."""
+        headers = msg.headers
+        raw_tid = headers.get(TRACE_ID_HEADER)
+        parent = extract_context(headers) if headers else None
+        token = clog.set_trace_id(raw_tid.decode("utf-8", "replace")) if raw_tid else None
+        otel_token = otel_context.attach(parent) if parent is not None else None
+        try:
+            return self._handle(msg, handler)
+        finally:
+            if otel_token is not None:
+                otel_context.detach(otel_token)
+            if token is not None:
+                clog.reset_trace_id(token)
+
+    def _store(self, done: dict[PartitionKey, list[int]]) -> None:
+        """Store the offset after each partition's last finished message (one call per
+        partition, so a partition revoked meanwhile fails alone) and count them."""
+        for (topic, partition), (count, last) in done.items():
+            try:
+                self._consumer.store_offsets(offsets=[TopicPartition(topic, partition, last + 1)])
+            except KafkaException as exc:
+                # The partition was revoked meanwhile: its new owner re-delivers the messages.
+                self._log.warning(
+                    "could not store offset",
+                    topic=topic,
+                    partition=partition,
+                    offset=last,
+                    cause=str(exc),
+                )
+                continue
+            self._metrics.processed(topic, partition, count, last + 1)
+
+    def _request_stop(self) -> None:
+        self._stopping = True
+        self._closing.set()  # wakes a retry back-off
 
     def _failed(self, msg: Message, exc: Exception, attempt: int, attempts: int) -> bool:
         """Log a failed callback; ``False`` when the failure means "stop, do not store"."""
@@ -380,6 +430,19 @@ class KafkaConsumer(Closing):
         except (KafkaException, RuntimeError):
             return None
         return int(high) if high >= 0 else None
+
+
+def _add_run(
+    done: dict[PartitionKey, list[int]], topic: str, partition: int, count: int, last: int
+) -> None:
+    """Add a run of ``count`` finished messages of one partition, ending at ``last``."""
+    if count:
+        state = done.get((topic, partition))
+        if state is None:
+            done[(topic, partition)] = [count, last]
+        else:
+            state[0] += count
+            state[1] = last
 
 
 class AbortedError(Exception):

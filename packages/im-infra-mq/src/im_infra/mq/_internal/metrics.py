@@ -12,8 +12,10 @@ costs several microseconds, as much as handling a whole message. Instead:
 - consumer lag is an observable gauge: high watermark minus the next offset to process, per
   assigned partition. The consume loop itself refreshes the high watermarks from librdkafka's
   cache (no broker request; confluent-kafka's client cannot be queried from another thread
-  while it polls) at most once per second, between batches; the next offset to process is the
-  offset after the last processed message, or the first offset of the batch in hand;
+  while it polls) between batches, at most once per second unless a batch reaches past the
+  known watermark; the next offset to process is the offset after the last finished message
+  whose offset is stored (see the consumer: once per batch, at least every 100 ms), or the first
+  offset of the batch in hand;
 - rare events (callback errors, dead-lettered messages) use ordinary counters.
 """
 
@@ -247,18 +249,20 @@ class ConsumerMetrics:
         with _lock:
             _consumers[id(self)] = self
 
-    def processed(self, topic: str, partition: int, offset: int) -> None:
-        """The application finished with the message at ``offset`` (its offset is stored)."""
+    def processed(self, topic: str, partition: int, count: int, next_offset: int) -> None:
+        """The application finished ``count`` more messages of a partition, up to just before
+        ``next_offset`` (their offsets are stored)."""
         state = self._parts.get((topic, partition))
         if state is None:
-            state = self._parts[(topic, partition)] = [0, -1]
-        state[0] += 1
-        state[1] = offset + 1
+            self._parts[(topic, partition)] = [count, next_offset]
+        else:
+            state[0] += count
+            state[1] = next_offset
 
     def polled(self, batch: Sequence[Any]) -> None:
         """Called by the consume loop after each poll (``batch``: the messages in hand)."""
         now = time.monotonic()
-        if now < self._next_refresh:
+        if now < self._next_refresh and not (batch and self._beyond_high(batch[-1])):
             return
         self._next_refresh = now + WATERMARK_REFRESH_S
         parts = self._parts
@@ -277,6 +281,10 @@ class ConsumerMetrics:
         self._high = high
         if len(high) < len(self._assigned):
             self._next_refresh = 0.0  # a partition not fetched yet: look again next poll
+
+    def _beyond_high(self, kmsg: Any) -> bool:
+        """Whether a message lies at or past its partition's known high watermark (stale)."""
+        return bool(kmsg.offset() >= self._high.get((kmsg.topic(), kmsg.partition()), -1))
 
     def assigned(self, partitions: Iterable[PartitionKey]) -> None:
         self._assigned = self._assigned | frozenset(partitions)
