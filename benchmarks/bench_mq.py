@@ -13,7 +13,11 @@ least every 100 ms), which is its implementation of the same guarantee. Both sid
 into its local queue, then the clock runs to the last message: the figure measures the client,
 not how fast this machine's Python broker serves fetches (which varies by +-40 % between runs).
 The group join is excluded.
-Each side runs ``--rounds`` times, alternating who goes first; the figures are medians.
+Each side runs ``--rounds`` times, alternating who goes first; the figures are medians. On this
+machine single produce rounds of either side sometimes run at half speed, with librdkafka's
+threads burning CPU (seen with raw confluent-kafka alone too), so a ratio needs the median of
+several rounds. Each run also reports the process CPU time per message (all threads, librdkafka's
+included), the client's cost independent of the broker's speed.
 aiokafka's producer is measured as a reference when it is importable.
 
 Usage: eval "$(scripts/devstack env)"
@@ -36,7 +40,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import confluent_kafka
 
@@ -58,6 +62,25 @@ def payloads(n: int) -> tuple[list[bytes], list[bytes]]:
     return keys, values
 
 
+class Clock:
+    """Wall time and this process's CPU time (every thread, librdkafka's included) of a run."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def start(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self, n: int) -> Run:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        return Run(n / wall, cpu / n * 1e6)
+
+
+class Run(NamedTuple):
+    per_s: float  # messages per second
+    cpu_us: float  # process CPU microseconds per message
+
+
 class Countdown:
     """Counts delivery reports; ``done`` is set when ``n`` arrived (errors are counted too)."""
 
@@ -76,28 +99,30 @@ class Countdown:
 
 def produce_im_infra(
     config: KafkaConfig, topic: str, keys: list[bytes], values: list[bytes]
-) -> float:
+) -> Run:
     count = Countdown(len(values))
     producer = mq.KafkaProducer(producer_properties(config, SERVICE))
     callback: Callable[[mq.MQError | None], None] = count.hit
-    start = time.perf_counter()
+    clock = Clock()
+    clock.start()
     for key, value in zip(keys, values, strict=True):
         producer.send(mq.Message(topic, key=key, value=value), callback)
     assert count.done.wait(120), "im-infra produce did not finish"
-    elapsed = time.perf_counter() - start
+    run = clock.stop(len(values))
     producer.close()
     assert count.errors == 0, f"{count.errors} delivery errors"
-    return len(values) / elapsed
+    return run
 
 
-def produce_raw(config: KafkaConfig, topic: str, keys: list[bytes], values: list[bytes]) -> float:
+def produce_raw(config: KafkaConfig, topic: str, keys: list[bytes], values: list[bytes]) -> Run:
     count = Countdown(len(values))
     producer = confluent_kafka.Producer(producer_properties(config, SERVICE))
 
     def on_delivery(err: Any, _msg: Any) -> None:
         count.hit(err)
 
-    start = time.perf_counter()
+    clock = Clock()
+    clock.start()
     for key, value in zip(keys, values, strict=True):
         while True:
             try:
@@ -108,9 +133,9 @@ def produce_raw(config: KafkaConfig, topic: str, keys: list[bytes], values: list
         producer.poll(0)
     producer.flush(120)
     assert count.done.wait(1), "raw produce did not finish"
-    elapsed = time.perf_counter() - start
+    run = clock.stop(len(values))
     assert count.errors == 0, f"{count.errors} delivery errors"
-    return len(values) / elapsed
+    return run
 
 
 def produce_aiokafka(
@@ -153,56 +178,60 @@ def _has_lz4() -> bool:
     return True
 
 
-def consume_im_infra(config: KafkaConfig, topic: str, n: int, prefetch: float) -> float:
+def consume_im_infra(config: KafkaConfig, topic: str, n: int, prefetch: float) -> Run:
     props = consumer_properties(config, SERVICE, f"bench-{uuid.uuid4().hex[:8]}")
     consumer = mq.KafkaConsumer(props)
+    clock = Clock()
     seen = size = 0
-    first = last = 0.0
+    run: Run | None = None
 
     def handle(msg: mq.Message) -> None:
-        nonlocal seen, first, last, size
+        nonlocal seen, size, run
         size += len(msg.key or b"") + len(msg.value or b"")
         if seen == 0:
             time.sleep(prefetch)  # let librdkafka fetch the topic into its local queue
-            first = time.perf_counter()
+            clock.start()
         seen += 1
         if seen == n:
-            last = time.perf_counter()  # before close(): leaving the group is not measured
+            run = clock.stop(n - 1)  # before close(): leaving the group is not measured
             consumer.close()
 
     consumer.subscribe([topic], handle)
-    return (n - 1) / (last - first)
+    assert run is not None
+    return run
 
 
-def consume_raw(config: KafkaConfig, topic: str, n: int, prefetch: float) -> float:
+def consume_raw(config: KafkaConfig, topic: str, n: int, prefetch: float) -> Run:
     """The same job on raw confluent-kafka: a handler call per message, then store its offset."""
     props = consumer_properties(config, SERVICE, f"bench-{uuid.uuid4().hex[:8]}")
     consumer = confluent_kafka.Consumer(props)
     consumer.subscribe([topic])
+    clock = Clock()
     seen = size = 0
-    first = 0.0
+    run: Run | None = None
 
     def handle(msg: Any) -> None:
-        nonlocal seen, first, size
+        nonlocal seen, size, run
         size += len(msg.key() or b"") + len(msg.value() or b"")
         if seen == 0:
             time.sleep(prefetch)  # let librdkafka fetch the topic into its local queue
-            first = time.perf_counter()
+            clock.start()
         seen += 1
+        if seen == n:
+            run = clock.stop(n - 1)
 
-    while seen < n:
+    while run is None:
         first_msg = consumer.poll(0.2)
         if first_msg is None:
             continue
         for msg in (first_msg, *consumer.consume(499, 0)):
-            if seen == n:
-                break
             if msg.error() is None:
                 handle(msg)
                 consumer.store_offsets(message=msg)
-    elapsed = time.perf_counter() - first
+                if run is not None:
+                    break
     consumer.close()
-    return (n - 1) / elapsed
+    return run
 
 
 def send_sync_p99_ms(config: KafkaConfig, topic: str, n: int) -> float:
@@ -228,7 +257,7 @@ def main() -> None:
         default=300_000,
         help="messages per consume run (long enough for a steady figure)",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per side")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per side")
     parser.add_argument("--sync-sends", type=int, default=2000)
     parser.add_argument(
         "--prefetch-wait",
@@ -264,7 +293,9 @@ def main() -> None:
         return name
 
     try:
-        ours, raw, aio = [], [], []
+        ours: list[Run] = []
+        raw: list[Run] = []
+        aio: list[float] = []
         for r in range(args.rounds):
             # Alternate who goes first so that broker warm-up and noise favour neither side.
             order = ("ours", "raw") if r % 2 == 0 else ("raw", "ours")
@@ -273,7 +304,11 @@ def main() -> None:
                     ours.append(produce_im_infra(config, topic("p-ours"), keys, values))
                 else:
                     raw.append(produce_raw(config, topic("p-raw"), keys, values))
-            log(f"produce round {r}: im-infra {ours[-1]:,.0f}/s, raw {raw[-1]:,.0f}/s")
+            log(
+                f"produce round {r}: im-infra {ours[-1].per_s:,.0f}/s "
+                f"({ours[-1].cpu_us:.2f} us cpu), "
+                f"raw {raw[-1].per_s:,.0f}/s ({raw[-1].cpu_us:.2f} us cpu)"
+            )
         aio_rate = produce_aiokafka(args.brokers, topic("p-aio"), keys, values)
         if aio_rate is not None:
             aio.append(aio_rate)
@@ -284,7 +319,8 @@ def main() -> None:
         source, nc = topic("c"), args.consume_messages
         ckeys, cvalues = payloads(nc)
         produce_raw(config, source, ckeys, cvalues)
-        c_ours, c_raw = [], []
+        c_ours: list[Run] = []
+        c_raw: list[Run] = []
         for r in range(args.rounds):
             order = ("ours", "raw") if r % 2 == 0 else ("raw", "ours")
             for side in order:
@@ -292,7 +328,11 @@ def main() -> None:
                     c_ours.append(consume_im_infra(config, source, nc, args.prefetch_wait))
                 else:
                     c_raw.append(consume_raw(config, source, nc, args.prefetch_wait))
-            log(f"consume round {r}: im-infra {c_ours[-1]:,.0f}/s, raw {c_raw[-1]:,.0f}/s")
+            log(
+                f"consume round {r}: im-infra {c_ours[-1].per_s:,.0f}/s "
+                f"({c_ours[-1].cpu_us:.2f} us cpu), "
+                f"raw {c_raw[-1].per_s:,.0f}/s ({c_raw[-1].cpu_us:.2f} us cpu)"
+            )
         p99 = send_sync_p99_ms(config, topic("sync"), args.sync_sends)
         log(f"send_sync p99: {p99:.2f} ms (lingerMs={config.producer.linger_ms})")
     finally:
@@ -303,8 +343,14 @@ def main() -> None:
                 log(f"cleanup: {exc}")
         admin.close()
 
-    produce, raw_produce = statistics.median(ours), statistics.median(raw)
-    consume, raw_consume = statistics.median(c_ours), statistics.median(c_raw)
+    def rate(runs: list[Run]) -> float:
+        return statistics.median(r.per_s for r in runs)
+
+    def cpu(runs: list[Run]) -> float:
+        return round(statistics.median(r.cpu_us for r in runs), 2)
+
+    produce, raw_produce = rate(ours), rate(raw)
+    consume, raw_consume = rate(c_ours), rate(c_raw)
     result: dict[str, Any] = {
         "bench": "mq",
         "produce_per_s": round(produce),
@@ -314,6 +360,10 @@ def main() -> None:
         "raw_consume_per_s": round(raw_consume),
         "consume_ratio_vs_confluent": round(consume / raw_consume, 3),
         "send_sync_p99_ms": round(p99, 3),
+        "produce_cpu_us_per_msg": cpu(ours),
+        "raw_produce_cpu_us_per_msg": cpu(raw),
+        "consume_cpu_us_per_msg": cpu(c_ours),
+        "raw_consume_cpu_us_per_msg": cpu(c_raw),
     }
     if aio:
         result["aiokafka_produce_per_s"] = round(aio[0])

@@ -56,8 +56,8 @@ def test_consumer_lag_from_watermark_and_processed_offsets() -> None:
 
 def test_closed_clients_keep_their_counts_in_the_totals() -> None:
     pm = metrics.ProducerMetrics()
-    pm.delivered("topic-a", None, FakeKafkaMessage("topic-a", 0, 0))
-    pm.delivered("topic-a", "_MSG_TIMED_OUT", FakeKafkaMessage("topic-a", 0, 1))
+    pm.delivered(FakeKafkaMessage("topic-a", 0, 0))
+    pm.delivery_failed(FakeKafkaMessage("topic-a", 0, 1), "_MSG_TIMED_OUT")
     pm.failed("topic-a", "_QUEUE_FULL")
 
     def sent() -> dict[tuple[str, str | None], float]:

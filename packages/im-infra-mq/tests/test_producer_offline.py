@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from typing import Any
 
 import pytest
 
@@ -68,10 +70,14 @@ def test_delivery_hook_is_reused_while_callback_and_trace_repeat() -> None:
         def cb(err: MQError | None) -> None:
             pass
 
-        first = producer._on_delivery(cb, None)
-        assert producer._on_delivery(cb, None) is first
-        assert producer._on_delivery(cb, "t1") is not first
-        assert producer._on_delivery(None, None) is not first
+        def hook(callback: Any, trace_id: str | None = None) -> Any:
+            with clog.trace_context(trace_id) if trace_id else contextlib.nullcontext():
+                return producer.prepare(Message("t"), callback)[1]
+
+        first = hook(cb)
+        assert hook(cb) is first
+        assert hook(cb, "t1") is not first
+        assert hook(None) is not first
     finally:
         producer.close()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
@@ -83,9 +83,12 @@ class _Delivery:
         self.metrics = metrics
 
     def __call__(self, err: KafkaError | None, kmsg: Any) -> None:
-        topic = kmsg.topic()
-        error = None if err is None else _delivery_error(err, topic)
-        self.metrics.delivered(topic, None if error is None else error.code, kmsg)
+        if err is None:
+            self.metrics.delivered(kmsg)
+            error = None
+        else:
+            error = _delivery_error(err, kmsg.topic())
+            self.metrics.delivery_failed(kmsg, err.name())
         callback = self.callback
         if callback is None:
             if error is not None:
@@ -96,7 +99,7 @@ class _Delivery:
             callback(error)
         except Exception as exc:
             self.metrics.delivery_callback_error(exc)
-            self.log.exception("delivery callback raised", topic=topic)
+            self.log.exception("delivery callback raised", topic=kmsg.topic())
         finally:
             if token is not None:
                 clog.reset_trace_id(token)
@@ -186,7 +189,9 @@ class KafkaProducer(Closing):
         local queue stays full for ``backpressure_timeout`` seconds, :class:`ProducerClosedError`
         after :meth:`close`.
         """
-        self._produce(msg, callback)
+        pending = self.prepare(msg, callback)
+        if not self.try_produce(msg, pending):
+            self._wait_for_room(msg, pending)
 
     def send_sync(self, msg: Message, timeout: float | None = None) -> None:
         """Send ``msg`` and block until the broker acknowledged it.
@@ -204,7 +209,7 @@ class KafkaProducer(Closing):
             result.append(err)
             done.set()
 
-        self._produce(msg, _record)
+        self.send(msg, _record)
         wait = self._message_timeout_s + 5.0 if timeout is None else timeout
         if not done.wait(wait):
             raise SendTimeoutError(
@@ -261,11 +266,8 @@ class KafkaProducer(Closing):
         return self._closed
 
     # ------------------------------------------------------------------ internals
-    def _produce(self, msg: Message, callback: DeliveryCallback | None) -> None:
-        """Hand ``msg`` to librdkafka, waiting (bounded) while its local queue is full."""
-        pending = self.prepare(msg, callback)
-        if self.try_produce(msg, pending):
-            return
+    def _wait_for_room(self, msg: Message, pending: _Pending) -> None:
+        """Retry handing ``msg`` to librdkafka while its local queue is full (bounded)."""
         wait = self.backpressure(msg.topic)
         while True:
             time.sleep(wait.next_pause())
@@ -278,16 +280,23 @@ class KafkaProducer(Closing):
         Shared by the blocking and the asyncio producers; not part of the public API.
         """
         tid = clog.trace_id()
-        # Read-only here (a new dict is built to add headers), so the cast is safe.
-        headers = cast(_Headers, msg.headers)
-        if tid is not None and TRACE_ID_HEADER not in headers:
-            headers = {**headers, TRACE_ID_HEADER: tid.encode()}
-        propagation = inject_headers() if tid is not None else None
-        if propagation:
-            added = {k: v.encode() for k, v in propagation.items() if k not in headers}
-            if added:
-                headers = {**headers, **added}
-        return headers or None, self._on_delivery(callback, tid)
+        headers: _Headers = msg.headers  # type: ignore[assignment]  # read-only here: copied to add
+        if tid is not None:
+            if TRACE_ID_HEADER not in headers:
+                headers = {**headers, TRACE_ID_HEADER: tid.encode()}
+            propagation = inject_headers()
+            if propagation:
+                added = {k: v.encode() for k, v in propagation.items() if k not in headers}
+                if added:
+                    headers = {**headers, **added}
+        # librdkafka keeps the hook of every queued message alive. Reusing the last hook when
+        # the callback and the trace id repeat (the common case: one callback for a stream of
+        # sends) avoids one tracked object per message, which would otherwise trigger costly
+        # full garbage collections at high send rates.
+        hook = self._last_hook
+        if hook is None or hook.callback is not callback or hook.tid != tid:
+            hook = self._last_hook = _Delivery(callback, tid, self._log, self._metrics)
+        return headers or None, hook
 
     def try_produce(self, msg: Message, pending: _Pending) -> bool:
         """Hand ``msg`` to librdkafka; ``False`` when its local queue is full (back-pressure)."""
@@ -296,19 +305,19 @@ class KafkaProducer(Closing):
             if self._closed:
                 raise ProducerClosedError("the producer is closed")
             try:
-                if msg.partition is None:
-                    self._producer.produce(
-                        msg.topic, msg.value, msg.key, headers=headers, on_delivery=on_delivery
-                    )
-                else:
-                    self._producer.produce(
-                        msg.topic,
-                        msg.value,
-                        msg.key,
-                        partition=msg.partition,
-                        headers=headers,
-                        on_delivery=on_delivery,
-                    )
+                # Positional (topic, value, key, partition, callback, on_delivery, timestamp,
+                # headers) is cheaper than keywords; partition -1: the partitioner decides,
+                # timestamp 0: now.
+                self._producer.produce(
+                    msg.topic,
+                    msg.value,
+                    msg.key,
+                    -1 if msg.partition is None else msg.partition,
+                    on_delivery,
+                    None,
+                    0,
+                    headers,
+                )
             except BufferError:
                 return False
             except KafkaException as exc:
@@ -319,18 +328,6 @@ class KafkaProducer(Closing):
                 self._metrics.failed(msg.topic, type(exc).__name__)
                 raise DeliveryError(f"cannot send to topic {msg.topic!r}: {exc}") from exc
             return True
-
-    def _on_delivery(self, callback: DeliveryCallback | None, tid: str | None) -> _Delivery:
-        # librdkafka keeps the hook of every queued message alive. Reusing the last hook when
-        # the callback and the trace id repeat (the common case: one callback for a stream of
-        # sends) avoids one tracked object per message, which would otherwise trigger costly
-        # full garbage collections at high send rates.
-        last = self._last_hook
-        if last is not None and last.callback is callback and last.tid == tid:
-            return last
-        hook = _Delivery(callback, tid, self._log, self._metrics)
-        self._last_hook = hook
-        return hook
 
     def _poll_loop(self) -> None:
         producer = self._producer

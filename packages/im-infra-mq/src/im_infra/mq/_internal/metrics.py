@@ -54,6 +54,7 @@ HighWatermark = Callable[[str, int], int | None]
 
 
 _meter = telemetry.meter("mq")
+_monotonic = time.monotonic
 _lock = threading.Lock()
 _producers: dict[int, ProducerMetrics] = {}
 _consumers: dict[int, ConsumerMetrics] = {}
@@ -164,45 +165,58 @@ class ProducerMetrics:
     """One producer's delivery counts and latency sampling.
 
     Delivery reports are served by the poller thread and by whoever calls ``flush``, so each
-    thread counts in its own dict (no lock per message); a snapshot sums them all.
+    thread counts in its own dicts (no lock per message); a snapshot sums them all. Successes are
+    counted by topic alone (a string key hashes once), failures by (topic, error type).
     """
 
     __slots__ = ("__weakref__", "_dicts", "_local", "_lock", "_next_sample")
 
     def __init__(self) -> None:
         self._local = threading.local()
-        self._dicts: list[dict[tuple[str, str | None], int]] = []
+        #: Per thread: (delivered by topic, failed by (topic, error type)).
+        self._dicts: list[tuple[dict[str, int], dict[tuple[str, str], int]]] = []
         self._lock = threading.Lock()
         self._next_sample = 0.0
         with _lock:
             _producers[id(self)] = self
 
-    def _counts(self) -> dict[tuple[str, str | None], int]:
+    def _counts(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
         try:
-            counts: dict[tuple[str, str | None], int] = self._local.counts
+            counts: tuple[dict[str, int], dict[tuple[str, str], int]] = self._local.counts
         except AttributeError:
-            counts = self._local.counts = {}
+            counts = self._local.counts = ({}, {})
             with self._lock:
                 self._dicts.append(counts)
         return counts
 
-    def delivered(self, topic: str, error_type: str | None, kmsg: Any) -> None:
-        """A delivery report for a message to ``topic`` (``error_type`` None: delivered)."""
-        counts = self._counts()
-        key = (topic, error_type)
-        counts[key] = counts.get(key, 0) + 1
-        now = time.monotonic()
+    def delivered(self, kmsg: Any) -> None:
+        """A successful delivery report (the hot path: one per message)."""
+        try:
+            ok: dict[str, int] = self._local.counts[0]
+        except AttributeError:
+            ok = self._counts()[0]
+        topic = kmsg.topic()
+        ok[topic] = ok.get(topic, 0) + 1
+        now = _monotonic()
         if now >= self._next_sample:
-            self._next_sample = now + LATENCY_SAMPLE_INTERVAL_S
-            latency = kmsg.latency()
-            if latency is not None:
-                DELIVERY_DURATION.record(latency, _sent_attrs(topic, error_type))
+            self._sample(now, kmsg, topic, None)
+
+    def delivery_failed(self, kmsg: Any, error_type: str) -> None:
+        """A failed delivery report."""
+        self.failed(kmsg.topic(), error_type)
+        self._sample(_monotonic(), kmsg, kmsg.topic(), error_type)
+
+    def _sample(self, now: float, kmsg: Any, topic: str, error_type: str | None) -> None:
+        self._next_sample = now + LATENCY_SAMPLE_INTERVAL_S
+        latency = kmsg.latency()
+        if latency is not None:
+            DELIVERY_DURATION.record(latency, _sent_attrs(topic, error_type))
 
     def failed(self, topic: str, error_type: str) -> None:
-        """A message librdkafka refused at send time (no delivery report will follow)."""
-        counts = self._counts()
+        """A message that failed: a delivery report, or refused at send time (no report)."""
+        failed = self._counts()[1]
         key = (topic, error_type)
-        counts[key] = counts.get(key, 0) + 1
+        failed[key] = failed.get(key, 0) + 1
 
     def delivery_callback_error(self, exc: BaseException) -> None:
         CALLBACK_ERRORS.add(1, {"im_infra.mq.callback": "delivery", "error.type": _name(exc)})
@@ -211,8 +225,9 @@ class ProducerMetrics:
         with self._lock:
             dicts = list(self._dicts)
         total: dict[tuple[str, str | None], int] = {}
-        for counts in dicts:
-            _merge(total, dict(counts))  # dict() copies atomically under the GIL
+        for ok, failed in dicts:
+            _merge(total, {(topic, None): n for topic, n in dict(ok).items()})  # dict() copies
+            _merge(total, dict(failed))  # atomically under the GIL
         return total
 
     def close(self) -> None:
