@@ -305,19 +305,17 @@ class KafkaProducer(Closing):
             if self._closed:
                 raise ProducerClosedError("the producer is closed")
             try:
-                # Positional (topic, value, key, partition, callback, on_delivery, timestamp,
-                # headers) is cheaper than keywords; partition -1: the partitioner decides,
-                # timestamp 0: now.
-                self._producer.produce(
-                    msg.topic,
-                    msg.value,
-                    msg.key,
-                    -1 if msg.partition is None else msg.partition,
-                    on_delivery,
-                    None,
-                    0,
-                    headers,
-                )
+                # Positional (topic, value, key, partition, callback[, on_delivery, timestamp,
+                # headers]) is cheaper than keywords, and an explicit headers=None costs
+                # confluent-kafka a header conversion (~0.2 us). Partition -1: the partitioner
+                # decides; timestamp 0: now.
+                partition = -1 if msg.partition is None else msg.partition
+                if headers is None:
+                    self._producer.produce(msg.topic, msg.value, msg.key, partition, on_delivery)
+                else:
+                    self._producer.produce(
+                        msg.topic, msg.value, msg.key, partition, on_delivery, None, 0, headers
+                    )
             except BufferError:
                 return False
             except KafkaException as exc:
