@@ -134,3 +134,36 @@ def test_cluster_mode(make_cache: Any, cluster_nodes: list[str]) -> None:
     p = c.pipeline(transaction=False)
     p.set("p1", "a").set("p2", "b").get("p1").get("p2")
     assert p.execute() == [True, True, "a", "b"]
+
+
+def test_cluster_scan_iter_walks_every_primary(
+    make_cache: Any, cluster_nodes: list[str], flavor: str
+) -> None:
+    c = make_cache(mode="cluster", addresses=cluster_nodes[:1], **FAST)
+    other = make_cache(mode="cluster", addresses=cluster_nodes[:1], **FAST)  # another prefix
+    names = [f"k{i}" for i in range(40)]  # spread over the three primaries' slots
+    for name in names:
+        c.set(name, 1)
+        other.set(name, 2)
+    c.set("other", 3)
+    host, port = cluster_nodes[0].split(":")
+    probe = redis.RedisCluster(host=host, port=int(port))
+    try:
+        owners = {probe.get_node_from_key(f"{c.key_prefix}{n}").name for n in names}
+    finally:
+        probe.close()
+    assert len(owners) == 3, "the keys should land on all three primaries"
+
+    def scan(match: str, count: int | None = None) -> list[str]:
+        if flavor == "async":
+
+            async def collect() -> list[str]:
+                return [k async for k in c.target.scan_iter(match, count)]
+
+            return list(c.wait(collect()))
+        return list(c.target.scan_iter(match, count))
+
+    assert sorted(scan("k*", count=5)) == sorted(names)  # every key once, only this prefix
+    assert sorted(scan("*")) == sorted([*names, "other"])
+    with pytest.raises(cache.CacheError, match="scan_iter"):
+        c.scan(0, "k*")

@@ -29,11 +29,11 @@ if TYPE_CHECKING:
 __all__ = ["AsyncRedisCache", "RedisCache"]
 
 
-def _closed(*_args: Any) -> Any:
+def _closed(*_args: Any, **_kwargs: Any) -> Any:
     raise CacheError("cache is closed")
 
 
-async def _aclosed(*_args: Any) -> Any:
+async def _aclosed(*_args: Any, **_kwargs: Any) -> Any:
     raise CacheError("cache is closed")
 
 
@@ -46,10 +46,13 @@ class RedisCache(CacheBase, Closing):
 
     _lock_class = Lock
 
-    def _run(self, args: tuple[Any, ...], transform: Transform = None) -> Any:
+    def _run(self, args: tuple[Any, ...], transform: Transform = None, node: Any = None) -> Any:
+        """Run one command (on cluster ``node`` when given) and transform its reply."""
         started = perf_counter()
         try:
-            reply = self._execute(*args)
+            reply = (
+                self._execute(*args) if node is None else self._execute(*args, target_nodes=node)
+            )
         except BACKEND_ERRORS as exc:
             raise metrics.failed(translate(exc, args[0], self._secrets), args[0], started) from exc
         metrics.observe(args[0], started)
@@ -71,11 +74,13 @@ class RedisCache(CacheBase, Closing):
         return step.value
 
     def scan_iter(self, match: str = "*", count: int | None = None) -> Iterator[str]:
-        """Every key matching ``match`` (unprefixed), by SCAN (single and sentinel modes)."""
-        cursor = None
-        while cursor != 0:
-            cursor, keys = self.scan(cursor or 0, match, count)
-            yield from keys
+        """Every key matching ``match`` (unprefixed), by SCAN; in cluster mode on each primary."""
+        for node in self._scan_nodes():
+            cursor = None
+            while cursor != 0:
+                args = self._scan_args(cursor or 0, match, count)
+                cursor, keys = self._run(args, self._unprefix_scan, node)
+                yield from keys
 
     def pipeline(self, transaction: bool = True) -> Pipeline:
         """A pipeline; ``transaction=True`` wraps it in MULTI/EXEC (atomic)."""
@@ -105,12 +110,18 @@ class AsyncRedisCache(CacheBase, AsyncClosing):
         # would fail them with "Too many connections", its blocking pool is slow).
         self._slots = asyncio.Semaphore(config.pool_size)
 
-    async def _run(self, args: tuple[Any, ...], transform: Transform = None) -> Any:
+    async def _run(
+        self, args: tuple[Any, ...], transform: Transform = None, node: Any = None
+    ) -> Any:
+        """Run one command (on cluster ``node`` when given) and transform its reply."""
         slots = self._slots
         started = perf_counter()
         await slots.acquire()  # (not `async with`: two coroutines fewer on the hot path)
         try:
-            reply = await self._execute(*args)
+            if node is None:
+                reply = await self._execute(*args)
+            else:
+                reply = await self._execute(*args, target_nodes=node)
         except BACKEND_ERRORS as exc:
             raise metrics.failed(translate(exc, args[0], self._secrets), args[0], started) from exc
         finally:
@@ -135,12 +146,14 @@ class AsyncRedisCache(CacheBase, AsyncClosing):
         return step.value
 
     async def scan_iter(self, match: str = "*", count: int | None = None) -> AsyncIterator[str]:
-        """Every key matching ``match`` (unprefixed), by SCAN (single and sentinel modes)."""
-        cursor = None
-        while cursor != 0:
-            cursor, keys = await self.scan(cursor or 0, match, count)
-            for key in keys:
-                yield key
+        """Every key matching ``match`` (unprefixed), by SCAN; in cluster mode on each primary."""
+        for node in self._scan_nodes():
+            cursor = None
+            while cursor != 0:
+                args = self._scan_args(cursor or 0, match, count)
+                cursor, keys = await self._run(args, self._unprefix_scan, node)
+                for key in keys:
+                    yield key
 
     def pipeline(self, transaction: bool = True) -> AsyncPipeline:
         """A pipeline; ``transaction=True`` wraps it in MULTI/EXEC (atomic)."""

@@ -112,11 +112,14 @@ class Cache(Protocol):
     def scan(
         self, cursor: int = 0, match: str = "*", count: int | None = None
     ) -> tuple[int, list[str]]:
-        """One SCAN step over this cache's keys: (next cursor, unprefixed keys); 0 ends."""
+        """One SCAN step over this cache's keys: (next cursor, unprefixed keys); 0 ends.
+
+        Single and sentinel modes; in cluster mode it raises :class:`CacheError` (use
+        :meth:`scan_iter`)."""
         ...
 
     def scan_iter(self, match: str = "*", count: int | None = None) -> Iterator[str]:
-        """Every key matching ``match`` (glob, unprefixed). Single and sentinel modes."""
+        """Every key matching ``match`` (glob, unprefixed); in cluster mode on each primary."""
         ...
 
     # hashes

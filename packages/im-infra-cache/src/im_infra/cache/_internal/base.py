@@ -149,6 +149,20 @@ class CacheBase(Ops):
         """``module`` (RedisBloom), ``lua`` (the fallback) or ``auto`` (not known yet)."""
         return self._bloom.mode
 
+    def scan(self, cursor: int = 0, match: str = "*", count: int | None = None) -> Any:
+        if self._config.mode == "cluster":
+            raise CacheError(
+                "scan(cursor) steps through one server's keys, and a cluster spreads them over "
+                "several: use scan_iter(), which walks every primary"
+            )
+        return super().scan(cursor, match, count)
+
+    def _scan_nodes(self) -> list[Any]:
+        """What a full scan walks: each primary in cluster mode, else the one server (None)."""
+        if self._config.mode == "cluster":
+            return list(self._client.get_primaries())
+        return [None]
+
     def ping(self) -> Any:
         """PING the server (True)."""
         return self._run(("PING",))

@@ -146,13 +146,18 @@ class Ops:
         )
 
     def scan(self, cursor: int = 0, match: str = "*", count: int | None = None) -> Any:
+        return self._run(self._scan_args(cursor, match, count), self._unprefix_scan)
+
+    def _scan_args(self, cursor: int, match: str, count: int | None) -> tuple[Any, ...]:
         args: list[Any] = ["SCAN", cursor, "MATCH", glob_escape(self._prefix) + match]
         if count is not None:
             args += ("COUNT", count)
-        return self._run(tuple(args), self._unprefix_scan)
+        return tuple(args)
 
     def _unprefix_scan(self, reply: Any) -> tuple[int, list[str]]:
         cursor, keys = reply
+        if isinstance(cursor, dict):  # redis-py's cluster client, one node: {node: cursor}
+            (cursor,) = cursor.values()
         cut = len(self._prefix.encode())
         return int(cursor), [k[cut:].decode() for k in keys]
 
