@@ -183,9 +183,12 @@ def main() -> None:
     summary: dict[str, Any] = {"bench": "cache", "otel_sdk": args.otel_sdk}
     for name in ("set", "get", "async_get", "pipeline"):
         per = results[name]
-        o, r = statistics.median(per["ours"]), statistics.median(per["raw"])
+        ours_rate, raw_rate = statistics.median(per["ours"]), statistics.median(per["raw"])
         ratio = statistics.median(per["ratio"])
-        print(f"{name:10s} im-infra {o:9.0f} ops/s   redis-py {r:9.0f} ops/s   ratio {ratio:.3f}")
+        print(
+            f"{name:10s} im-infra {ours_rate:9.0f} ops/s   redis-py {raw_rate:9.0f} ops/s"
+            f"   ratio {ratio:.3f}"
+        )
         summary[f"{name}_ratio_vs_redis_py"] = round(ratio, 3)
     print(json.dumps(summary, separators=(",", ":")))
 

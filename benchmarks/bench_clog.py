@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 from loguru import logger as loguru_logger
@@ -36,7 +36,7 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def bench_clog(
-    out: IO[str],
+    out: TextIO,
     n: int,
     passthrough: bool = False,
     scope: AbstractContextManager[Any] | None = None,
@@ -53,7 +53,7 @@ def bench_clog(
     return dt
 
 
-def bench_clog_in_span(out: IO[str], n: int) -> float:
+def bench_clog_in_span(out: TextIO, n: int) -> float:
     """clog inside an active OpenTelemetry span, no clog id bound: trace/span ids from the span."""
     from opentelemetry import trace
 
@@ -84,11 +84,11 @@ def lookup_ns(calls: int = 200_000) -> float:
     return best
 
 
-def bench_clog_passthrough(out: IO[str], n: int) -> float:
+def bench_clog_passthrough(out: TextIO, n: int) -> float:
     return bench_clog(out, n, passthrough=True)
 
 
-def bench_loguru(out: IO[str], n: int) -> float:
+def bench_loguru(out: TextIO, n: int) -> float:
     loguru_logger.remove()
     hid = loguru_logger.add(out, serialize=True, level="INFO")
     log = loguru_logger.bind(service="bench", trace_id=TRACE)
@@ -116,7 +116,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
-def bench_stdlib(out: IO[str], n: int) -> float:
+def bench_stdlib(out: TextIO, n: int) -> float:
     lg = logging.getLogger("bench.stdlib")
     lg.propagate = False
     handler = logging.StreamHandler(out)
@@ -131,7 +131,7 @@ def bench_stdlib(out: IO[str], n: int) -> float:
     return dt
 
 
-def bench_structlog(out: IO[str], n: int) -> float:
+def bench_structlog(out: TextIO, n: int) -> float:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -152,7 +152,7 @@ def bench_structlog(out: IO[str], n: int) -> float:
     return dt
 
 
-def measure(fn: Callable[[IO[str], int], float], n: int, repeat: int) -> tuple[float, int]:
+def measure(fn: Callable[[TextIO, int], float], n: int, repeat: int) -> tuple[float, int]:
     """Best lines/s over ``repeat`` runs, and the line count of the last file (a sanity check)."""
     best = 0.0
     lines = 0
@@ -179,7 +179,7 @@ def main() -> int:
     if args.otel_sdk:
         install_otel_sdk()
     results: dict[str, float] = {}
-    contenders: list[tuple[str, Callable[[IO[str], int], float]]] = [("clog", bench_clog)]
+    contenders: list[tuple[str, Callable[[TextIO, int], float]]] = [("clog", bench_clog)]
     if args.otel_sdk:
         contenders.append(("clog_in_span", bench_clog_in_span))
     for name, fn in (

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import statistics
@@ -177,11 +178,7 @@ def produce_aiokafka(
 
 
 def _has_lz4() -> bool:
-    try:
-        import lz4  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("lz4") is not None
 
 
 def consume_im_infra(config: KafkaConfig, topic: str, n: int, prefetch: float) -> Run:

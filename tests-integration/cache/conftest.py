@@ -30,7 +30,7 @@ class Uniform:
 
     def wait(self, value: Any) -> Any:
         if self._loop is not None and inspect.isawaitable(value):
-            value = self._loop.run_until_complete(value)  # type: ignore[arg-type]
+            value = self._loop.run_until_complete(value)
         return Uniform(value, self._loop) if isinstance(value, _WRAP) else value
 
     def __getattr__(self, name: str) -> Any:

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 
 
 def has_redisbloom(raw: redis.Redis) -> bool:
-    return any(m.get(b"name") == b"bf" for m in raw.execute_command("MODULE LIST"))
+    modules = raw.execute_command("MODULE LIST")  # type: ignore[no-untyped-call]
+    return any(m.get(b"name") == b"bf" for m in modules)
 
 
 def test_lock_owner_token_semantics(cc: Any, raw: redis.Redis) -> None:

@@ -47,7 +47,7 @@ def tls_server(factory: Any, certs: tuple[Path, Path], *, mutual: bool) -> int:
         "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
         "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "yes" if mutual else "no",
     )  # fmt: skip
-    return port
+    return int(port)
 
 
 def test_tls_with_server_verification(

@@ -110,7 +110,7 @@ def test_load_component_config_from_etcd(provider: coord.EtcdProvider) -> None:
     cfg = coord.load_component_config(
         "kafka", Kafka, service=svc, provider=provider, env=provider.env, overrides={"acks": "0"}
     )
-    assert cfg == Kafka(brokers=["g:1"], acks="0", batch_size=20)
+    assert cfg == Kafka.model_validate({"brokers": ["g:1"], "acks": "0", "batchSize": 20})
     other = coord.load_component_config(
         "kafka", Kafka, service="someone-else", provider=provider, env=provider.env
     )
@@ -141,7 +141,12 @@ def test_live_config_updates_and_hooks(provider: coord.EtcdProvider) -> None:
     with provider.config.component("kafka", Kafka, overrides={"brokers": ["o:1"]}) as live:
         assert live.source == "etcd"
         assert live.value.acks == "1"
-        live.on_change(lambda old, new: (changes.append((old.acks, new.acks)), changed.set()))
+
+        def on_change(old: Kafka, new: Kafka) -> None:
+            changes.append((old.acks, new.acks))
+            changed.set()
+
+        live.on_change(on_change)
         assert live.wait_connected(5)
         provider.config.set(f"{svc}/kafka.yaml", "acks: '0'\n")
         assert changed.wait(5)

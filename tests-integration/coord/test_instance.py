@@ -43,7 +43,12 @@ def test_on_lost_callback(provider: coord.EtcdProvider, etcd_endpoints: str) -> 
     inst = provider.instance_for(provider.service or "x", ttl=2)
     got: list[int] = []
     lost = threading.Event()
-    inst.on_lost(lambda i: (got.append(i), lost.set()))
+
+    def on_lost(i: int) -> None:
+        got.append(i)
+        lost.set()
+
+    inst.on_lost(on_lost)
     my_id = inst.get_instance_id()
     kv = provider.client.get(f"/im-infra/instance/{provider.service}/{my_id}")
     assert kv is not None

@@ -27,9 +27,17 @@ def test_cut_off_holder_gives_up_before_another_process_takes_over(
         coord.connect(etcd_endpoints, timeout=2) as other,
     ):
         lock = holder.lock.acquire(unique, ttl=TTL, timeout=5)
-        lock.on_lost(lambda _l: (events.setdefault("lock lost", time.monotonic()), lock_lost.set()))
+
+        def on_lock_lost(_lock: object) -> None:
+            events.setdefault("lock lost", time.monotonic())
+            lock_lost.set()
+
+        def on_id_lost(_id: int) -> None:
+            events.setdefault("id lost", time.monotonic())
+
+        lock.on_lost(on_lock_lost)
         inst = holder.instance_for(unique, max_id=0, ttl=TTL)  # a single ID: 0
-        inst.on_lost(lambda _i: events.setdefault("id lost", time.monotonic()))
+        inst.on_lost(on_id_lost)
         assert inst.get_instance_id() == 0
         holder.registry.register(ServiceInstance(unique, "n1", "10.0.0.1:1"), ttl=TTL)
         assert other.registry.discover(unique) == [ServiceInstance(unique, "n1", "10.0.0.1:1")]

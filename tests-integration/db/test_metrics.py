@@ -35,17 +35,19 @@ def _op(system: str, operation: str) -> dict[str, Any]:
 
 
 def _pool(probe: Any, provider: Any, state: str) -> float:
-    return probe.value(
-        CONNECTIONS,
-        **{
-            "db.client.connection.pool.name": provider._core.pool_name,
-            "db.client.connection.state": state,
-        },
+    return float(
+        probe.value(
+            CONNECTIONS,
+            **{
+                "db.client.connection.pool.name": provider._core.pool_name,
+                "db.client.connection.state": state,
+            },
+        )
     )
 
 
 def _integrity_errors(probe: Any, system: str) -> float:
-    return probe.value(ERRORS, **{"db.system.name": system, "error.type": "IntegrityError"})
+    return float(probe.value(ERRORS, **{"db.system.name": system, "error.type": "IntegrityError"}))
 
 
 def _failed_inserts(probe: Any, system: str) -> int:

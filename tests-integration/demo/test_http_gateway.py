@@ -7,6 +7,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+from typing import Any
 
 import pytest
 from gochat_demo.gateway import Gateway, serve
@@ -28,7 +29,7 @@ def _post(port: int, body: bytes, trace: str | None = None) -> tuple[int, dict[s
 
 def test_post_publishes_with_the_request_trace_id(etcd_endpoints: str, kafka_brokers: str) -> None:
     topic = f"gochat.http.{uuid.uuid4().hex[:8]}"
-    overrides = {"common": {"brokers": kafka_brokers.split(",")}}
+    overrides: dict[str, Any] = {"common": {"brokers": kafka_brokers.split(",")}}
     with coord.connect(etcd_endpoints, service="im-gateway") as provider:
         with mq.new_admin_client("test", **overrides) as admin:
             admin.create_topic(topic, partitions=1, replication_factor=1)

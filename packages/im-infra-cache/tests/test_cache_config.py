@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -76,7 +77,7 @@ def test_bad_durations_are_rejected(raw: object, message: str) -> None:
 
 
 def test_url_address_fills_credentials_db_and_tls() -> None:
-    cfg = RedisConfig(address="rediss://app:s%40cret@redis.local:6380/3")  # type: ignore[call-arg]
+    cfg = RedisConfig(address="rediss://app:s%40cret@redis.local:6380/3")
     assert cfg.address == "redis.local:6380"
     assert cfg.username == "app"
     assert cfg.password is not None
@@ -104,7 +105,7 @@ def test_explicit_fields_win_over_the_url() -> None:
     ],
 )
 def test_bad_config_is_a_typed_error_naming_the_field(
-    overrides: dict[str, object], field: str
+    overrides: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(CacheConfigError) as info:
         cache.new("svc", **overrides)

@@ -255,6 +255,8 @@ def test_unserializable_values_become_strings(out: Out) -> None:
         ({"level": "LOUD"}, "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
         ({"format": "xml"}, "json, console"),
         ({"service": " "}, "service"),
+        ({"sink": "out.log"}, r"sink must be a text stream .*str has no write\(\) or flush\(\)"),
+        ({"sink": type("W", (), {"write": len})()}, r"W has no flush\(\)"),
     ],
 )
 def test_bad_config(kwargs: dict[str, Any], match: str) -> None:

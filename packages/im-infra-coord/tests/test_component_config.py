@@ -30,7 +30,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_and_overrides_without_dir() -> None:
     cfg = load_component_config("redis", Redis, service="im-logic", overrides={"db": 3})
-    assert cfg == Redis(addr="localhost:6379", pool_size=10, db=3)
+    assert cfg == Redis.model_validate({"addr": "localhost:6379", "poolSize": 10, "db": 3})
 
 
 def test_local_dir_global_then_service_then_overrides(

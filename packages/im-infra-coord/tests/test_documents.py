@@ -24,7 +24,7 @@ class Kafka(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     brokers: list[str] = Field(default_factory=lambda: ["localhost:9092"])
     batch_size: int = Field(16384, alias="batchSize")
-    producer: Producer = Field(default_factory=Producer)
+    producer: Producer = Field(default_factory=lambda: Producer.model_validate({}))
     extra: Producer | None = None
 
 

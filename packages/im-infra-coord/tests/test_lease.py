@@ -169,7 +169,12 @@ def test_keeper_reports_a_lease_etcd_no_longer_has() -> None:
     lost = threading.Event()
     got: list[KeptLease] = []
     lease = keeper.grant(1)
-    lease.on_lost(lambda lz: (got.append(lz), lost.set()))
+
+    def on_lost(lz: KeptLease) -> None:
+        got.append(lz)
+        lost.set()
+
+    lease.on_lost(on_lost)
     assert lost.wait(10)
     assert got == [lease]
     assert lease.lost

@@ -45,7 +45,7 @@ def test_camel_and_snake_case_are_both_accepted() -> None:
         (timedelta(milliseconds=20), 0.02),
     ],
 )
-def test_durations(raw: object, seconds: float) -> None:
+def test_durations(raw: str | float | timedelta, seconds: float) -> None:
     assert parse_duration(raw) == pytest.approx(seconds)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select,
 from im_infra import clog, db
 from im_infra.db import AsyncDBProvider, DBConfig
 
-from .conftest import LogLines
+from .conftest import LogLines  # type: ignore[import-not-found]  # a tests dir, no package
 
 metadata = MetaData()
 items = Table(

@@ -12,7 +12,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select,
 from im_infra import clog, db
 from im_infra.db import DBConfig, DBProvider
 
-from .conftest import LogLines
+from .conftest import LogLines  # type: ignore[import-not-found]  # a tests dir, no package
 
 metadata = MetaData()
 items = Table(
@@ -202,7 +202,7 @@ def test_one_statement_timer_whatever_the_slow_threshold(
     # No ConnectionEvents on server backends (SQLite needs a "begin" hook for savepoints), so
     # SQLAlchemy's per-connection event dispatch stays off. No connection is made here.
     for driver in ("postgresql", "mysql"):
-        with DBProvider(DBConfig(driver=driver, statement_timeout=1)) as p:  # type: ignore[arg-type]
+        with DBProvider(DBConfig(driver=driver, statement_timeout=1)) as p:
             assert not p.engine._has_events
             assert len(p.engine.dialect.dispatch.do_execute) == 1
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import psycopg
-import pymysql
+import pymysql  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import exc as sa_exc
 

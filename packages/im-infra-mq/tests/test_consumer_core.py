@@ -4,13 +4,13 @@ stand-in for the librdkafka handle: no broker needed."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
 import confluent_kafka
 import pytest
 
 from im_infra import clog
-from im_infra.mq import DeliveryError, KafkaConsumer, Message, RetryPolicy
+from im_infra.mq import DeliveryError, KafkaConsumer, KafkaProducer, Message, RetryPolicy
 from im_infra.mq.consumer import AbortedError, to_message
 
 PROPS = {"bootstrap.servers": "127.0.0.1:9", "group.id": "unit"}
@@ -46,7 +46,11 @@ class FakeDLQ:
         pass
 
 
-def kmsg(offset: int, headers: list[tuple[str, bytes]] | None = None, partition: int = 2) -> Any:
+def kmsg(
+    offset: int,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+    partition: int = 2,
+) -> Any:
     return confluent_kafka.Message(
         topic="orders",
         partition=partition,
@@ -63,9 +67,12 @@ def make() -> Any:
     made: list[tuple[KafkaConsumer, Any]] = []
 
     def build(retry: RetryPolicy | None = None, dlq: FakeDLQ | None = None) -> KafkaConsumer:
-        consumer = KafkaConsumer(PROPS, retry=retry, dlq_producer=(lambda: dlq) if dlq else None)
+        producer = cast(KafkaProducer, dlq)  # duck-typed: send_sync and close
+        consumer = KafkaConsumer(
+            PROPS, retry=retry, dlq_producer=(lambda: producer) if dlq else None
+        )
         made.append((consumer, consumer._consumer))
-        consumer._consumer = FakeRdk()
+        consumer._consumer = FakeRdk()  # type: ignore[assignment]
         return consumer
 
     yield build
@@ -75,7 +82,7 @@ def make() -> Any:
 
 
 def test_to_message() -> None:
-    msg = to_message(kmsg(7, [("trace_id", b"abc"), ("empty", None)]))  # type: ignore[list-item]
+    msg = to_message(kmsg(7, [("trace_id", b"abc"), ("empty", None)]))
     assert msg == Message(
         topic="orders",
         key=b"k",

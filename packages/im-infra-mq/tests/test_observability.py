@@ -34,7 +34,11 @@ class FakeKafkaMessage:
 
 
 def lag_by_partition(cm: metrics.ConsumerMetrics) -> dict[str, Any]:
-    return {o.attributes["messaging.destination.partition.id"]: o.value for o in cm.lag()}  # type: ignore[index]
+    out: dict[str, Any] = {}
+    for o in cm.lag():
+        assert o.attributes is not None
+        out[str(o.attributes["messaging.destination.partition.id"])] = o.value
+    return out
 
 
 def test_consumer_lag_from_watermark_and_processed_offsets() -> None:
@@ -61,11 +65,13 @@ def test_closed_clients_keep_their_counts_in_the_totals() -> None:
     pm.failed("topic-a", "_QUEUE_FULL")
 
     def sent() -> dict[tuple[str, str | None], float]:
-        return {
-            (o.attributes["messaging.destination.name"], o.attributes.get("error.type")): o.value  # type: ignore[index, union-attr]
-            for o in metrics._observe_sent(None)  # type: ignore[arg-type]
-            if o.attributes and o.attributes["messaging.destination.name"] == "topic-a"
-        }
+        out: dict[tuple[str, str | None], float] = {}
+        for o in metrics._observe_sent(None):  # type: ignore[arg-type]
+            attrs = o.attributes or {}
+            if attrs.get("messaging.destination.name") == "topic-a":
+                error = attrs.get("error.type")
+                out[("topic-a", None if error is None else str(error))] = o.value
+        return out
 
     expected = {
         ("topic-a", None): 1,

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from im_infra.cache.config import RedisConfig
     from im_infra.cache.lock import AsyncLock, Lock
     from im_infra.cache.pipeline import AsyncPipeline, Pipeline
     from im_infra.cache.script import Script
+    from im_infra.cache.serializer import Serializer
 
 __all__ = ["AsyncCache", "Cache"]
 
@@ -33,6 +35,27 @@ class Cache(Protocol):
     @property
     def key_prefix(self) -> str:
         """The prefix applied to every key."""
+        ...
+
+    @property
+    def service(self) -> str:
+        """The service this cache belongs to."""
+        ...
+
+    @property
+    def config(self) -> RedisConfig:
+        """The resolved configuration."""
+        ...
+
+    @property
+    def serializer(self) -> Serializer:
+        """The serializer of non-scalar values."""
+        ...
+
+    @property
+    def redis(self) -> Any:
+        """The underlying redis-py client: an escape hatch with NO key prefix and no error
+        translation."""
         ...
 
     # strings
@@ -396,6 +419,14 @@ class AsyncCache(Protocol):
 
     @property
     def key_prefix(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def config(self) -> RedisConfig: ...
+    @property
+    def serializer(self) -> Serializer: ...
+    @property
+    def redis(self) -> Any: ...
     async def get(self, key: str) -> str | None: ...
     async def get_bytes(self, key: str) -> bytes | None: ...
     async def get_obj(self, key: str) -> Any: ...

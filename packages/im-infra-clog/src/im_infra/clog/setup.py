@@ -7,13 +7,13 @@ import os
 import sys
 import threading
 from collections.abc import Iterable
-from typing import IO, Literal
+from typing import Literal
 
 from loguru import logger as _loguru
 
 from im_infra.clog._internal import stdlib
 from im_infra.clog._internal.render import DEFAULT_REDACT, Redactor, Renderer
-from im_infra.clog._internal.sink import Sink
+from im_infra.clog._internal.sink import Sink, TextStream
 from im_infra.clog._internal.state import LEVELS, STATE
 from im_infra.clog.errors import ConfigError
 
@@ -37,7 +37,7 @@ def init(
     *,
     level: str = "INFO",
     format: Literal["json", "console"] = "json",
-    sink: IO[str] | None = None,
+    sink: TextStream | None = None,
     redact: Iterable[str] = DEFAULT_REDACT,
     intercept_stdlib: bool = True,
     loguru_passthrough: bool = False,
@@ -49,7 +49,8 @@ def init(
             program name).
         level: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case).
         format: ``"json"`` (one object per line, the production format) or ``"console"``.
-        sink: a text stream; default is whatever ``sys.stdout`` is when a line is written.
+        sink: a text stream (any object with ``write(str)`` and ``flush()``); default is
+            whatever ``sys.stdout`` is when a line is written.
         redact: key fragments whose values are written as ``***`` (case-insensitive, nested
             mappings included). Extend the defaults with ``(*clog.DEFAULT_REDACT, "pin")``.
         intercept_stdlib: route stdlib ``logging`` records (SQLAlchemy, confluent-kafka, redis,
@@ -70,8 +71,13 @@ def init(
     svc = service if service is not None else _default_service()
     if not isinstance(svc, str) or not svc.strip():
         raise ConfigError("service must be a non-empty str")
-    if sink is not None and not callable(getattr(sink, "write", None)):
-        raise ConfigError(f"sink must be a text stream with write(), got {type(sink).__name__}")
+    if sink is not None:
+        missing = [m for m in ("write", "flush") if not callable(getattr(sink, m, None))]
+        if missing:
+            raise ConfigError(
+                f"sink must be a text stream with write() and flush(); "
+                f"{type(sink).__name__} has no {' or '.join(m + '()' for m in missing)}"
+            )
 
     out = Sink(Renderer(svc, Redactor(redact), console=(format == "console")), sink)
 

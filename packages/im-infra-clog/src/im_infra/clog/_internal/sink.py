@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import Any, Protocol
 
 from im_infra.clog._internal.otel import active_span_ids
 from im_infra.clog._internal.render import Renderer
@@ -23,11 +23,19 @@ def current_ids(pinned: str | None) -> tuple[str | None, str | None]:
     return tid or span[0], span[1]
 
 
+class TextStream(Protocol):
+    """What ``clog.init(sink=...)`` accepts: a text stream with ``write`` and ``flush``."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
 class Sink:
     """Writes rendered lines to ``stream`` (default: the current ``sys.stdout``), one flush
     per line so a crash loses nothing already logged."""
 
-    def __init__(self, renderer: Renderer, stream: IO[str] | None) -> None:
+    def __init__(self, renderer: Renderer, stream: TextStream | None) -> None:
         self.renderer = renderer
         self._stream = stream
         self._lock = threading.Lock()
