@@ -2,8 +2,10 @@
 
 Produce: 200-byte random (incompressible) values with keys, acks=all, idempotence on (the seed's
 producer defaults, identical librdkafka properties for both sides), each message with a delivery
-callback; the clock starts after one warm-up message was delivered (connection, metadata and the
-idempotent producer id take 0.5-1 s here) and stops when every callback has fired.
+callback, through ``send`` per message and through ``send_batch`` (1000 ``Message`` objects
+built by the loop per call); the clock starts after one warm-up message was delivered
+(connection, metadata and the idempotent producer id take 0.5-1 s here) and stops when every
+callback has fired.
 Consume: a fresh group reads a topic of ``--consume-messages`` such messages with the same
 at-least-once settings (``enable.auto.offset.store=false``); both sides call the same handler per
 message, which reads the key and the value and counts (raw: on the confluent message, im-infra: on
@@ -51,6 +53,7 @@ from im_infra.mq.config import KafkaConfig, consumer_properties, producer_proper
 
 SERVICE = "bench-mq"
 VALUE_SIZE = 200
+BATCH = 1000  # messages per send_batch call
 
 
 def log(text: str) -> None:
@@ -113,6 +116,31 @@ def produce_im_infra(
     for key, value in zip(keys, values, strict=True):
         producer.send(mq.Message(topic, key=key, value=value), callback)
     assert count.done.wait(120), "im-infra produce did not finish"
+    run = clock.stop(len(values))
+    producer.close()
+    assert count.errors == 0, f"{count.errors} delivery errors"
+    return run
+
+
+def produce_im_infra_batch(
+    config: KafkaConfig, topic: str, keys: list[bytes], values: list[bytes]
+) -> Run:
+    """The same job through ``send_batch``: the loop builds a ``Message`` per value and hands
+    them over 1000 at a time."""
+    count = Countdown(len(values))
+    producer = mq.KafkaProducer(producer_properties(config, SERVICE))
+    callback: Callable[[mq.MQError | None], None] = count.hit
+    producer.send_sync(mq.Message(topic, key=b"warmup", value=values[0]))
+    clock = Clock()
+    clock.start()
+    batch: list[mq.Message] = []
+    for key, value in zip(keys, values, strict=True):
+        batch.append(mq.Message(topic, key=key, value=value))
+        if len(batch) == BATCH:
+            producer.send_batch(batch, callback)
+            batch = []
+    producer.send_batch(batch, callback)
+    assert count.done.wait(120), "im-infra send_batch did not finish"
     run = clock.stop(len(values))
     producer.close()
     assert count.errors == 0, f"{count.errors} delivery errors"
@@ -297,20 +325,25 @@ def main() -> None:
 
     try:
         ours: list[Run] = []
+        batched: list[Run] = []
         raw: list[Run] = []
         aio: list[float] = []
+        sides = {
+            "send": (produce_im_infra, ours),
+            "send_batch": (produce_im_infra_batch, batched),
+            "raw": (produce_raw, raw),
+        }
         for r in range(args.rounds):
-            # Alternate who goes first so that broker warm-up and noise favour neither side.
-            order = ("ours", "raw") if r % 2 == 0 else ("raw", "ours")
-            for side in order:
-                if side == "ours":
-                    ours.append(produce_im_infra(config, topic("p-ours"), keys, values))
-                else:
-                    raw.append(produce_raw(config, topic("p-raw"), keys, values))
+            # Alternate the order so that broker warm-up and noise favour no side.
+            for side in list(sides) if r % 2 == 0 else list(sides)[::-1]:
+                run_side, runs = sides[side]
+                runs.append(run_side(config, topic("p"), keys, values))
             log(
-                f"produce round {r}: im-infra {ours[-1].per_s:,.0f}/s "
-                f"({ours[-1].cpu_us:.2f} us cpu), "
-                f"raw {raw[-1].per_s:,.0f}/s ({raw[-1].cpu_us:.2f} us cpu)"
+                f"produce round {r}: "
+                + ", ".join(
+                    f"{side} {runs[-1].per_s:,.0f}/s ({runs[-1].cpu_us:.2f} us cpu)"
+                    for side, (_, runs) in sides.items()
+                )
             )
         aio_rate = produce_aiokafka(args.brokers, topic("p-aio"), keys, values)
         if aio_rate is not None:
@@ -352,18 +385,21 @@ def main() -> None:
     def cpu(runs: list[Run]) -> float:
         return round(statistics.median(r.cpu_us for r in runs), 2)
 
-    produce, raw_produce = rate(ours), rate(raw)
+    produce, raw_produce, produce_batch = rate(ours), rate(raw), rate(batched)
     consume, raw_consume = rate(c_ours), rate(c_raw)
     result: dict[str, Any] = {
         "bench": "mq",
         "produce_per_s": round(produce),
         "raw_produce_per_s": round(raw_produce),
         "produce_ratio_vs_confluent": round(produce / raw_produce, 3),
+        "produce_batch_per_s": round(produce_batch),
+        "produce_batch_ratio_vs_confluent": round(produce_batch / raw_produce, 3),
         "consume_per_s": round(consume),
         "raw_consume_per_s": round(raw_consume),
         "consume_ratio_vs_confluent": round(consume / raw_consume, 3),
         "send_sync_p99_ms": round(p99, 3),
         "produce_cpu_us_per_msg": cpu(ours),
+        "produce_batch_cpu_us_per_msg": cpu(batched),
         "raw_produce_cpu_us_per_msg": cpu(raw),
         "consume_cpu_us_per_msg": cpu(c_ours),
         "raw_consume_cpu_us_per_msg": cpu(c_raw),

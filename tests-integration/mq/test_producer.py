@@ -149,3 +149,39 @@ def test_send_sync_inside_a_delivery_callback_fails_fast(
         assert done.wait(30)
     assert isinstance(outcome[0], mq.MQError)
     assert "delivery callback" in str(outcome[0])
+
+
+def test_send_batch_delivers_every_message_with_trace_and_own_headers(
+    kafka_brokers: str, make_topic: Any, h: Any
+) -> None:
+    topic = make_topic("batch", 2)
+    results: list[mq.MQError | None] = []
+    lock = threading.Lock()
+
+    def record(err: mq.MQError | None) -> None:
+        with lock:
+            results.append(err)
+
+    messages = [mq.Message(topic, key=f"u{i % 5}", value=f"b{i}") for i in range(2300)]
+    messages[7] = mq.Message(topic, key="u2", value="b7", headers={"app": b"x"})
+    with mq.new_producer("mq-it", common={"brokers": [kafka_brokers]}) as producer:
+        with clog.trace_context("batch-trace"):
+            assert producer.send_batch(iter(messages), record) == 2300
+        assert producer.flush(30) == 0
+    assert results == [None] * 2300
+
+    consumer = mq.new_consumer("mq-it", h.unique("g"), **h.overrides(kafka_brokers))
+    got = h.Collector()
+    thread = h.run_in_thread(consumer, [topic], got)
+    h.wait_for(lambda: got.count() >= 2300, 30, "2300 messages")
+    consumer.close()
+    h.join_or_raise(thread)
+
+    by_value = {m.value: m for m in got.messages}
+    assert set(by_value) == {f"b{i}".encode() for i in range(2300)}
+    assert by_value[b"b7"].headers == {"trace_id": b"batch-trace", "app": b"x"}
+    assert by_value[b"b8"].headers == {"trace_id": b"batch-trace"}
+    # Per key, the batch's order is kept (one partition per key).
+    for key in {m.key for m in got.messages}:
+        values = [int(m.value[1:]) for m in got.messages if m.key == key]
+        assert values == sorted(values)

@@ -38,7 +38,12 @@ BENCHES: dict[str, tuple[list[str], list[str], list[str]]] = {
             "0.2",
         ],
         ["IM_INFRA_KAFKA_BROKERS"],
-        ["produce_ratio_vs_confluent", "consume_ratio_vs_confluent", "send_sync_p99_ms"],
+        [
+            "produce_ratio_vs_confluent",
+            "produce_batch_ratio_vs_confluent",
+            "consume_ratio_vs_confluent",
+            "send_sync_p99_ms",
+        ],
     ),
 }
 

@@ -127,3 +127,53 @@ async def test_async_send_waits_out_a_full_queue_without_blocking_the_loop() -> 
     finally:
         task.cancel()
         await producer.close()
+
+
+def test_send_batch_queues_every_message_with_its_callback() -> None:
+    producer = KafkaProducer(UNREACHABLE, close_timeout=0.1)
+    results: list[MQError | None] = []
+    messages = (Message("t", key=str(i), value=b"x") for i in range(2500))  # > one chunk
+    assert producer.send_batch(messages, results.append) == 2500
+    assert results == []  # nothing can be delivered: all of them are in librdkafka's queue
+    producer.close()
+    assert len(results) == 2500  # each reported (purged at close), none dropped
+
+
+def test_send_batch_into_a_full_queue_says_how_many_were_queued() -> None:
+    from im_infra.mq import QueueFullError
+
+    props = {**UNREACHABLE, "queue.buffering.max.messages": 5}
+    producer = KafkaProducer(props, backpressure_timeout=0.3, close_timeout=0.1)
+    errors: list[MQError | None] = []
+    try:
+        with pytest.raises(QueueFullError, match=r"stayed full for 0\.3s") as info:
+            producer.send_batch([Message("t", value=b"x") for _ in range(8)], errors.append)
+        assert info.value.queued == 5
+    finally:
+        producer.close()
+    assert len(errors) == 5  # the queued ones are reported; the others were never sent
+
+
+def test_send_batch_after_close_queues_nothing() -> None:
+    producer = KafkaProducer(UNREACHABLE, close_timeout=0.1)
+    producer.close()
+    with pytest.raises(ProducerClosedError) as info:
+        producer.send_batch([Message("t", value=b"x")])
+    assert info.value.queued == 0
+
+
+def test_send_batch_adds_the_trace_headers_without_overriding_the_callers() -> None:
+    producer = KafkaProducer(UNREACHABLE, close_timeout=0.1)
+    try:
+        own = Message("t", headers={"trace_id": b"mine", "app": b"1"})
+        plain = Message("t")
+        with clog.trace_context("t-42"):
+            tid, trace = producer._trace()
+        from im_infra.mq.producer import _with_trace
+
+        assert tid == "t-42"
+        assert _with_trace(plain, trace) == {"trace_id": b"t-42"}
+        assert _with_trace(own, trace) == {"trace_id": b"mine", "app": b"1"}
+        assert _with_trace(plain, None) is None
+    finally:
+        producer.close()

@@ -21,7 +21,13 @@ __all__ = [
 
 
 class MQError(Exception):
-    """Base class of every im_infra.mq error."""
+    """Base class of every im_infra.mq error.
+
+    ``queued`` is set on errors raised by ``KafkaProducer.send_batch``: how many messages of the
+    batch were queued before the one that failed (``None`` elsewhere).
+    """
+
+    queued: int | None = None
 
 
 class ConfigError(MQError):

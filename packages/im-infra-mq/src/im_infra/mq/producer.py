@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import confluent_kafka
@@ -43,6 +43,8 @@ from .message import TRACE_ID_HEADER, Message
 __all__ = ["KafkaProducer"]
 
 _POLL_INTERVAL_S = 0.1
+#: Messages send_batch hands to librdkafka per lock acquisition.
+_BATCH_CHUNK = 1000
 _DEFAULT_MESSAGE_TIMEOUT_MS = 300_000
 _PURGED = {"_PURGE_QUEUE", "_PURGE_INFLIGHT"}
 
@@ -63,6 +65,13 @@ def _delivery_error(err: KafkaError, topic: str) -> DeliveryError:
         code=name,
         retriable=bool(err.retriable()),
     )
+
+
+def _with_trace(msg: Message, trace: _Headers | None) -> _Headers | None:
+    """The headers to send ``msg`` with: its own, plus the ``trace`` headers it does not set."""
+    if trace is None:
+        return msg.headers or None  # type: ignore[return-value]  # read-only: never mutated
+    return {**trace, **msg.headers}
 
 
 class _Delivery:
@@ -193,6 +202,51 @@ class KafkaProducer(Closing):
         if not self.try_produce(msg, pending):
             self._wait_for_room(msg, pending)
 
+    def send_batch(
+        self, messages: Iterable[Message], callback: DeliveryCallback | None = None
+    ) -> int:
+        """Queue each of ``messages`` in order, as :meth:`send` would; return how many.
+
+        Cheaper per message than :meth:`send` (about 0.9 of raw confluent-kafka's throughput
+        against 0.6–0.7, see docs/mq.md): the trace context is read and the delivery hook built
+        once per call, and the lock is taken once per chunk of messages. ``callback`` runs once
+        per message. A full local queue is waited out as in :meth:`send`. When a message cannot
+        be queued (:class:`QueueFullError`, a refused message, :class:`ProducerClosedError`), the
+        error is raised with ``queued`` set to how many messages of this call were queued before
+        it: those are delivered and reported as usual, the rest are not sent.
+        """
+        tid, trace = self._trace()
+        hook = self._hook(callback, tid)
+        pending = iter(messages)
+        queued = 0
+        msg: Message | None = None
+        wait: Backpressure | None = None
+        produce = self._produce_locked
+        try:
+            while True:
+                with self._lock:
+                    if self._closed:
+                        raise ProducerClosedError("the producer is closed")
+                    for _ in range(_BATCH_CHUNK):  # then let close() and other senders in
+                        if msg is None:
+                            msg = next(pending, None)
+                            if msg is None:
+                                return queued
+                        headers = (
+                            None if trace is None and not msg.headers else _with_trace(msg, trace)
+                        )
+                        if not produce(msg, headers, hook):
+                            break  # the local queue is full
+                        queued += 1
+                        msg = wait = None
+                if msg is not None:  # wait for room outside the lock, then retry it
+                    if wait is None:
+                        wait = self.backpressure(msg.topic)
+                    time.sleep(wait.next_pause())
+        except MQError as exc:
+            exc.queued = queued
+            raise
+
     def send_sync(self, msg: Message, timeout: float | None = None) -> None:
         """Send ``msg`` and block until the broker acknowledged it.
 
@@ -279,16 +333,22 @@ class KafkaProducer(Closing):
 
         Shared by the blocking and the asyncio producers; not part of the public API.
         """
+        tid, trace = self._trace()
+        return _with_trace(msg, trace), self._hook(callback, tid)
+
+    def _trace(self) -> tuple[str | None, _Headers | None]:
+        """The current clog trace id, and the headers carrying it and the active span's W3C
+        context (None without a trace id)."""
         tid = clog.trace_id()
-        headers: _Headers = msg.headers  # type: ignore[assignment]  # read-only here: copied to add
-        if tid is not None:
-            if TRACE_ID_HEADER not in headers:
-                headers = {**headers, TRACE_ID_HEADER: tid.encode()}
-            propagation = inject_headers()
-            if propagation:
-                added = {k: v.encode() for k, v in propagation.items() if k not in headers}
-                if added:
-                    headers = {**headers, **added}
+        if tid is None:
+            return None, None
+        headers: _Headers = {TRACE_ID_HEADER: tid.encode()}
+        propagation = inject_headers()
+        if propagation:
+            headers.update((k, v.encode()) for k, v in propagation.items())
+        return tid, headers
+
+    def _hook(self, callback: DeliveryCallback | None, tid: str | None) -> _Delivery:
         # librdkafka keeps the hook of every queued message alive. Reusing the last hook when
         # the callback and the trace id repeat (the common case: one callback for a stream of
         # sends) avoids one tracked object per message, which would otherwise trigger costly
@@ -296,36 +356,41 @@ class KafkaProducer(Closing):
         hook = self._last_hook
         if hook is None or hook.callback is not callback or hook.tid != tid:
             hook = self._last_hook = _Delivery(callback, tid, self._log, self._metrics)
-        return headers or None, hook
+        return hook
 
     def try_produce(self, msg: Message, pending: _Pending) -> bool:
         """Hand ``msg`` to librdkafka; ``False`` when its local queue is full (back-pressure)."""
-        headers, on_delivery = pending
         with self._lock:
             if self._closed:
                 raise ProducerClosedError("the producer is closed")
-            try:
-                # Positional (topic, value, key, partition, callback[, on_delivery, timestamp,
-                # headers]) is cheaper than keywords, and an explicit headers=None costs
-                # confluent-kafka a header conversion (~0.2 us). Partition -1: the partitioner
-                # decides; timestamp 0: now.
-                partition = -1 if msg.partition is None else msg.partition
-                if headers is None:
-                    self._producer.produce(msg.topic, msg.value, msg.key, partition, on_delivery)
-                else:
-                    self._producer.produce(
-                        msg.topic, msg.value, msg.key, partition, on_delivery, None, 0, headers
-                    )
-            except BufferError:
-                return False
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                if isinstance(err, KafkaError):
-                    self._metrics.failed(msg.topic, err.name())
-                    raise _delivery_error(err, msg.topic) from exc
-                self._metrics.failed(msg.topic, type(exc).__name__)
-                raise DeliveryError(f"cannot send to topic {msg.topic!r}: {exc}") from exc
-            return True
+            return self._produce_locked(msg, *pending)
+
+    def _produce_locked(
+        self, msg: Message, headers: _Headers | None, on_delivery: _Delivery
+    ) -> bool:
+        """:meth:`try_produce` for a caller that holds the lock (and found the producer open)."""
+        try:
+            # Positional (topic, value, key, partition, callback[, on_delivery, timestamp,
+            # headers]) is cheaper than keywords, and an explicit headers=None costs
+            # confluent-kafka a header conversion (~0.2 us). Partition -1: the partitioner
+            # decides; timestamp 0: now.
+            partition = -1 if msg.partition is None else msg.partition
+            if headers is None:
+                self._producer.produce(msg.topic, msg.value, msg.key, partition, on_delivery)
+            else:
+                self._producer.produce(
+                    msg.topic, msg.value, msg.key, partition, on_delivery, None, 0, headers
+                )
+        except BufferError:
+            return False
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError):
+                self._metrics.failed(msg.topic, err.name())
+                raise _delivery_error(err, msg.topic) from exc
+            self._metrics.failed(msg.topic, type(exc).__name__)
+            raise DeliveryError(f"cannot send to topic {msg.topic!r}: {exc}") from exc
+        return True
 
     def _poll_loop(self) -> None:
         producer = self._producer
