@@ -203,8 +203,9 @@ class ProducerMetrics:
 
     def delivery_failed(self, kmsg: Any, error_type: str) -> None:
         """A failed delivery report."""
-        self.failed(kmsg.topic(), error_type)
-        self._sample(_monotonic(), kmsg, kmsg.topic(), error_type)
+        topic = kmsg.topic()
+        self.failed(topic, error_type)
+        self._sample(_monotonic(), kmsg, topic, error_type)
 
     def _sample(self, now: float, kmsg: Any, topic: str, error_type: str | None) -> None:
         self._next_sample = now + LATENCY_SAMPLE_INTERVAL_S
