@@ -105,19 +105,24 @@ class Countdown:
             self.done.set()
 
 
-def produce_im_infra(
-    config: KafkaConfig, topic: str, keys: list[bytes], values: list[bytes]
+Callback = Callable[[mq.MQError | None], None]
+
+
+def _timed_produce(
+    config: KafkaConfig,
+    topic: str,
+    values: list[bytes],
+    send_all: Callable[[mq.KafkaProducer, Callback], None],
 ) -> Run:
+    """Time ``send_all(producer, callback)`` until every delivery callback has fired."""
     count = Countdown(len(values))
     producer = mq.KafkaProducer(producer_properties(config, SERVICE))
-    callback: Callable[[mq.MQError | None], None] = count.hit
     # Warm up: connection, metadata of the new topic and the idempotent producer id are set up
     # by the first delivery (0.5-1 s on this broker, quantized): not part of the throughput.
     producer.send_sync(mq.Message(topic, key=b"warmup", value=values[0]))
     clock = Clock()
     clock.start()
-    for key, value in zip(keys, values, strict=True):
-        producer.send(mq.Message(topic, key=key, value=value), callback)
+    send_all(producer, count.hit)
     assert count.done.wait(120), "im-infra produce did not finish"
     run = clock.stop(len(values))
     producer.close()
@@ -125,29 +130,34 @@ def produce_im_infra(
     return run
 
 
+def produce_im_infra(
+    config: KafkaConfig, topic: str, keys: list[bytes], values: list[bytes]
+) -> Run:
+    """``send`` per message."""
+
+    def send_all(producer: mq.KafkaProducer, callback: Callback) -> None:
+        for key, value in zip(keys, values, strict=True):
+            producer.send(mq.Message(topic, key=key, value=value), callback)
+
+    return _timed_produce(config, topic, values, send_all)
+
+
 def produce_im_infra_batch(
     config: KafkaConfig, topic: str, keys: list[bytes], values: list[bytes]
 ) -> Run:
     """The same job through ``send_batch``: the loop builds a ``Message`` per value and hands
     them over 1000 at a time."""
-    count = Countdown(len(values))
-    producer = mq.KafkaProducer(producer_properties(config, SERVICE))
-    callback: Callable[[mq.MQError | None], None] = count.hit
-    producer.send_sync(mq.Message(topic, key=b"warmup", value=values[0]))
-    clock = Clock()
-    clock.start()
-    batch: list[mq.Message] = []
-    for key, value in zip(keys, values, strict=True):
-        batch.append(mq.Message(topic, key=key, value=value))
-        if len(batch) == BATCH:
-            producer.send_batch(batch, callback)
-            batch = []
-    producer.send_batch(batch, callback)
-    assert count.done.wait(120), "im-infra send_batch did not finish"
-    run = clock.stop(len(values))
-    producer.close()
-    assert count.errors == 0, f"{count.errors} delivery errors"
-    return run
+
+    def send_all(producer: mq.KafkaProducer, callback: Callback) -> None:
+        batch: list[mq.Message] = []
+        for key, value in zip(keys, values, strict=True):
+            batch.append(mq.Message(topic, key=key, value=value))
+            if len(batch) == BATCH:
+                producer.send_batch(batch, callback)
+                batch = []
+        producer.send_batch(batch, callback)
+
+    return _timed_produce(config, topic, values, send_all)
 
 
 def produce_raw(config: KafkaConfig, topic: str, keys: list[bytes], values: list[bytes]) -> Run:

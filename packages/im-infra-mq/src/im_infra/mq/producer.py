@@ -207,7 +207,7 @@ class KafkaProducer(Closing):
     ) -> int:
         """Queue each of ``messages`` in order, as :meth:`send` would; return how many.
 
-        Cheaper per message than :meth:`send` (0.7–0.8 of raw confluent-kafka's throughput
+        Cheaper per message than :meth:`send` (0.7–0.85 of raw confluent-kafka's throughput
         against 0.5–0.55 here, see docs/mq.md): the trace context is read and the delivery hook
         built once per call, and the lock is taken once per chunk of messages. ``callback`` runs
         once per message. A full local queue is waited out as in :meth:`send`. When a message
