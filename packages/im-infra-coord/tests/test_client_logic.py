@@ -8,7 +8,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 import pytest
 
-from im_infra.coord import AuthenticationError, CoordError, CoordUnavailable
+from im_infra.coord import AuthenticationError, ConfigError, CoordError, CoordUnavailable
 from im_infra.coord._internal.etcd import EtcdClient
 
 
@@ -132,3 +132,37 @@ def test_closed_client_refuses_calls(client: EtcdClient) -> None:
     client.close()
     with pytest.raises(CoordError, match="closed"):
         client._call(lambda ep, t: "never", "get")
+
+
+def test_each_attempt_is_bounded_below_the_call_timeout_and_doubles() -> None:
+    """A call the dead leader never answers is cut at attempt_timeout and retried on the next
+    member; every attempt that runs out doubles the bound (a slow etcd still gets its time)."""
+    c = EtcdClient(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"], timeout=5, attempt_timeout=0.2)
+    seen: list[tuple[str, float]] = []
+
+    def rpc(ep: Any, timeout: float) -> str:
+        seen.append((ep.target, round(timeout, 3)))
+        if len(seen) < 4:
+            raise FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        return "ok"
+
+    try:
+        assert c._call(rpc, "put 'k'") == "ok"
+    finally:
+        c.close()
+    assert seen == [
+        ("127.0.0.1:1", 0.2),
+        ("127.0.0.1:2", 0.4),
+        ("127.0.0.1:3", 0.8),
+        ("127.0.0.1:1", 1.6),
+    ]
+
+
+def test_attempt_timeout_never_exceeds_the_call_timeout_and_is_checked() -> None:
+    c = EtcdClient(["127.0.0.1:1"], timeout=0.5)
+    try:
+        assert c.attempt_timeout == 0.5
+    finally:
+        c.close()
+    with pytest.raises(ConfigError, match="attempt_timeout"):
+        EtcdClient(["127.0.0.1:1"], attempt_timeout=0)

@@ -160,7 +160,66 @@ def test_revoke_past_the_deadline_reports_the_loss() -> None:
     lease.revoke()
     assert lost == [lease]
     assert lease.lost
-    assert fake.revoked == []  # nothing revoked: the loss is what happened
+    wait_until(lambda: fake.revoked == [42])  # the lost lease is still revoked in etcd
+
+
+def wait_until(check: Any, timeout: float = 10) -> None:
+    done = threading.Event()
+    deadline = threading.Timer(timeout, done.set)
+    deadline.start()
+    try:
+        while not check():
+            assert not done.wait(0.01), "not within the time limit"
+    finally:
+        deadline.cancel()
+
+
+class FlakyRevokeClient(FakeLeaseClient):
+    """Revocations fail (etcd unreachable) until ``up`` is set."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        super().__init__(answers)
+        self.up = threading.Event()
+        self.attempts = 0
+
+    def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
+        self.attempts += 1
+        if not self.up.is_set():
+            raise CoordUnavailable("etcd lease revoke: no endpoint answered")
+        super().lease_revoke(lease_id, timeout=timeout)
+
+
+def test_a_lease_lost_while_etcd_is_away_is_revoked_once_etcd_answers() -> None:
+    """etcd restarts the TTL of every lease when it comes back: a lease given up by its
+    deadline must be revoked then, or its keys block others for another whole TTL."""
+    fake = FlakyRevokeClient([CoordUnavailable("down")] * 1000)
+    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
+    try:
+        lease = keeper.grant(1)
+        assert lease.wait_lost(10)
+        wait_until(lambda: fake.attempts >= 3)  # retried while etcd is away
+        assert fake.revoked == []
+        assert keeper.pending_revocations == [42]
+        fake.up.set()
+        wait_until(lambda: fake.revoked == [42])
+        assert keeper.pending_revocations == []
+        attempts = fake.attempts
+    finally:
+        keeper.close()
+    assert fake.attempts == attempts  # confirmed: not revoked again
+
+
+def test_pending_revocations_are_tried_again_at_shutdown() -> None:
+    fake = FlakyRevokeClient([CoordUnavailable("down")] * 1000)
+    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
+    try:
+        assert keeper.grant(1).wait_lost(10)
+        fake.up.set()
+        keeper.revoke_all()
+        assert 42 in fake.revoked
+        assert keeper.pending_revocations == []
+    finally:
+        keeper.close()
 
 
 def test_keeper_reports_a_lease_etcd_no_longer_has() -> None:

@@ -179,6 +179,7 @@ def connect(
     cert_key: str | None = None,
     timeout: float = 5.0,
     env: str | None = None,
+    attempt_timeout: float | None = None,
 ) -> EtcdProvider:
     """Connect to etcd and return a Provider.
 
@@ -186,7 +187,9 @@ def connect(
     TLS on); default ``$IM_INFRA_ETCD_ENDPOINTS``. Credentials and TLS files default to
     ``$IM_INFRA_ETCD_USERNAME``/``_PASSWORD`` and ``$IM_INFRA_ETCD_CA_CERT``/``_CERT``/``_KEY``;
     ``service`` to ``$IM_INFRA_SERVICE``; ``env`` to ``$IM_INFRA_ENV`` or "dev". ``timeout``
-    bounds every etcd call (per endpoint tried).
+    bounds every etcd call (per endpoint tried); ``attempt_timeout`` (default 1 s, at most
+    ``timeout``) bounds each attempt of a call, doubling at every attempt that runs out, so a
+    call the killed leader never answers fails over to another member within about that time.
 
     Connecting is lazy: an unreachable etcd is not an error here (calls then raise
     :class:`CoordUnavailable`), so a service can start degraded. Wrong credentials are: with a
@@ -200,7 +203,12 @@ def connect(
         cert_key=cert_key or os.environ.get(KEY_VAR) or None,
     )
     client = EtcdClient(
-        _endpoint_list(endpoints), username=user, password=secret, tls=tls, timeout=timeout
+        _endpoint_list(endpoints),
+        username=user,
+        password=secret,
+        tls=tls,
+        timeout=timeout,
+        attempt_timeout=attempt_timeout,
     )
     if user is not None:
         try:

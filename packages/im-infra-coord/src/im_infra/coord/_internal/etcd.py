@@ -5,7 +5,11 @@ this module only. What this layer adds over pyetcd's thin client:
 
 - failover: every call goes to the current endpoint; when it is unreachable (UNAVAILABLE,
   DEADLINE_EXCEEDED) the next endpoint is tried, until each endpoint was tried once;
-- a timeout on every call, so a dead etcd never hangs a caller;
+- a timeout on every call, so a dead etcd never hangs a caller, and a shorter bound on each
+  attempt (``attempt_timeout``, doubled at every attempt that runs out): a call in flight when
+  the leader dies (sent to it, or to a follower that forwarded it) is never answered, and
+  would otherwise stall for the whole call timeout although the election takes a fraction of
+  a second; cut short, it fails over to another member and is retried there;
 - username/password auth with a token that is re-acquired when etcd reports it invalid;
 - TLS (CA, client certificate and key) for every endpoint;
 - translation of gRPC errors into coord's exceptions.
@@ -46,6 +50,9 @@ _FAILOVER_CODES = {
     grpc.StatusCode.UNIMPLEMENTED,
 }
 _RETRY_PAUSE = 0.05
+DEFAULT_ATTEMPT_TIMEOUT = 1.0
+"""The first attempt of a call gets at most this long (never more than the call's timeout);
+each attempt that runs out doubles it for the next, so a slow but working etcd still answers."""
 
 
 @dataclass(frozen=True)
@@ -243,6 +250,7 @@ class EtcdClient:
         password: str | None = None,
         tls: TlsFiles | None = None,
         timeout: float = 5.0,
+        attempt_timeout: float | None = None,
     ) -> None:
         if not endpoints:
             raise ConfigError(
@@ -250,6 +258,8 @@ class EtcdClient:
             )
         if timeout <= 0:
             raise ConfigError(f"etcd timeout must be > 0, got {timeout}")
+        if attempt_timeout is not None and not attempt_timeout > 0:
+            raise ConfigError(f"etcd attempt_timeout must be > 0, got {attempt_timeout}")
         if (username is None) != (password is None):
             raise ConfigError("etcd auth: username and password must be given together")
         parsed = [parse_endpoint(e) for e in endpoints]
@@ -257,6 +267,9 @@ class EtcdClient:
         use_tls = tls.enabled or any(t for _, t in parsed)
         creds = tls.credentials() if use_tls else None
         self.timeout = timeout
+        self.attempt_timeout = min(
+            timeout, attempt_timeout if attempt_timeout is not None else DEFAULT_ATTEMPT_TIMEOUT
+        )
         self.endpoints = [target for target, _ in parsed]
         self._eps = [_Endpoint(target, creds) for target in self.endpoints]
         self._username = username
@@ -317,8 +330,11 @@ class EtcdClient:
         if authenticated and self._username is not None and self._token is None:
             self.authenticate(per_try)
         # Every endpoint may use up to per_try; endpoints that refuse at once (down, or a channel
-        # still backing off after an outage) are tried again until that budget is spent.
+        # still backing off after an outage) are tried again until that budget is spent. Each
+        # attempt is bounded by `attempt` (doubled whenever one runs out), so a call the dead
+        # leader will never answer moves to another member instead of using the whole budget.
         deadline = time.monotonic() + per_try * len(self._eps)
+        attempt = min(per_try, self.attempt_timeout)
         failures: dict[str, str] = {}
         reauthed = False
         while True:
@@ -329,9 +345,11 @@ class EtcdClient:
                 index = self._current
                 ep = self._eps[index]
                 try:
-                    return fn(ep, min(per_try, remaining))
+                    return fn(ep, min(attempt, remaining))
                 except grpc.RpcError as exc:
                     code = exc.code()
+                    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        attempt = min(per_try, attempt * 2)
                     if (
                         authenticated
                         and code == grpc.StatusCode.UNAUTHENTICATED

@@ -1,0 +1,94 @@
+"""Recovery after etcd faults (issue #15, items 5-7), on etcd processes the tests own:
+lost leases revoked once etcd answers again, calls failing over quickly when the leader is
+killed, and watches noticing a blackholed connection through keepalive pings."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from im_infra import coord
+from im_infra.coord import CoordError
+
+
+def test_lost_lock_lease_is_revoked_when_etcd_returns(
+    etcd_cluster_factory: Any, wait_for: Any, unique: str
+) -> None:
+    """etcd stops while a lock is held; the holder declares the lease lost. When etcd comes
+    back, etcd restarts every lease's TTL, so unless the holder revokes its lost lease the dead
+    lock key blocks everyone for another whole TTL."""
+    ttl = 8
+    cluster = etcd_cluster_factory(1)
+    ep = cluster.endpoints
+    with coord.connect(ep, service=unique, timeout=1) as holder:
+        lock = holder.lock.acquire(unique, ttl=ttl, timeout=5)
+        cluster.stop(0)
+        assert lock._lease.wait_lost(ttl), "the holder never declared its lease lost"
+        assert lock.lost
+        cluster.start(0)
+        back = time.monotonic()
+        with coord.connect(ep, timeout=2) as contender:
+            taken = contender.lock.acquire(unique, ttl=ttl, timeout=2 * ttl)
+            took = time.monotonic() - back
+            print(f"second contender got the lock {took:.2f}s after etcd answered again")
+            # without the revocation: about a whole TTL (etcd restarted the lease's clock)
+            assert took < ttl / 4, f"the dead lock key blocked the lock for {took:.2f}s"
+            with pytest.raises(coord.LockLost):
+                lock.release()
+            taken.release()
+
+
+def _put_loop(
+    p: coord.EtcdProvider, key: str, stop: threading.Event, out: list[tuple[float, str]]
+) -> None:
+    n = 0
+    while not stop.is_set():
+        n += 1
+        start = time.monotonic()
+        try:
+            p.client.put(key, str(n).encode())
+            result = "ok"
+        except CoordError as exc:
+            result = f"{type(exc).__name__}: {exc}"
+        out.append((time.monotonic() - start, result))
+
+
+@pytest.mark.parametrize("via", ["leader", "follower"])
+def test_leader_killed_calls_fail_over_within_a_second(
+    etcd_cluster_factory: Any, unique: str, via: str
+) -> None:
+    """3 members, the leader SIGKILLed while calls are in flight (through the leader itself, or
+    through a follower that forwards to it): the election takes ~0.1 s here, so no call may
+    stall for the whole call timeout; each attempt is bounded below it and fails over."""
+    cluster = etcd_cluster_factory(3)
+    leader = cluster.leader_index()
+    first = leader if via == "leader" else (leader + 1) % 3
+    order = [cluster.endpoints[(first + i) % 3] for i in range(3)]
+    with coord.connect(order, timeout=5) as p:
+        p.client.put(f"/{unique}/warm", b"1")
+        assert p.client.current_endpoint == order[0]
+        for round_ in range(3):
+            leader = cluster.leader_index()
+            calls: list[tuple[float, str]] = []
+            stop = threading.Event()
+            workers = [
+                threading.Thread(target=_put_loop, args=(p, f"/{unique}/k{i}", stop, calls))
+                for i in range(4)
+            ]
+            for w in workers:
+                w.start()
+            time.sleep(0.3)
+            cluster.kill(leader)
+            time.sleep(2.0)
+            stop.set()
+            for w in workers:
+                w.join(10)
+            cluster.start(leader)
+            failed = [r for _, r in calls if r != "ok"]
+            slowest = max(d for d, _ in calls)
+            print(f"round {round_}: {len(calls)} calls, slowest {slowest:.2f}s, {failed[:3]}")
+            assert failed == []
+            assert slowest < 1.3, f"a call stalled {slowest:.2f}s (call timeout 5s)"
