@@ -12,6 +12,7 @@ import pytest
 
 from im_infra import coord
 from im_infra.coord import CoordError
+from im_infra.coord._internal.watch import WatchLoop
 
 
 def test_lost_lock_lease_is_revoked_when_etcd_returns(
@@ -92,3 +93,47 @@ def test_leader_killed_calls_fail_over_within_a_second(
             print(f"round {round_}: {len(calls)} calls, slowest {slowest:.2f}s, {failed[:3]}")
             assert failed == []
             assert slowest < 1.3, f"a call stalled {slowest:.2f}s (call timeout 5s)"
+
+
+def test_blackholed_watch_notices_within_keepalive_and_misses_nothing(
+    etcd_endpoints: str, unique: str, tcp_proxy: Any, wait_for: Any
+) -> None:
+    """The watcher's path to etcd is blackholed (nothing forwarded, nothing closed) after the
+    stream was idle for a while: gRPC keepalive pings must notice the dead link within about
+    keepalive_time + keepalive_timeout, and once the path is back the watch resumes from the
+    last revision + 1, so the changes made meanwhile and after are all seen, in order."""
+    proxy = tcp_proxy(etcd_endpoints.split(",")[0])
+    prefix = f"/{unique}/"
+    seen: list[int] = []
+    with (
+        coord.connect([proxy.endpoint], timeout=2) as watcher,
+        coord.connect(etcd_endpoints, timeout=2) as writer,
+    ):
+        loop = WatchLoop(
+            watcher.client,
+            prefix,
+            prefix=True,
+            on_events=lambda evs: seen.extend(int(e.kv.value) for e in evs),
+            resync=lambda: writer.client.range(prefix, prefix=True).revision,
+            name=f"test:{unique}",
+        ).start()
+        try:
+            assert loop.connected.wait(5)
+            writer.client.put(f"{prefix}k", b"1")
+            wait_for(lambda: seen == [1], 5, "first change")
+            # idle long enough to use up the pings gRPC sends without data by default (2)
+            time.sleep(3 * watcher.client.keepalive_time)
+            proxy.stall()
+            stalled = time.monotonic()
+            writer.client.put(f"{prefix}k", b"2")
+            writer.client.put(f"{prefix}k", b"3")
+            limit = watcher.client.keepalive_time + watcher.client.keepalive_timeout + 3
+            took = wait_for(lambda: not loop.connected.is_set(), limit, "dead link noticed")
+            print(f"blackholed link noticed after {took:.2f}s (limit {limit:.0f}s)")
+            assert seen == [1]
+            proxy.resume()
+            writer.client.put(f"{prefix}k", b"4")
+            wait_for(lambda: seen == [1, 2, 3, 4], 15, "every change, in order")
+            print(f"caught up {time.monotonic() - stalled:.2f}s after the stall began")
+        finally:
+            loop.stop()

@@ -33,16 +33,37 @@ from im_infra.coord.errors import AuthenticationError, ConfigError, CoordError, 
 
 T = TypeVar("T")
 
-# Reconnect quickly once a member is back, and notice a dead peer on an idle stream.
-_CHANNEL_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 500),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.enable_retries", 0),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-]
+DEFAULT_KEEPALIVE_TIME = 6.0
+"""Seconds between gRPC keepalive pings on a connection with a call open (a watch stream, a
+call in flight). etcd's ``--grpc-keepalive-min-time`` (default 5 s) is the lower limit: pings
+more frequent than that make etcd close the connection ("too_many_pings")."""
+DEFAULT_KEEPALIVE_TIMEOUT = 4.0
+"""Seconds without the ping's answer after which the connection counts as dead."""
+
+
+def _channel_options(keepalive_time: float, keepalive_timeout: float) -> list[tuple[str, int]]:
+    """Reconnect quickly once a member is back, and notice a dead peer (a blackholed link: no
+    reset, no close) within ``keepalive_time + keepalive_timeout``: keepalive pings on every
+    connection with a call open, *also* while nothing is sent. Two gRPC defaults left an idle
+    watch on a blackholed link silent for 60 s and more: since gRPC core 1.60 (grpc/grpc#34647)
+    the wait for a ping's answer is ``grpc.http2.ping_timeout_ms`` (default 60 s), which
+    overrides ``keepalive_timeout_ms``, so both are set; and gRPC stops pinging after 2 pings
+    without data (``max_pings_without_data``; 0 lifts that limit). No pings while no call is
+    open (``keepalive_permit_without_calls`` stays 0): etcd counts those as abuse."""
+    return [
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 500),
+        ("grpc.keepalive_time_ms", round(keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", round(keepalive_timeout * 1000)),
+        ("grpc.http2.ping_timeout_ms", round(keepalive_timeout * 1000)),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.enable_retries", 0),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ]
+
+
 # UNIMPLEMENTED: the endpoint answers, but it is not etcd (a wrong port, a proxy).
 _FAILOVER_CODES = {
     grpc.StatusCode.UNAVAILABLE,
@@ -205,12 +226,12 @@ class TlsFiles:
 
 
 class _Endpoint:
-    def __init__(self, target: str, creds: Any | None) -> None:
+    def __init__(self, target: str, creds: Any | None, options: list[tuple[str, int]]) -> None:
         self.target = target
         if creds is not None:
-            self.channel = grpc.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
+            self.channel = grpc.secure_channel(target, creds, options=options)
         else:
-            self.channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            self.channel = grpc.insecure_channel(target, options=options)
         self.kv = etcdrpc.KVStub(self.channel)
         self.lease = etcdrpc.LeaseStub(self.channel)
         self.watch = etcdrpc.WatchStub(self.channel)
@@ -251,6 +272,8 @@ class EtcdClient:
         tls: TlsFiles | None = None,
         timeout: float = 5.0,
         attempt_timeout: float | None = None,
+        keepalive_time: float = DEFAULT_KEEPALIVE_TIME,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
     ) -> None:
         if not endpoints:
             raise ConfigError(
@@ -260,6 +283,10 @@ class EtcdClient:
             raise ConfigError(f"etcd timeout must be > 0, got {timeout}")
         if attempt_timeout is not None and not attempt_timeout > 0:
             raise ConfigError(f"etcd attempt_timeout must be > 0, got {attempt_timeout}")
+        if not keepalive_time >= 1:
+            raise ConfigError(f"etcd keepalive_time must be >= 1 second, got {keepalive_time}")
+        if not keepalive_timeout > 0:
+            raise ConfigError(f"etcd keepalive_timeout must be > 0, got {keepalive_timeout}")
         if (username is None) != (password is None):
             raise ConfigError("etcd auth: username and password must be given together")
         parsed = [parse_endpoint(e) for e in endpoints]
@@ -271,7 +298,10 @@ class EtcdClient:
             timeout, attempt_timeout if attempt_timeout is not None else DEFAULT_ATTEMPT_TIMEOUT
         )
         self.endpoints = [target for target, _ in parsed]
-        self._eps = [_Endpoint(target, creds) for target in self.endpoints]
+        self.keepalive_time = keepalive_time
+        self.keepalive_timeout = keepalive_timeout
+        options = _channel_options(keepalive_time, keepalive_timeout)
+        self._eps = [_Endpoint(target, creds, options) for target in self.endpoints]
         self._username = username
         self._password = password
         self._token: str | None = None
