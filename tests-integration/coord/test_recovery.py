@@ -92,7 +92,9 @@ def test_leader_killed_calls_fail_over_within_a_second(
             slowest = max(d for d, _ in calls)
             print(f"round {round_}: {len(calls)} calls, slowest {slowest:.2f}s, {failed[:3]}")
             assert failed == []
-            assert slowest < 1.3, f"a call stalled {slowest:.2f}s (call timeout 5s)"
+            # ~1.0 s measured (the default attempt_timeout, then the retry on a live member);
+            # 5.0 s (the whole call timeout) without the per-attempt bound. Slack for load.
+            assert slowest < 2.0, f"a call stalled {slowest:.2f}s (call timeout 5s)"
 
 
 def test_blackholed_watch_notices_within_keepalive_and_misses_nothing(
