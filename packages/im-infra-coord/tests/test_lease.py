@@ -108,8 +108,10 @@ def test_lost_exactly_at_the_deadline_and_reported_once() -> None:
     keeper._refresh(lease)
     lease.revoke()
     assert lost == [lease]
-    assert fake.revoked == []
     assert lease not in keeper._leases
+    # revoked once, by the keeper's revoker (a lost lease may still live in etcd)
+    wait_until(lambda: fake.revoked == [42] and keeper.pending_revocations == [])
+    keeper.close()
 
 
 def test_renewal_counts_from_the_send_time_of_the_keepalive() -> None:
@@ -293,3 +295,21 @@ def test_revoked_lease_is_not_refreshed_or_reported() -> None:
     keeper.close()
     with pytest.raises(CoordError, match="closed"):
         keeper.grant(1)
+
+
+class RefusingRevokeClient(FakeLeaseClient):
+    def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
+        self.revoked.append(lease_id)
+        raise CoordError("etcd refused lease revoke: permission denied")
+
+
+def test_a_refused_revocation_is_not_retried_forever() -> None:
+    fake = RefusingRevokeClient([CoordUnavailable("down")] * 1000)
+    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
+    try:
+        assert keeper.grant(1).wait_lost(10)
+        wait_until(lambda: fake.revoked == [42] and keeper.pending_revocations == [])
+        threading.Event().wait(0.5)
+        assert fake.revoked == [42]
+    finally:
+        keeper.close()

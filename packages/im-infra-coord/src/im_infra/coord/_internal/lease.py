@@ -41,7 +41,7 @@ from collections.abc import Callable
 from im_infra.coord._internal import metrics as _metrics
 from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.log import log
-from im_infra.coord.errors import CoordError
+from im_infra.coord.errors import CoordError, CoordUnavailable
 
 REFRESH_FRACTION = 1 / 3
 """A keepalive is sent this fraction of the TTL after the send time of the last successful one."""
@@ -345,7 +345,7 @@ class LeaseKeeper:
         """One attempt to revoke a lost lease; True (and forgotten) once etcd confirmed."""
         try:
             self.client.lease_revoke(lease_id, timeout=min(self.client.timeout, _REVOKE_TIMEOUT))
-        except CoordError as exc:
+        except CoordUnavailable as exc:  # etcd still away: again later
             with self._cond:
                 entry = self._to_revoke.get(lease_id)
                 if entry is not None:
@@ -355,6 +355,15 @@ class LeaseKeeper:
                         min(pause * 2, _REVOKE_RETRY_MAX),
                     )
             _log.debug("lost lease not revoked yet", lease=lease_id, cause=str(exc))
+            return False
+        except Exception as exc:  # etcd answered with a refusal (auth, closed client): give up
+            with self._cond:
+                self._to_revoke.pop(lease_id, None)
+            _log.warning(
+                "could not revoke a lost lease; it expires by itself",
+                lease=lease_id,
+                cause=str(exc),
+            )
             return False
         with self._cond:
             self._to_revoke.pop(lease_id, None)
