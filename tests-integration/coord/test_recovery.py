@@ -139,3 +139,25 @@ def test_blackholed_watch_notices_within_keepalive_and_misses_nothing(
             print(f"caught up {time.monotonic() - stalled:.2f}s after the stall began")
         finally:
             loop.stop()
+
+
+def test_lock_released_while_etcd_is_away_is_free_once_etcd_returns(
+    etcd_cluster_factory: Any, unique: str
+) -> None:
+    """release() cannot delete the key while etcd is down; the key must not then stay alive
+    with the locker's session lease (kept alive for the locker's other locks) for good."""
+    ttl = 8
+    cluster = etcd_cluster_factory(1)
+    ep = cluster.endpoints
+    with coord.connect(ep, service=unique, timeout=1) as holder:
+        lock = holder.lock.acquire(unique, ttl=ttl, timeout=5)
+        cluster.stop(0)
+        lock.release()  # the lease is not lost yet: no LockLost, but the delete fails
+        cluster.start(0)
+        back = time.monotonic()
+        with coord.connect(ep, timeout=2) as contender:
+            taken = contender.lock.acquire(unique, ttl=ttl, timeout=3 * ttl)
+            took = time.monotonic() - back
+            print(f"lock free {took:.2f}s after etcd answered again")
+            assert took < ttl / 4, f"the released lock stayed blocked for {took:.2f}s"
+            taken.release()

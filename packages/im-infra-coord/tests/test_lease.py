@@ -313,3 +313,18 @@ def test_a_refused_revocation_is_not_retried_forever() -> None:
         assert fake.revoked == [42]
     finally:
         keeper.close()
+
+
+def test_a_revocation_that_fails_while_etcd_is_away_is_retried() -> None:
+    fake = FlakyRevokeClient([1] * 1000)
+    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
+    try:
+        lease = keeper.grant(5)
+        lease.revoke()  # etcd unreachable right now
+        assert fake.revoked == []
+        assert keeper.pending_revocations == [42]
+        assert not lease.lost  # revoked on purpose, not lost
+        fake.up.set()
+        wait_until(lambda: fake.revoked == [42] and keeper.pending_revocations == [])
+    finally:
+        keeper.close()

@@ -118,9 +118,10 @@ class KeptLease:
         return self._lost.wait(timeout)
 
     def revoke(self, timeout: float | None = None) -> None:
-        """Stop refreshing and revoke the lease now (its keys go). Idempotent; best effort when
-        etcd is unreachable (the lease then expires by itself within its TTL). A lease already
-        past its deadline is reported lost instead (and not revoked)."""
+        """Stop refreshing and revoke the lease now (its keys go). Idempotent. When etcd is
+        unreachable the keeper revokes it once etcd answers again (until the keeper is closed;
+        after that it expires by itself within its TTL). A lease already past its deadline is
+        reported lost instead (and revoked the same way)."""
         with self._state:
             if self._done:
                 return
@@ -136,6 +137,13 @@ class KeptLease:
                 self.id,
                 timeout=timeout if timeout is not None else min(self._keeper.client.timeout, 2.0),
             )
+        except CoordUnavailable as exc:
+            _log.warning(
+                "could not revoke lease now; revoking it once etcd answers",
+                lease=self.id,
+                cause=str(exc),
+            )
+            self._keeper._revoke_when_reachable(self.id)
         except CoordError as exc:
             _log.warning(
                 "could not revoke lease; it expires by itself", lease=self.id, cause=str(exc)
@@ -380,7 +388,8 @@ class LeaseKeeper:
         for lease in leases:
             lease.revoke()
         for lease_id in lost:
-            self._try_revoke(lease_id)
+            if not self._try_revoke(lease_id) and lease_id in self.pending_revocations:
+                break  # etcd is away: do not spend a timeout on each of the others
 
     def close(self) -> None:
         """Stop the keeper threads (leases are not revoked here: :meth:`revoke_all` does)."""
