@@ -1,0 +1,208 @@
+"""scripts/release without an index: its checks refuse what they must, and the workflow runs it.
+
+The script is loaded as a module (it has no ``.py`` suffix: it is an executable) to test the
+checks on broken inputs; a real build of every package must pass them.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+RELEASE = REPO / "scripts" / "release"
+WORKFLOW = REPO / ".github" / "workflows" / "release.yml"
+
+
+def load_script() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("im_infra_release_script", str(RELEASE))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = module  # dataclasses look their module up by name
+    loader.exec_module(module)
+    return module
+
+
+rel: Any = load_script()
+
+
+def current_tag(short: str) -> str:
+    with (REPO / "packages" / f"im-infra-{short}" / "pyproject.toml").open("rb") as f:
+        return f"im-infra-{short}-v{tomllib.load(f)['project']['version']}"
+
+
+UID_TAG = current_tag("uid")
+
+
+def run_release(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(RELEASE), *args], cwd=REPO, capture_output=True, text=True,
+        timeout=240, check=False, env=env,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------- the workflow
+def test_tag_regex_is_the_workflows() -> None:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    assert rel.TAG_REGEX.pattern == workflow["env"]["TAG_REGEX"]
+
+
+def test_the_workflow_builds_and_publishes_through_the_script() -> None:
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    runs = {
+        job: "\n".join(step.get("run", "") for step in spec["steps"])
+        for job, spec in workflow["jobs"].items()
+    }
+    assert 'scripts/release "${GITHUB_REF_NAME}" --build-only --out-dir dist' in runs["build"]
+    assert (
+        'scripts/release "${GITHUB_REF_NAME}" --publish-only --out-dir dist '
+        "--index im-infra-private"
+    ) in runs["publish"]
+    all_runs = "\n".join(runs.values())
+    assert "uv build" not in all_runs and "uv publish" not in all_runs, "the script's job only"
+    publish_env = next(s for s in workflow["jobs"]["publish"]["steps"] if "run" in s and
+                       "scripts/release" in s["run"])["env"]  # fmt: skip
+    assert set(publish_env) == {"UV_PUBLISH_TOKEN"}
+
+
+# ------------------------------------------------------------------------------- the tag
+@pytest.mark.parametrize(
+    ("tag", "message"),
+    [
+        ("v0.1.0", "not of the form"),
+        ("im-infra-clog-0.1.0", "not of the form"),
+        ("im-infra-nope-v0.1.0", "does not exist"),
+        ("im-infra-clog-v9.9.9", "says version 9.9.9"),
+    ],
+)
+def test_bad_tags_are_refused(tag: str, message: str) -> None:
+    with pytest.raises(rel.TagError, match=message):
+        rel.parse_tag(tag)
+
+
+def test_every_package_version_parses_and_has_a_changelog_section() -> None:
+    for pyproject in sorted((REPO / "packages").glob("*/pyproject.toml")):
+        target = rel.parse_tag(current_tag(pyproject.parent.name.removeprefix("im-infra-")))
+        rel.check_changelog(target)
+
+
+def test_a_version_without_changelog_section_is_refused(tmp_path: Path) -> None:
+    target = rel.Target("t", "x", "7.7.7", tmp_path)
+    (tmp_path / "CHANGELOG.md").write_text("# Changelog\n\n## 7.7.70\n\n## Unreleased\n")
+    with pytest.raises(rel.ChangelogError, match=r"no '## 7\.7\.7' section"):
+        rel.check_changelog(target)
+    (tmp_path / "CHANGELOG.md").write_text("# Changelog\n\n## 7.7.7\n\nFixed.\n")
+    rel.check_changelog(target)
+
+
+# ------------------------------------------------------------------------------- the files
+def test_relative_links_are_found_outside_code() -> None:
+    text = (
+        "See [docs](docs/x.md), [abs](https://h/d.md), [anchor](#top), ![img](img/a.png),\n"
+        '<a href="../y.md">y</a> and `[not](a/link)`.\n\n[ref]: ../z.md\n\n'
+        "```python\nx = [a](b)\n```\n"
+    )
+    assert sorted(rel.relative_links(text)) == ["../y.md", "../z.md", "docs/x.md", "img/a.png"]
+
+
+@pytest.fixture(scope="module")
+def built_uid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, Path]:
+    out = tmp_path_factory.mktemp("uid")
+    target = rel.parse_tag(UID_TAG)
+    rel.build(target, out)
+    sdist, wheel = rel.built_files(target, out)
+    rel.check_distributions(target, sdist, wheel)  # a real build passes every check
+    return target, sdist, wheel
+
+
+def rewrite_wheel(src: Path, dst: Path, edit: dict[str, bytes | None]) -> None:
+    """Copy a wheel, replacing (bytes) or dropping (None) some members, RECORD untouched."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            if item.filename in edit:
+                data = edit[item.filename]
+                if data is not None:
+                    zout.writestr(item.filename, data)
+            else:
+                zout.writestr(item, zin.read(item.filename))
+        for name, data in edit.items():
+            if name not in zin.namelist() and data is not None:
+                zout.writestr(name, data)
+
+
+def test_tampered_or_incomplete_wheels_are_refused(
+    built_uid: tuple[Any, Path, Path], tmp_path: Path
+) -> None:
+    target, sdist, wheel = built_uid
+    meta_name = f"{target.stem}.dist-info/METADATA"
+    with zipfile.ZipFile(wheel) as whl:
+        metadata = whl.read(meta_name).decode()
+    cases: dict[str, tuple[dict[str, bytes | None], str]] = {
+        "tampered": ({"im_infra/uid/__init__.py": b"evil = 1\n"}, "does not match its RECORD"),
+        "stray": ({"im_infra/__init__.py": b""}, "PEP 420"),
+        "untyped": ({"im_infra/uid/py.typed": None}, "py.typed is missing"),
+        "no urls": (
+            {meta_name: "\n".join(
+                ln for ln in metadata.splitlines() if not ln.startswith("Project-URL")
+            ).encode()},
+            "Project-URL 'Repository' is missing",
+        ),
+        "relative link": (
+            {meta_name: (metadata + "\nSee [the docs](../../docs/uid.md).\n").encode()},
+            "broken on an index page",
+        ),
+        "unbounded dep": (
+            {meta_name: re.sub(r"(Requires-Dist: im-infra-clog)>=\S+", r"\1", metadata).encode()},
+            "has no lower bound",
+        ),
+    }  # fmt: skip
+    for case, (edit, message) in cases.items():
+        broken = tmp_path / case / wheel.name
+        broken.parent.mkdir()
+        rewrite_wheel(wheel, broken, edit)
+        with pytest.raises(rel.DistributionCheckError, match=message):
+            rel.check_distributions(target, sdist, broken)
+
+
+def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UV_PUBLISH_PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("UV_PUBLISH_TOKEN", "pypi-tok-123")
+    text = "auth hunter2-secret failed for https://bob:pw@idx/ with pypi-tok-123"
+    assert rel.redact(text) == "auth *** failed for https://bob:***@idx/ with ***"
+
+
+def test_publishing_without_credentials_is_refused_before_building(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_PUBLISH")}
+    proc = run_release(UID_TAG, "--out-dir", str(tmp_path / "d"),
+                       "--index", "im-infra-private", env=env)  # fmt: skip
+    assert proc.returncode == 1
+    assert "ConfigurationError: no publish credentials" in proc.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_build_refuses_a_non_empty_directory(tmp_path: Path) -> None:
+    (tmp_path / "old.whl").write_bytes(b"stale")
+    proc = run_release(UID_TAG, "--build-only", "--out-dir", str(tmp_path))
+    assert proc.returncode == 1
+    assert "is not empty" in proc.stderr
+
+
+def test_usage_errors() -> None:
+    proc = run_release(UID_TAG)
+    assert proc.returncode == 2
+    assert "name the index" in proc.stderr
+    assert shutil.which("uv") is not None
