@@ -206,3 +206,30 @@ def test_usage_errors() -> None:
     assert proc.returncode == 2
     assert "name the index" in proc.stderr
     assert shutil.which("uv") is not None
+
+
+def test_dependents_lower_bounds_are_released_versions_of_the_family() -> None:
+    """Every im-infra requirement has a lower bound that the workspace's version satisfies:
+    a dependent never requires a clog/coord newer than the one in the same commit."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    versions = {
+        p.parent.name: Version(tomllib.loads(p.read_text())["project"]["version"])
+        for p in (REPO / "packages").glob("*/pyproject.toml")
+    }
+    checked = 0
+    for pyproject in sorted((REPO / "packages").glob("*/pyproject.toml")):
+        for dep in tomllib.loads(pyproject.read_text())["project"].get("dependencies", []):
+            req = Requirement(dep)
+            if not req.name.startswith("im-infra-"):
+                continue
+            lower = [s for s in req.specifier if s.operator == ">="]
+            assert lower, f"{pyproject.parent.name}: {dep} has no lower bound"
+            assert Version(lower[0].version) <= versions[req.name], (
+                f"{pyproject.parent.name} requires {dep}, newer than {req.name} "
+                f"{versions[req.name]} in the workspace"
+            )
+            assert versions[req.name] in req.specifier, f"{dep} excludes the workspace version"
+            checked += 1
+    assert checked >= 9  # db, mq, uid, cache need clog and coord; coord needs clog
