@@ -233,3 +233,30 @@ def test_dependents_lower_bounds_are_released_versions_of_the_family() -> None:
             assert versions[req.name] in req.specifier, f"{dep} excludes the workspace version"
             checked += 1
     assert checked >= 9  # db, mq, uid, cache need clog and coord; coord needs clog
+
+
+def test_package_readmes_have_no_links_that_break_on_an_index_page() -> None:
+    """What the release check refuses, caught when the README is edited, not at release time."""
+    for readme in sorted((REPO / "packages").glob("*/README.md")):
+        assert rel.relative_links(readme.read_text()) == [], readme
+
+
+def test_an_unreachable_index_is_a_clear_refusal(tmp_path: Path) -> None:
+    from backends import free_port
+
+    port = free_port()  # nothing listens there
+    env = dict(os.environ, UV_PUBLISH_USERNAME="u", UV_PUBLISH_PASSWORD="secret-pw-123")
+    proc = run_release(UID_TAG, "--out-dir", str(tmp_path / "d"),
+                       "--publish-url", f"http://127.0.0.1:{port}/",
+                       "--simple-url", f"http://127.0.0.1:{port}/simple/", env=env)  # fmt: skip
+    assert proc.returncode == 1
+    assert "PublishError: cannot reach the index" in proc.stderr
+    assert "secret-pw-123" not in proc.stdout + proc.stderr
+
+
+def test_publish_only_without_a_build_is_refused(tmp_path: Path) -> None:
+    env = dict(os.environ, UV_PUBLISH_TOKEN="tok-secret-456")
+    proc = run_release(UID_TAG, "--publish-only", "--out-dir", str(tmp_path / "missing"),
+                       "--index", "im-infra-private", env=env)  # fmt: skip
+    assert proc.returncode == 1
+    assert "BuildError" in proc.stderr and "does not exist" in proc.stderr
