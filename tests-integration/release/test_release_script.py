@@ -260,3 +260,22 @@ def test_publish_only_without_a_build_is_refused(tmp_path: Path) -> None:
                        "--index", "im-infra-private", env=env)  # fmt: skip
     assert proc.returncode == 1
     assert "BuildError" in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_project_urls_point_into_one_repository() -> None:
+    """One repository URL for the family; documentation and changelog pages exist in it."""
+    repos = set()
+    for pyproject in sorted((REPO / "packages").glob("*/pyproject.toml")):
+        urls = tomllib.loads(pyproject.read_text())["project"]["urls"]
+        assert set(urls) >= {"Repository", "Documentation", "Changelog"}, pyproject
+        base = urls["Repository"].rstrip("/")
+        repos.add(base)
+        for label in ("Documentation", "Changelog"):
+            prefix = f"{base}/blob/main/"
+            assert urls[label].startswith(prefix), (pyproject, label)
+            path = urls[label].removeprefix(prefix).split("#", 1)[0]
+            assert (REPO / path).is_file(), f"{pyproject}: {label} -> {path} does not exist"
+        readme = (pyproject.parent / "README.md").read_text()
+        for link in re.findall(rf"\]\({re.escape(base)}/blob/main/([^)#]+)", readme):
+            assert (REPO / link).is_file(), f"{pyproject.parent.name} README links to {link}"
+    assert len(repos) == 1, repos
