@@ -284,6 +284,68 @@ def test_wrong_credentials_are_refused_and_never_printed(
         assert index.password not in output
 
 
+@pytest.fixture
+def fresh_index(tmp_path: Path) -> Iterator[PrivateIndex]:
+    idx = PrivateIndex(tmp_path / "fresh-index")
+    try:
+        idx.start()
+        yield idx
+    finally:
+        idx.stop()
+
+
+def upload(index: PrivateIndex, path: Path) -> subprocess.CompletedProcess[str]:
+    env = clean_env()
+    env["UV_PUBLISH_USERNAME"] = index.user
+    env["UV_PUBLISH_PASSWORD"] = index.password
+    cmd = ["uv", "publish", "--trusted-publishing", "never", "--publish-url", index.url, str(path)]
+    return run(cmd, REPO, env)
+
+
+def test_a_release_stopped_between_its_uploads_is_finished_by_running_it_again(
+    fresh_index: PrivateIndex, tmp_path: Path
+) -> None:
+    """The fault: the upload of the sdist never happened (the runner died, the index went away
+    after the wheel). Running the release again, even from a new build (reproducible), uploads
+    only what is missing; a third run is a plain "already published"."""
+    tag = f"im-infra-uid-v{version_of('uid')}"
+    first = tmp_path / "first"
+    assert fresh_index.release(tag, first, "--build-only").startswith("exit 0")
+    wheel = next(first.glob("*.whl"))
+    assert upload(fresh_index, wheel).returncode == 0  # only the wheel made it
+    assert fresh_index.files() == {wheel.name}
+
+    result = fresh_index.release(tag, tmp_path / "second")  # a new build of the same commit
+    assert result.startswith("exit 0"), result
+    assert "resuming a partial release" in result
+    assert fresh_index.files() == {wheel.name, wheel.name.replace("-py3-none-any.whl", ".tar.gz")}
+    assert sha256(fresh_index.packages / wheel.name) == sha256(wheel)
+
+    result = fresh_index.release(tag, tmp_path / "third")
+    assert result.startswith("exit 1") and "AlreadyPublishedError" in result, result
+
+
+def test_a_partial_release_with_different_contents_is_refused(
+    fresh_index: PrivateIndex, tmp_path: Path
+) -> None:
+    tag = f"im-infra-uid-v{version_of('uid')}"
+    built = tmp_path / "built"
+    assert fresh_index.release(tag, built, "--build-only").startswith("exit 0")
+    wheel = next(built.glob("*.whl"))
+    other = tmp_path / "other" / wheel.name  # same name, other bytes (e.g. another commit)
+    other.parent.mkdir()
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(other, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, src.read(item.filename))
+        dst.writestr("im_infra/uid/extra.txt", b"not in the release\n")
+    assert upload(fresh_index, other).returncode == 0
+
+    result = fresh_index.release(tag, built, "--publish-only")
+    assert result.startswith("exit 1"), result
+    assert "AlreadyPublishedError" in result and "differ" in result
+    assert fresh_index.files() == {wheel.name}, "nothing uploaded beside the foreign file"
+
+
 # ------------------------------------------------------------------------------- installing
 ATTACKER_VERSION = "99.0.0"
 
