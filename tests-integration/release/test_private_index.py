@@ -375,11 +375,41 @@ def fake_wheel(directory: Path, short: str) -> Path:
     return path
 
 
-def service_pyproject(index: PrivateIndex, attacker: Path, pinned: tuple[str, ...]) -> str:
-    """A service's pyproject.toml as docs/releasing.md shows it (``pinned``: the im-infra
-    packages it declares and pins), with an extra index that offers the attacker's wheels."""
-    deps = ", ".join(f'"im-infra-{s}>={V[s]}"' for s in pinned)
-    sources = "\n".join(f'im-infra-{s} = {{ index = "im-infra" }}' for s in pinned)
+@dataclass(frozen=True)
+class ServiceConfig:
+    dependencies: list[str]
+    index_name: str
+    explicit: bool
+    sources: dict[str, str]  # package -> index name
+
+
+def documented_config() -> ServiceConfig:
+    """The service configuration the README's Install section shows (docs/releasing.md has the
+    same with a third-party dependency added)."""
+    readme = (REPO / "README.md").read_text()
+    install = readme[readme.index("## Install") :]
+    block = re.search(r"```toml\n(.*?)```", install, re.DOTALL)
+    assert block is not None, "the README's Install section shows the uv configuration"
+    data = tomllib.loads(block.group(1))
+    (idx,) = data["tool"]["uv"]["index"]
+    sources = {name: src["index"] for name, src in data["tool"]["uv"]["sources"].items()}
+    return ServiceConfig(data["project"]["dependencies"], idx["name"], idx["explicit"], sources)
+
+
+def naive_config() -> ServiceConfig:
+    """Only the package the service names is declared and pinned."""
+    return ServiceConfig(
+        [f"im-infra-cache>={V['cache']}"], "im-infra", True, {"im-infra-cache": "im-infra"}
+    )
+
+
+def service_pyproject(index: PrivateIndex, attacker: Path, config: ServiceConfig) -> str:
+    """A service's pyproject.toml with ``config``, the test's private index at the URL, and
+    an extra index that offers the attacker's wheels."""
+    deps = ", ".join(json.dumps(d) for d in config.dependencies)
+    sources = "\n".join(
+        f"{name} = {{ index = {json.dumps(i)} }}" for name, i in config.sources.items()
+    )
     return f"""[project]
 name = "chat-service"
 version = "1.0.0"
@@ -387,9 +417,9 @@ requires-python = ">=3.11"
 dependencies = [{deps}]
 
 [[tool.uv.index]]
-name = "im-infra"
+name = {json.dumps(config.index_name)}
 url = "{index.simple_url}"
-explicit = true
+explicit = {json.dumps(config.explicit)}
 
 # Stands for a public index where someone uploaded im-infra-* names (dependency confusion).
 [[tool.uv.index]]
@@ -416,7 +446,8 @@ def public_registry() -> str:
 
 def uv_env(index: PrivateIndex) -> dict[str, str]:
     env = clean_env()
-    # uv's per-index credentials (UV_INDEX_<NAME>_USERNAME/PASSWORD): never in pyproject.toml
+    # uv's per-index credentials (UV_INDEX_<NAME>_USERNAME/PASSWORD, as the README says):
+    # never in pyproject.toml
     env["UV_INDEX_IM_INFRA_USERNAME"] = index.user
     env["UV_INDEX_IM_INFRA_PASSWORD"] = index.password
     return env
@@ -437,7 +468,7 @@ def service(
 ) -> Path:  # fmt: skip
     """A fresh service project that installed im-infra-cache (and what it pulls) with uv."""
     project = tmp_path_factory.mktemp("chat-service")
-    (project / "pyproject.toml").write_text(service_pyproject(index, attacker, RELEASED))
+    (project / "pyproject.toml").write_text(service_pyproject(index, attacker, documented_config()))
     proc = run(["uv", "sync", "--python", sys.executable, "--no-install-project"], project,
                uv_env(index))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -520,7 +551,7 @@ def test_only_pinning_every_family_member_defeats_dependency_confusion(
     every family member a package pulls, and the control that shows this test detects it."""
     project = tmp_path / "naive-service"
     project.mkdir()
-    (project / "pyproject.toml").write_text(service_pyproject(index, attacker, ("cache",)))
+    (project / "pyproject.toml").write_text(service_pyproject(index, attacker, naive_config()))
     proc = run(["uv", "lock", "--python", sys.executable], project, uv_env(index))
     assert proc.returncode == 0, proc.stderr
     packages = lock_packages(project)
@@ -529,3 +560,20 @@ def test_only_pinning_every_family_member_defeats_dependency_confusion(
         package = packages[f"im-infra-{short}"]
         assert package["version"] == ATTACKER_VERSION
         assert package["source"]["registry"] == str(attacker)
+
+
+def test_the_docs_show_the_same_configuration_as_the_readme() -> None:
+    text = (REPO / "docs" / "releasing.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", text, re.DOTALL)
+    assert block is not None
+    docs = tomllib.loads(block.group(1))
+    readme = documented_config()
+    family = [d for d in docs["project"]["dependencies"] if d.startswith("im-infra-")]
+    assert sorted(family) == sorted(readme.dependencies)
+    (idx,) = docs["tool"]["uv"]["index"]
+    assert (
+        (idx["name"], idx["explicit"]) == (readme.index_name, readme.explicit) == ("im-infra", True)
+    )
+    assert {k: v["index"] for k, v in docs["tool"]["uv"]["sources"].items()} == readme.sources
+    # every declared im-infra package is pinned to the private index, and nothing else is
+    assert set(readme.sources) == {d.split(">", 1)[0] for d in readme.dependencies}
