@@ -279,3 +279,20 @@ def test_project_urls_point_into_one_repository() -> None:
         for link in re.findall(rf"\]\({re.escape(base)}/blob/main/([^)#]+)", readme):
             assert (REPO / link).is_file(), f"{pyproject.parent.name} README links to {link}"
     assert len(repos) == 1, repos
+
+
+def test_install_footprint_of_clog_alone_has_no_grpc() -> None:
+    """scripts/install-footprint (the figures of docs/releasing.md) on the one package that must
+    not pull coord's gRPC stack."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "install-footprint"), "clog"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| `pip install")]
+    assert len(rows) == 1, proc.stdout
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[0] == "`pip install im-infra-clog`"
+    assert int(cells[1]) >= 2  # clog and its third-party dependencies
+    assert cells[3] == "0.0 MiB", "clog alone installs grpcio/protobuf/etcd-sdk-python"
+    assert cells[4] == "clog"
