@@ -31,6 +31,7 @@ import tomllib
 import urllib.error
 import urllib.request
 import uuid
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,7 +43,10 @@ from urllib.parse import urlsplit
 import pytest
 from backends import free_port
 from conftest import wait_until
-from passlib.apache import HtpasswdFile  # type: ignore[import-untyped]
+
+with warnings.catch_warnings():  # passlib 1.7.4 imports the stdlib's deprecated crypt module
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from passlib.apache import HtpasswdFile  # type: ignore[import-untyped]
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +159,8 @@ class PrivateIndex:
 
 def clean_env() -> dict[str, str]:
     """This process's environment without what points uv at the workspace or another index."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_"))}
+    keep = ("UV_CACHE_DIR",)  # the warm cache of the workspace's third-party wheels
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_")) or k in keep}
     env.pop("VIRTUAL_ENV", None)
     env["UV_PYTHON_DOWNLOADS"] = "never"
     return env
