@@ -296,3 +296,19 @@ def test_install_footprint_of_clog_alone_has_no_grpc() -> None:
     assert int(cells[1]) >= 2  # clog and its third-party dependencies
     assert cells[3] == "0.0 MiB", "clog alone installs grpcio/protobuf/etcd-sdk-python"
     assert cells[4] == "clog"
+
+
+def test_build_only_as_the_workflow_runs_it(tmp_path: Path) -> None:
+    """Relative --out-dir from the repository root, and the job outputs for the publish job."""
+    output = tmp_path / "github_output"
+    out_dir = tmp_path / "dist"
+    env = dict(os.environ, GITHUB_OUTPUT=str(output))
+    proc = run_release(UID_TAG, "--build-only", "--out-dir", os.path.relpath(out_dir, REPO),
+                       env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    version = UID_TAG.removeprefix("im-infra-uid-v")
+    assert output.read_text() == f"package=im-infra-uid\nversion={version}\n"
+    assert sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")) == [
+        f"im_infra_uid-{version}-py3-none-any.whl",
+        f"im_infra_uid-{version}.tar.gz",
+    ]
