@@ -53,3 +53,29 @@ def test_the_parsers_see_a_changed_order(tmp_path: Path, repo: Path) -> None:
     (tmp_path / "README.md").write_text((repo / "README.md").read_text())
     assert [" ".join(s) for s in ci_steps(tmp_path)[1:3]] == ["scripts/test", "scripts/demo"]
     assert ci_steps(tmp_path)[1:3] != ci_steps(repo)[1:3]
+
+
+def user_docs(repo: Path) -> list[Path]:
+    return [
+        repo / "README.md",
+        *sorted((repo / "docs").glob("*.md")),
+        *sorted(repo.glob("packages/*/README.md")),
+        repo / "examples" / "chat" / "README.md",
+    ]
+
+
+def test_user_docs_point_only_inside_the_repository(repo: Path) -> None:
+    outside = []
+    for doc in user_docs(repo):
+        text = doc.read_text()
+        for bad in ("../shared", "shared/seeds", "shared/design"):
+            if bad in text:
+                outside.append(f"{doc.relative_to(repo)}: {bad}")
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" in target:
+                continue
+            if not (doc.parent / target).resolve().is_relative_to(repo):
+                outside.append(f"{doc.relative_to(repo)}: link {target} leaves the repository")
+            elif not (doc.parent / target).exists():
+                outside.append(f"{doc.relative_to(repo)}: link {target} does not exist")
+    assert outside == []
