@@ -11,20 +11,15 @@ and a Redis port where nothing listens, so that devstack cannot find the machine
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from backends import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 HIDDEN = ("redis-", "valkey-", "etcd", "uv", "uvx", "apt", "apt-get", "python", "pip")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _base_python() -> Path:
