@@ -4,7 +4,7 @@ runs to an OK report, and `scripts/test packages/` runs the unit tests without a
 
 The clone is a copy of the work tree's tracked files; the machine is this one with the servers,
 uv and apt-get taken off PATH and the Redis port moved (tests-integration/fresh_machine.py). The
-package caches (pip's, uv's) are the machine's, so this takes about a minute, not ten.
+package caches (pip's, uv's) are the machine's, so it takes under a minute.
 """
 
 from __future__ import annotations
