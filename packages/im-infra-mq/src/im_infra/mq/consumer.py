@@ -21,19 +21,18 @@ from typing import Any
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
-from opentelemetry import context as otel_context
 
 from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
 from ._internal.client import build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
-from ._internal.tracing import extract_context
+from ._internal.tracing import bound_trace
 from .errors import ConfigError, ConsumerError, MQError
 from .interfaces import ConsumeCallback
-from .message import TRACE_ID_HEADER, Message
+from .message import Message
 from .producer import KafkaProducer
-from .retry import DLQ_SUFFIX, RetryPolicy
+from .retry import RetryPolicy, dead_letter_message
 
 __all__ = ["KafkaConsumer"]
 
@@ -253,18 +252,8 @@ class KafkaConsumer(Closing):
     def _handle_traced(self, msg: Message, handler: Handler) -> bool:
         """:meth:`_handle` with the producer's trace id and trace context bound around it (and
         around our log lines about it)."""
-        headers = msg.headers
-        raw_tid = headers.get(TRACE_ID_HEADER)
-        parent = extract_context(headers) if headers else None
-        token = clog.set_trace_id(raw_tid.decode("utf-8", "replace")) if raw_tid else None
-        otel_token = otel_context.attach(parent) if parent is not None else None
-        try:
+        with bound_trace(msg.headers):
             return self._handle(msg, handler)
-        finally:
-            if otel_token is not None:
-                otel_context.detach(otel_token)
-            if token is not None:
-                clog.reset_trace_id(token)
 
     def _store(self, done: dict[PartitionKey, list[int]]) -> None:
         """Store the offset after each partition's last finished message (one call per
@@ -330,17 +319,8 @@ class KafkaConsumer(Closing):
         if self._dlq is None:
             assert self._dlq_factory is not None
             self._dlq = self._dlq_factory()
-        headers = dict(msg.headers)
-        headers.update(
-            {
-                "dlq_topic": msg.topic.encode(),
-                "dlq_partition": str(msg.partition).encode(),
-                "dlq_offset": str(msg.offset).encode(),
-                "dlq_error": f"{type(exc).__name__}: {exc}"[:1000].encode(),
-            }
-        )
-        target = msg.topic + DLQ_SUFFIX
-        dead = Message(topic=target, key=msg.key, value=msg.value, headers=headers)
+        dead = dead_letter_message(msg, exc)
+        target = dead.topic
         try:
             self._dlq.send_sync(dead, timeout=30.0)
         except MQError as dlq_exc:

@@ -29,7 +29,7 @@ from im_infra.clog.lifecycle import Closing
 
 from ._internal.client import build_client
 from ._internal.metrics import ProducerMetrics
-from ._internal.tracing import inject_headers
+from ._internal.tracing import Headers, current_trace_headers
 from .errors import (
     DeliveryError,
     MQError,
@@ -38,7 +38,7 @@ from .errors import (
     SendTimeoutError,
 )
 from .interfaces import DeliveryCallback
-from .message import TRACE_ID_HEADER, Message
+from .message import Message
 
 __all__ = ["KafkaProducer"]
 
@@ -48,7 +48,7 @@ _BATCH_CHUNK = 1000
 _DEFAULT_MESSAGE_TIMEOUT_MS = 300_000
 _PURGED = {"_PURGE_QUEUE", "_PURGE_INFLIGHT"}
 
-_Headers = dict[str, str | bytes | None]
+_Headers = Headers
 _Pending = tuple[_Headers | None, "_Delivery"]
 
 
@@ -338,14 +338,7 @@ class KafkaProducer(Closing):
     def _trace(self) -> tuple[str | None, _Headers | None]:
         """The current clog trace id, and the headers carrying it and the active span's W3C
         context (None without a trace id)."""
-        tid = clog.trace_id()
-        if tid is None:
-            return None, None
-        headers: _Headers = {TRACE_ID_HEADER: tid.encode()}
-        propagation = inject_headers()
-        if propagation:
-            headers.update((k, v.encode()) for k, v in propagation.items())
-        return tid, headers
+        return current_trace_headers()
 
     def _hook(self, callback: DeliveryCallback | None, tid: str | None) -> _Delivery:
         # librdkafka keeps the hook of every queued message alive. Reusing the last hook when

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DLQ_SUFFIX", "RetryPolicy"]
+from .message import Message
+
+__all__ = ["DLQ_SUFFIX", "RetryPolicy", "dead_letter_message"]
 
 #: A message that keeps failing on topic ``T`` goes to ``T + DLQ_SUFFIX``.
 DLQ_SUFFIX = ".dlq"
@@ -39,3 +41,19 @@ class RetryPolicy:
     def pause(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         return float(min(self.backoff * self.multiplier ** (attempt - 1), self.max_backoff))
+
+
+def dead_letter_message(msg: Message, exc: BaseException) -> Message:
+    """The message written to ``<topic>.dlq`` for ``msg`` whose callback kept failing with
+    ``exc``: same key and value, its headers plus ``dlq_topic``/``dlq_partition``/
+    ``dlq_offset``/``dlq_error``."""
+    headers = dict(msg.headers)
+    headers.update(
+        {
+            "dlq_topic": msg.topic.encode(),
+            "dlq_partition": str(msg.partition).encode(),
+            "dlq_offset": str(msg.offset).encode(),
+            "dlq_error": f"{type(exc).__name__}: {exc}"[:1000].encode(),
+        }
+    )
+    return Message(topic=msg.topic + DLQ_SUFFIX, key=msg.key, value=msg.value, headers=headers)
