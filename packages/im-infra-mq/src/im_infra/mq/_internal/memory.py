@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from im_infra.mq.errors import DeliveryError
+from im_infra.mq.errors import DeliveryError, TopicExistsError
 from im_infra.mq.message import Message
 
 TopicPartition = tuple[str, int]
@@ -57,8 +57,9 @@ class BrokerState:
         with self.cond:
             if name in self.logs:
                 if len(self.logs[name]) != partitions:
-                    raise DeliveryError(
-                        f"topic {name!r} exists with {len(self.logs[name])} partitions"
+                    raise TopicExistsError(
+                        f"topic {name!r} exists with {len(self.logs[name])} partitions, "
+                        f"not {partitions}"
                     )
                 return
             self.logs[name] = [[] for _ in range(partitions)]
