@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from im_infra import coord as _coord
+from im_infra.cache._internal.fakelua import install_struct
 from im_infra.cache.client import AsyncRedisCache, RedisCache
 from im_infra.cache.errors import CacheConfigError
 from im_infra.cache.factory import load_config
@@ -57,6 +58,7 @@ class MemoryRedis:
     def __init__(self) -> None:
         self._fake = _fakeredis()
         self._server = self._fake.FakeServer()
+        install_struct(self._fake.FakeRedis(server=self._server), self._server)
 
     def client(self) -> redis.Redis:
         """A raw redis-py client on this server (keys as stored, prefix included)."""
