@@ -7,6 +7,7 @@ bug in the fake.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -36,6 +37,12 @@ class Backend:
     def consumer(self, group: str, retry: mq.RetryPolicy | None = None) -> mq.Consumer:
         raise NotImplementedError
 
+    def async_producer(self) -> mq.AsyncProducer:
+        raise NotImplementedError
+
+    def async_consumer(self, group: str) -> mq.AsyncConsumer:
+        raise NotImplementedError
+
     def close(self) -> None:
         return
 
@@ -54,6 +61,12 @@ class Memory(Backend):
 
     def consumer(self, group: str, retry: mq.RetryPolicy | None = None) -> mq.Consumer:
         return self.broker.consumer(group, retry=retry, auto_offset_reset="earliest")
+
+    def async_producer(self) -> mq.AsyncProducer:
+        return self.broker.async_producer()
+
+    def async_consumer(self, group: str) -> mq.AsyncConsumer:
+        return self.broker.async_consumer(group, auto_offset_reset="earliest")
 
 
 class Kafka(Backend):
@@ -78,6 +91,14 @@ class Kafka(Backend):
             retry=retry,
             common={"brokers": [self.brokers]},
             consumer=_GROUP,
+        )
+
+    def async_producer(self) -> mq.AsyncProducer:
+        return mq.new_async_producer("mq-contract", common={"brokers": [self.brokers]})
+
+    def async_consumer(self, group: str) -> mq.AsyncConsumer:
+        return mq.new_async_consumer(
+            "mq-contract", group, common={"brokers": [self.brokers]}, consumer=_GROUP
         )
 
     def close(self) -> None:
@@ -333,3 +354,71 @@ def test_subscribe_argument_errors(backend: Backend) -> None:
     consumer.close()
     with pytest.raises(mq.ConsumerError):
         consumer.subscribe([backend.topic()], lambda m: None)
+
+
+# ------------------------------------------------------------------ asyncio
+def test_asyncio_send_and_subscribe_carry_trace_ids(backend: Backend) -> None:
+    topic = backend.topic(partitions=2)
+
+    async def main() -> tuple[list[tuple[bytes | str | None, str | None]], list[str | None]]:
+        reports: list[str | None] = []
+        producer = backend.async_producer()
+        with clog.trace_context("t-async"):
+            await producer.send(
+                mq.Message(topic, key="a", value=b"1"), lambda err: reports.append(clog.trace_id())
+            )
+            await producer.send_sync(mq.Message(topic, key="b", value=b"2"), timeout=30)
+        await producer.send(mq.Message(topic, key="c", value=b"3"))
+        assert await producer.flush(30) == 0
+        await producer.close()
+        with pytest.raises(mq.ProducerClosedError):
+            await producer.send(mq.Message(topic, value=b"late"))
+        consumer = backend.async_consumer(group())
+        seen: list[tuple[bytes | str | None, str | None]] = []
+
+        async def handle(msg: mq.Message) -> None:
+            seen.append((msg.value, clog.trace_id()))
+            if len(seen) == 3:
+                await consumer.close()
+
+        await asyncio.wait_for(consumer.subscribe([topic], handle), 60)
+        return seen, reports
+
+    seen, reports = asyncio.run(main())
+    assert sorted(seen, key=lambda s: str(s[0])) == [
+        (b"1", "t-async"),
+        (b"2", "t-async"),
+        (b"3", None),
+    ]
+    assert reports == ["t-async"]
+
+
+def test_asyncio_iterator_commits_what_the_loop_finished(backend: Backend) -> None:
+    topic = backend.topic()
+    g = group()
+
+    async def main() -> tuple[list[bytes | str | None], list[bytes | str | None]]:
+        producer = backend.async_producer()
+        for v in (b"a", b"b", b"c"):
+            await producer.send(mq.Message(topic, value=v))
+        assert await producer.flush(30) == 0
+        await producer.close()
+        first: list[bytes | str | None] = []
+        consumer = backend.async_consumer(g)
+        async for msg in consumer.messages([topic]):
+            first.append(msg.value)
+            if msg.value == b"b":
+                break  # "b" was not finished: not committed
+        await consumer.close()
+        again: list[bytes | str | None] = []
+        consumer = backend.async_consumer(g)
+        async for msg in consumer.messages([topic]):
+            again.append(msg.value)
+            if msg.value == b"c":
+                break
+        await consumer.close()
+        return first, again
+
+    first, again = asyncio.run(asyncio.wait_for(main(), 90))
+    assert first == [b"a", b"b"]
+    assert again == [b"b", b"c"]
