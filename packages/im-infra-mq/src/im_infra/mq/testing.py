@@ -17,7 +17,7 @@ as in production::
         producer.send_sync(mq.Message("orders", key=b"user-1", value=b"created"))
 
     seen = []
-    consumer = broker.consumer("billing")
+    consumer = broker.consumer("billing", auto_offset_reset="earliest")
 
     def handle(msg: mq.Message) -> None:
         seen.append((msg.value, clog.trace_id()))
