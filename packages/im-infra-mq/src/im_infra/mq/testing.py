@@ -37,10 +37,10 @@ import asyncio
 import queue
 import threading
 from collections.abc import AsyncIterator, Generator, Sequence
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from im_infra import clog
+from im_infra.clog.lifecycle import AsyncClosing, Closing
 
 from ._internal.memory import BrokerState, partition_for
 from ._internal.tracing import bound_trace, current_trace_headers
@@ -239,43 +239,7 @@ def _timeout_error(topic: str, wait: float) -> SendTimeoutError:
     )
 
 
-class _Closing:
-    """``with``/``close()`` for the blocking fakes."""
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class _AsyncClosing:
-    """``async with``/``await close()`` for the asyncio fakes."""
-
-    async def close(self) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class MemoryProducer(_Closing):
+class MemoryProducer(Closing):
     """An in-memory :class:`~im_infra.mq.Producer`; get one from :meth:`MemoryBroker.producer`.
 
     Messages are stored at once; delivery callbacks run on the producer's own thread (as the
@@ -358,7 +322,7 @@ class MemoryProducer(_Closing):
                     self._idle.notify_all()
 
 
-class MemoryAsyncProducer(_AsyncClosing):
+class MemoryAsyncProducer(AsyncClosing):
     """An in-memory :class:`~im_infra.mq.AsyncProducer`; from
     :meth:`MemoryBroker.async_producer`. Delivery callbacks run on the event loop."""
 
@@ -545,7 +509,7 @@ class _Member:
         self._state.wake()
 
 
-class MemoryConsumer(_Member, _Closing):
+class MemoryConsumer(_Member, Closing):
     """An in-memory :class:`~im_infra.mq.Consumer`; get one from :meth:`MemoryBroker.consumer`."""
 
     _loop_thread: threading.Thread | None = None
@@ -595,7 +559,7 @@ class MemoryConsumer(_Member, _Closing):
             self._stopped.wait(30.0 if timeout is None else timeout)
 
 
-class MemoryAsyncConsumer(_Member, _AsyncClosing):
+class MemoryAsyncConsumer(_Member, AsyncClosing):
     """An in-memory :class:`~im_infra.mq.AsyncConsumer`; from
     :meth:`MemoryBroker.async_consumer`."""
 
