@@ -92,7 +92,7 @@ class RedisConfig(_Model):
     local_cache: LocalCacheConfig = Field(default_factory=LocalCacheConfig)
     """Client-side caching (:mod:`im_infra.cache.local`); off by default."""
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
-    """Named rate limits and the fallback when Redis is unreachable (:mod:`im_infra.cache.ratelimit`)."""
+    """Named rate limits, and the fallback while Redis is unreachable (:mod:`.ratelimit`)."""
     once: OnceConfig = Field(default_factory=OnceConfig)
     """Idempotency keys (:mod:`im_infra.cache.once`)."""
 

@@ -3,8 +3,8 @@ bloom filters. Multi-step operations are flows handed to the flavour's ``_drive`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from im_infra.cache._internal import bloom
 from im_infra.cache._internal.backend import secrets_of
@@ -15,6 +15,9 @@ from im_infra.cache.config import RedisConfig
 from im_infra.cache.errors import CacheError
 from im_infra.cache.script import Script
 from im_infra.cache.serializer import Serializer
+
+if TYPE_CHECKING:
+    from im_infra.cache.features import SlidingWindow, TokenBucket
 
 
 def _first(flow: Flow[list[bool]]) -> Flow[bool]:
@@ -29,6 +32,9 @@ class CacheBase(Ops):
     """State and flow-based operations common to Cache and AsyncCache."""
 
     _lock_class: ClassVar[type[Any]]
+    _aside_class: ClassVar[type[Any]]
+    _limiter_class: ClassVar[type[Any]]
+    _once_class: ClassVar[type[Any]]
 
     def __init__(
         self, client: Any, *, config: RedisConfig, service: str, serializer: Serializer
@@ -80,6 +86,52 @@ class CacheBase(Ops):
     def _check_open(self) -> None:
         if self._closed:
             raise CacheError("cache is closed")
+
+    def _single(self, key: str, make: Callable[[], Flow[Any]]) -> Any:
+        """Run ``make()``'s flow once for every concurrent caller of ``key`` (single flight)."""
+        raise NotImplementedError
+
+    def _spawn(self, flow: Flow[Any]) -> None:
+        """Run ``flow`` in the background."""
+        raise NotImplementedError
+
+    def _close_features(self) -> None:
+        """Stop the features' background machinery (blocking cache)."""
+
+    async def _aclose_features(self) -> None:
+        """Stop the features' background machinery (asyncio cache)."""
+
+    # -- cache-aside, rate limits, idempotency keys ---
+    def aside(
+        self,
+        *,
+        ttl: float | None = None,
+        not_found_ttl: float | None = None,
+        stale_ttl: float | None = None,
+        jitter: float | None = None,
+        lock: bool | None = None,
+        on_undeleted: Callable[[tuple[str, ...]], None] | None = None,
+    ) -> Any:
+        """Cache-aside over this cache (see :mod:`im_infra.cache.aside`); unset arguments come
+        from ``redis.yaml`` ``aside`` on every call (live)."""
+        return self._aside_class(
+            self,
+            ttl=ttl,
+            not_found_ttl=not_found_ttl,
+            stale_ttl=stale_ttl,
+            jitter=jitter,
+            lock=lock,
+            on_undeleted=on_undeleted,
+        )
+
+    def limiter(self, name: str, spec: TokenBucket | SlidingWindow | None = None) -> Any:
+        """A rate limiter named ``name`` (keys ``ratelimit:{name}:{key}``): ``spec``, else the
+        limit ``rateLimit.limits[name]`` of ``redis.yaml`` (read on every call: live)."""
+        return self._limiter_class(self, name, spec)
+
+    def once(self, namespace: str) -> Any:
+        """Idempotency keys under ``namespace`` (keys ``once:{namespace}:{key}``)."""
+        return self._once_class(self, namespace)
 
     # -- scripts ---
     def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
