@@ -7,19 +7,24 @@ holds only the two I/O drivers (run one command, run a flow) and resource manage
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from im_infra.cache._internal import metrics
+from im_infra.cache._internal.backend import ASYNC, SYNC
 from im_infra.cache._internal.base import CacheBase
 from im_infra.cache._internal.codec import Transform
 from im_infra.cache._internal.errors import BACKEND_ERRORS, translate
 from im_infra.cache._internal.flow import Call, Done, Flow, Runner, Sleep
 from im_infra.cache._internal.singleflight import TaskFlights, ThreadFlights
+from im_infra.cache._internal.tracking import run_async, run_blocking, tracking_connection
 from im_infra.cache.aside import Aside, AsyncAside
 from im_infra.cache.errors import CacheError
 from im_infra.cache.lock import AsyncLock, Lock
@@ -69,6 +74,8 @@ class RedisCache(CacheBase, Closing):
         self._flights = ThreadFlights()
         # background work (stale refreshes, retried invalidations): one thread, started on use
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="im-infra-cache")
+        self._tracking: threading.Thread | None = None
+        self._tracking_lock = threading.Lock()
 
     def _run(self, args: tuple[Any, ...], transform: Transform = None, node: Any = None) -> Any:
         """Run one command (on cluster ``node`` when given) and transform its reply."""
@@ -107,6 +114,38 @@ class RedisCache(CacheBase, Closing):
                     error = exc
             step = runner.advance(reply, error)
         return step.value
+
+    def _ready(self, value: Any) -> Any:
+        return value
+
+    def _start_tracking(self) -> None:
+        if self._tracking is not None or self._tracker is None:
+            return
+        with self._tracking_lock:
+            if self._tracking is None and not self._closed:
+                connect = partial(tracking_connection, self._config, SYNC)
+                self._tracking = threading.Thread(
+                    target=run_blocking,
+                    args=(self._tracker, connect),
+                    name="im-infra-cache-tracking",
+                    daemon=True,
+                )
+                self._tracking.start()
+
+    def _run_tracked(
+        self, args: tuple[Any, ...], transform: Transform = None, node: Any = None
+    ) -> Any:
+        local = self._local
+        assert local is not None
+        local.invalidate_args(args)
+        try:
+            return RedisCache._run(self, args, transform, node)
+        finally:
+            local.invalidate_args(args)
+
+    def _close_features(self) -> None:
+        if self._tracker is not None:
+            self._tracker.stopped = True
 
     def _single(self, key: str, make: Callable[[], Flow[Any]]) -> Any:
         """Run ``make()``'s flow once for all threads asking for ``key`` at the same time."""
@@ -163,6 +202,7 @@ class AsyncRedisCache(CacheBase, AsyncClosing):
         self._slots = asyncio.Semaphore(config.pool_size)
         self._tasks: set[asyncio.Future[Any]] = set()
         self._flights = TaskFlights()
+        self._tracking: asyncio.Future[None] | None = None
 
     async def _run(
         self, args: tuple[Any, ...], transform: Transform = None, node: Any = None
@@ -205,6 +245,33 @@ class AsyncRedisCache(CacheBase, AsyncClosing):
                     error = exc
             step = runner.advance(reply, error)
         return step.value
+
+    async def _ready(self, value: Any) -> Any:
+        return value
+
+    def _start_tracking(self) -> None:
+        if self._tracking is None and self._tracker is not None and not self._closed:
+            connect = partial(tracking_connection, self._config, ASYNC)
+            self._tracking = asyncio.ensure_future(run_async(self._tracker, connect))
+
+    async def _run_tracked(
+        self, args: tuple[Any, ...], transform: Transform = None, node: Any = None
+    ) -> Any:
+        local = self._local
+        assert local is not None
+        local.invalidate_args(args)
+        try:
+            return await AsyncRedisCache._run(self, args, transform, node)
+        finally:
+            local.invalidate_args(args)
+
+    async def _aclose_features(self) -> None:
+        if self._tracker is not None:
+            self._tracker.stopped = True
+        if self._tracking is not None:
+            self._tracking.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._tracking
 
     async def _single(self, key: str, make: Callable[[], Flow[Any]]) -> Any:
         """Run ``make()``'s flow once for all tasks asking for ``key`` at the same time."""

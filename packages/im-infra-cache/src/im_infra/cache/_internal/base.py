@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from im_infra.cache._internal import bloom
+from im_infra.cache._internal import bloom, codec
 from im_infra.cache._internal.backend import secrets_of
-from im_infra.cache._internal.codec import decode_any
-from im_infra.cache._internal.flow import Flow, script_flow
+from im_infra.cache._internal.codec import Transform, decode_any
+from im_infra.cache._internal.flow import Cmd, Flow, script_flow
 from im_infra.cache._internal.ops import Ops
+from im_infra.cache._internal.tracking import Tracker
 from im_infra.cache.config import RedisConfig
-from im_infra.cache.errors import CacheError
+from im_infra.cache.errors import CacheConfigError, CacheError
+from im_infra.cache.local import MISS, LocalCache
 from im_infra.cache.script import Script
 from im_infra.cache.serializer import Serializer
 
@@ -48,6 +50,77 @@ class CacheBase(Ops):
         self._secrets = secrets_of(config)
         self._bloom = bloom.BloomState(config.bloom)
         self._closed = False
+        self._local: LocalCache | None = None
+        self._tracker: Tracker | None = None
+        if config.local_cache.prefixes:
+            self._enable_local_cache()
+
+    # -- client-side caching (im_infra.cache.local) ---
+    def _enable_local_cache(self) -> None:
+        cfg = self._config
+        if cfg.mode != "single":
+            raise CacheConfigError(
+                f"localCache: client-side caching needs mode 'single' (got {cfg.mode!r})"
+            )
+        local = self._local = LocalCache(cfg.local_cache, self._prefix, self._service)
+        self._tracker = Tracker(local, cfg.local_cache.ping_interval, cfg.read_timeout)
+        # the GETs of covered keys go through the local cache; writes drop their keys locally
+        self.get = self._local_get_text  # type: ignore[method-assign]
+        self.get_bytes = self._local_get_bytes  # type: ignore[method-assign]
+        self.get_obj = self._local_get_obj  # type: ignore[method-assign]
+        self._run = self._run_tracked  # type: ignore[method-assign]
+
+    @property
+    def local_cache(self) -> LocalCache | None:
+        """The client-side cache (None unless ``localCache.prefixes`` is configured)."""
+        return self._local
+
+    def _local_get_text(self, key: str) -> Any:
+        return self._local_get(key, codec.text)
+
+    def _local_get_bytes(self, key: str) -> Any:
+        return self._local_get(key, None)
+
+    def _local_get_obj(self, key: str) -> Any:
+        return self._local_get(key, self._load)
+
+    def _local_get(self, key: str, transform: Transform) -> Any:
+        full = self._prefix + key
+        local = self._local
+        assert local is not None
+        if not full.startswith(local.prefixes):
+            return self._run(("GET", full), transform)
+        reply = local.lookup(full)
+        if reply is not MISS:
+            return self._ready(reply if transform is None else transform(reply))
+        self._start_tracking()
+        return self._drive(self._fill_flow(local, full, transform))
+
+    @staticmethod
+    def _fill_flow(local: LocalCache, full: str, transform: Transform) -> Flow[Any]:
+        token = local.begin(full)
+        try:
+            reply = yield Cmd(("GET", full))
+        except BaseException:
+            if token is not None:
+                local.abort(full, token)
+            raise
+        if token is not None:
+            local.put(full, token, reply)
+        return reply if transform is None else transform(reply)
+
+    def _ready(self, value: Any) -> Any:
+        """``value`` as this flavour returns results (itself, or an awaitable of it)."""
+        raise NotImplementedError
+
+    def _start_tracking(self) -> None:
+        """Start the tracking connection's loop (once)."""
+        raise NotImplementedError
+
+    def _run_tracked(
+        self, args: tuple[Any, ...], transform: Transform = None, node: Any = None
+    ) -> Any:
+        raise NotImplementedError
 
     # -- introspection ---
     @property
