@@ -18,7 +18,19 @@ import redis
 
 from im_infra import cache
 
-_WRAP = (cache.Lock, cache.AsyncLock, cache.Pipeline, cache.AsyncPipeline, cache.Script)
+_WRAP = (
+    cache.Lock,
+    cache.AsyncLock,
+    cache.Pipeline,
+    cache.AsyncPipeline,
+    cache.Script,
+    cache.Aside,
+    cache.AsyncAside,
+    cache.Limiter,
+    cache.AsyncLimiter,
+    cache.Once,
+    cache.AsyncOnce,
+)
 
 
 class Uniform:

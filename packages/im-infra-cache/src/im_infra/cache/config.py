@@ -147,6 +147,10 @@ class RedisConfig(_Model):
                 raise ValueError(f"address {addr!r} is not host:port")
         if self.mode == "cluster" and self.db != 0:
             raise ValueError("db must be 0 in cluster mode (Redis Cluster has one database)")
+        if self.local_cache.prefixes and self.mode != "single":
+            raise ValueError(
+                f"localCache: client-side caching needs mode 'single' (got {self.mode!r})"
+            )
         return self
 
     def nodes(self) -> list[tuple[str, int]]:

@@ -13,7 +13,7 @@ from im_infra.cache._internal.flow import Cmd, Flow, script_flow
 from im_infra.cache._internal.ops import Ops
 from im_infra.cache._internal.tracking import Tracker
 from im_infra.cache.config import RedisConfig
-from im_infra.cache.errors import CacheConfigError, CacheError
+from im_infra.cache.errors import CacheError
 from im_infra.cache.local import MISS, LocalCache
 from im_infra.cache.script import Script
 from im_infra.cache.serializer import Serializer
@@ -58,10 +58,6 @@ class CacheBase(Ops):
     # -- client-side caching (im_infra.cache.local) ---
     def _enable_local_cache(self) -> None:
         cfg = self._config
-        if cfg.mode != "single":
-            raise CacheConfigError(
-                f"localCache: client-side caching needs mode 'single' (got {cfg.mode!r})"
-            )
         local = self._local = LocalCache(cfg.local_cache, self._prefix, self._service)
         self._tracker = Tracker(local, cfg.local_cache.ping_interval, cfg.read_timeout)
         # the GETs of covered keys go through the local cache; writes drop their keys locally
@@ -93,11 +89,10 @@ class CacheBase(Ops):
         reply = local.lookup(full)
         if reply is not MISS:
             return self._ready(reply if transform is None else transform(reply))
-        self._start_tracking()
         return self._drive(self._fill_flow(local, full, transform))
 
-    @staticmethod
-    def _fill_flow(local: LocalCache, full: str, transform: Transform) -> Flow[Any]:
+    def _fill_flow(self, local: LocalCache, full: str, transform: Transform) -> Flow[Any]:
+        self._start_tracking()  # (here: inside the asyncio driver, the loop is running)
         token = local.begin(full)
         try:
             reply = yield Cmd(("GET", full))
