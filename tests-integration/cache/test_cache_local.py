@@ -26,7 +26,7 @@ FAST = {
 
 
 def local(c: Any) -> cache.local.LocalCache:
-    store = c.local_cache
+    store: cache.local.LocalCache | None = c.local_cache
     assert store is not None
     return store
 

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from im_infra import clog
 from im_infra.cache._internal import metrics
@@ -331,5 +331,9 @@ class AsyncAside(_AsideOps):
 
     if TYPE_CHECKING:
 
-        async def get(self, key: str, loader: Callable[[], Awaitable[T] | T]) -> T: ...
+        @overload
+        async def get(self, key: str, loader: Callable[[], Awaitable[T]]) -> T: ...
+        @overload
+        async def get(self, key: str, loader: Callable[[], T]) -> T: ...
+        async def get(self, key: str, loader: Callable[[], Any]) -> Any: ...
         async def invalidate(self, *keys: str) -> Invalidation: ...
