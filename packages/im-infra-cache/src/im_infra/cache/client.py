@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import threading
 import time
@@ -157,7 +158,7 @@ class RedisCache(CacheBase, Closing):
         if self._closed:
             flow.close()
             return
-        self._worker.submit(self._drive, flow)
+        self._worker.submit(contextvars.copy_context().run, self._drive, flow)
 
     def scan_iter(self, match: str = "*", count: int | None = None) -> Iterator[str]:
         """Every key matching ``match`` (unprefixed), by SCAN; in cluster mode on each primary."""

@@ -13,14 +13,18 @@ call. Such a result has ``fallback`` set. Other Redis errors (a wrong key type, 
 from __future__ import annotations
 
 import os
+import threading
+import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.metrics import CallbackOptions, Observation
 from redis import exceptions as rex
 
 from im_infra import clog
 from im_infra.cache._internal import metrics
-from im_infra.cache._internal.flow import Flow, script_flow, sha1
+from im_infra.cache._internal.flow import Cmd, Flow, sha1
 from im_infra.cache._internal.local_limit import LocalLimiter
 from im_infra.cache.errors import CacheConfigError, CacheError
 from im_infra.cache.features import SlidingWindow, TokenBucket
@@ -75,15 +79,35 @@ TOKEN_BUCKET_SHA, SLIDING_WINDOW_SHA = sha1(TOKEN_BUCKET_LUA), sha1(SLIDING_WIND
 
 _UNREACHABLE = (rex.ConnectionError, rex.TimeoutError)
 
-decisions = metrics.meter.create_counter(
+_limiters: weakref.WeakSet[_LimiterOps] = weakref.WeakSet()
+_count_lock = threading.Lock()
+
+
+def _observe(_options: CallbackOptions) -> Iterable[Observation]:
+    totals: dict[tuple[str, str], int] = {}
+    for limiter in list(_limiters):
+        for allowed, count in zip(("true", "false"), limiter._counts, strict=True):
+            totals[limiter.name, allowed] = totals.get((limiter.name, allowed), 0) + count
+    for (name, allowed), count in totals.items():
+        yield Observation(count, {"limiter": name, "allowed": allowed, "source": "redis"})
+
+
+decisions = metrics.meter.create_observable_counter(
     "im_infra.cache.ratelimit.decisions",
+    callbacks=[_observe],
     unit="{call}",
-    description="Rate limiter answers, by limiter name, allowed (true/false) and source "
-    "(redis, local, allow, deny).",
+    description="Rate limiter answers Redis gave, by limiter name and allowed (true/false) "
+    "(plain counts on the hot path, reported when a reader collects).",
+)
+fallbacks = metrics.meter.create_counter(
+    "im_infra.cache.ratelimit.fallbacks",
+    unit="{call}",
+    description="Rate limiter answers given by the fallback while Redis was unreachable, by "
+    "limiter name, allowed and source (local, allow, deny).",
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RateLimitResult:
     """One limiter answer."""
 
@@ -116,8 +140,10 @@ class _LimiterOps:
         self._spec_of()  # fails now (CacheConfigError) when the name is not configured
         self._prefix = f"{cache.key_prefix}ratelimit:{name}:"
         self._local: LocalLimiter | None = None
-        self._allowed = {"limiter": name, "allowed": "true", "source": "redis"}
-        self._denied = {"limiter": name, "allowed": "false", "source": "redis"}
+        self._planned: Spec | None = None
+        self._plan_of: tuple[str, str, int, tuple[Any, ...]] = ("", "", 0, ())
+        self._counts = [0, 0]  # Redis answers: allowed, refused (reported by _observe)
+        _limiters.add(self)
 
     def _spec_of(self) -> Spec:
         """This limiter's limit: the one given, else ``rateLimit.limits[name]`` (live)."""
@@ -131,23 +157,41 @@ class _LimiterOps:
             )
         return spec
 
-    def _allow_flow(self, key: str, cost: int) -> Flow[RateLimitResult]:
-        spec = self._spec_of()
-        full = self._prefix + key
+    def _plan(self, spec: Spec) -> tuple[str, str, int, tuple[Any, ...]]:
+        """(lua, sha, size, leading ARGV) of ``spec``; the last one is kept (a spec changes
+        only when the configuration does)."""
+        if spec is self._planned:
+            return self._plan_of
         if isinstance(spec, TokenBucket):
-            lua, sha, size = TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA, spec.burst
-            args: list[Any] = [spec.rate, spec.burst, cost]
+            plan = (TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA, spec.burst, (spec.rate, spec.burst))
         else:
-            lua, sha, size = SLIDING_WINDOW_LUA, SLIDING_WINDOW_SHA, spec.limit
-            args = [spec.limit, int(spec.window * 1_000_000), cost, os.urandom(8).hex()]
+            window_us = int(spec.window * 1_000_000)
+            plan = (SLIDING_WINDOW_LUA, SLIDING_WINDOW_SHA, spec.limit, (spec.limit, window_us))
+        self._planned, self._plan_of = spec, plan
+        return plan
+
+    def _allow_flow(self, key: str, cost: int) -> Flow[RateLimitResult]:
+        spec = self._spec if self._spec is not None else self._spec_of()
+        lua, sha, size, head = self._plan(spec)
         if cost > size:
             raise CacheError(f"limiter {self.name!r}: cost {cost} exceeds the limit {size}")
+        if lua is TOKEN_BUCKET_LUA:
+            command: tuple[Any, ...] = ("EVALSHA", sha, 1, self._prefix + key, *head, cost)
+        else:
+            command = ("EVALSHA", sha, 1, self._prefix + key, *head, cost, os.urandom(8).hex())
         try:
-            allowed, remaining, retry_ms = yield from script_flow(lua, sha, [full], args)
+            try:
+                allowed, remaining, retry_ms = yield Cmd(command)
+            except rex.NoScriptError:  # after SCRIPT FLUSH, a restart or a failover
+                yield Cmd(("SCRIPT LOAD", lua))
+                allowed, remaining, retry_ms = yield Cmd(command)
         except _UNREACHABLE as exc:
             return self._fallback(spec, key, cost, exc)
-        decisions.add(1, self._allowed if allowed else self._denied)
-        return RateLimitResult(bool(allowed), int(remaining), retry_ms / 1000.0, size)
+        with _count_lock:
+            self._counts[0 if allowed else 1] += 1
+        if allowed:
+            return RateLimitResult(True, remaining, 0.0, size)
+        return RateLimitResult(False, remaining, retry_ms / 1000.0, size)
 
     def _fallback(self, spec: Spec, key: str, cost: int, exc: BaseException) -> RateLimitResult:
         mode = self._cache.config.rate_limit.fallback
@@ -165,8 +209,7 @@ class _LimiterOps:
             allowed = mode == "allow"
             size = spec.burst if isinstance(spec, TokenBucket) else spec.limit
             remaining, retry = (size - cost, 0.0) if allowed else (0, 1.0)
-        source = {"limiter": self.name, "allowed": str(allowed).lower(), "source": mode}
-        decisions.add(1, source)
+        fallbacks.add(1, {"limiter": self.name, "allowed": str(allowed).lower(), "source": mode})
         limit = spec.burst if isinstance(spec, TokenBucket) else spec.limit
         return RateLimitResult(allowed, remaining, retry, limit, mode)
 
