@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis
-from cache.conftest import address_of, unique_service
+from cache.conftest import address_of, pause, unique_service
 from coord.conftest import TcpProxy
 
 from im_infra import cache
@@ -265,14 +265,6 @@ def test_bad_arguments_are_typed_errors(make_cache: Any) -> None:
         c.aside().invalidate()
     with pytest.raises(cache.CacheConfigError, match="jitter"):
         make_cache(aside={"jitter": 2})
-
-
-def pause(c: Any, seconds: float) -> None:
-    """Sleep; on the asyncio flavour by running the cache's loop (its background tasks run)."""
-    if c._loop is not None:
-        c.wait(asyncio.sleep(seconds))
-    else:
-        time.sleep(seconds)
 
 
 def _proxied(

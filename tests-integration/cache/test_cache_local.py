@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from cache.conftest import address_of
+from cache.conftest import address_of, pause
 from coord.conftest import TcpProxy
 
 from im_infra import cache
@@ -38,15 +38,6 @@ def wait_for(check: Any, c: Any, timeout: float = 5.0, what: str = "condition") 
     while not check():
         assert time.monotonic() < deadline, f"{what} not reached within {timeout} s"
         pause(c, 0.005)
-
-
-def pause(c: Any, seconds: float) -> None:
-    if c._loop is not None:
-        import asyncio
-
-        c.wait(asyncio.sleep(seconds))
-    else:
-        time.sleep(seconds)
 
 
 def tracked(make_cache: Any, **kw: Any) -> Any:

@@ -150,7 +150,7 @@ def test_hot_path_features_report_metrics(make_cache: Any, metrics_probe: Any) -
     service = c.service
 
     def local(name: str) -> float:
-        return metrics_probe.value(f"im_infra.cache.local.{name}", service=service)
+        return float(metrics_probe.value(f"im_infra.cache.local.{name}", service=service))
 
     c.set("user:1", "ann")
     c.get("user:1")
