@@ -59,7 +59,9 @@ class CacheBase(Ops):
     def _enable_local_cache(self) -> None:
         cfg = self._config
         local = self._local = LocalCache(cfg.local_cache, self._prefix, self._service)
-        self._tracker = Tracker(local, cfg.local_cache.ping_interval, cfg.read_timeout)
+        self._tracker = Tracker(
+            local, cfg.local_cache.ping_interval, cfg.read_timeout, self._secrets
+        )
         # the GETs of covered keys go through the local cache; writes drop their keys locally
         self.get = self._local_get_text  # type: ignore[method-assign]
         self.get_bytes = self._local_get_bytes  # type: ignore[method-assign]

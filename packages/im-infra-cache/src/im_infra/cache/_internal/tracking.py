@@ -17,6 +17,7 @@ from typing import Any
 
 from im_infra import clog
 from im_infra.cache._internal.backend import Flavor, connection_kwargs
+from im_infra.cache._internal.errors import scrub
 from im_infra.cache._internal.flow import Cmd, Sleep
 from im_infra.cache.config import RedisConfig
 from im_infra.cache.local import LocalCache
@@ -62,11 +63,20 @@ TrackFlow = Generator[TrackStep, Any, None]
 class Tracker:
     """Stop switch and state of one tracking loop."""
 
-    def __init__(self, store: LocalCache, ping_interval: float, reply_timeout: float) -> None:
+    def __init__(
+        self,
+        store: LocalCache,
+        ping_interval: float,
+        reply_timeout: float,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
         self.store = store
+        self.secrets = secrets
         self.ping_interval = ping_interval
         self.reply_timeout = reply_timeout
         self.stopped = False
+        self.failing = False
+        """True from a failure until tracking is established again (one warning per outage)."""
         self.connected = threading.Event()
         """Set while tracking is established (tests and diagnostics wait on it)."""
 
@@ -109,6 +119,7 @@ def tracking_flow(tracker: Tracker) -> TrackFlow:
             yield Cmd(("SUBSCRIBE", CHANNEL))
             store.flush(enabled=True)
             tracker.connected.set()
+            tracker.failing = False
             _log.info("client-side cache tracking on", prefixes=list(store.tracked))
             pause = 0.05
             awaiting_pong = False
@@ -123,11 +134,14 @@ def tracking_flow(tracker: Tracker) -> TrackFlow:
                 awaiting_pong = False
                 _handle(store, message)
         except Exception as exc:
-            if tracker.connected.is_set() or store.enabled:
+            if tracker.connected.is_set() or not tracker.failing:  # once per outage
                 _log.warning(
-                    "client-side cache tracking lost: local cache emptied",
+                    "client-side cache tracking unavailable: local cache emptied and bypassed "
+                    "until it is back",
                     error=type(exc).__name__,
+                    detail=scrub(str(exc), tracker.secrets)[:200],
                 )
+            tracker.failing = True
             tracker.connected.clear()
             store.flush(enabled=False)
         if not tracker.stopped:
