@@ -119,6 +119,26 @@ class RedisCache(CacheBase, Closing):
     def _ready(self, value: Any) -> Any:
         return value
 
+    def _attempt(
+        self,
+        args: tuple[Any, ...],
+        transform: Callable[[Any], Any],
+        recover: Callable[[BaseException], Flow[Any] | None],
+    ) -> Any:
+        started = perf_counter()
+        try:
+            reply = self._execute(*args)
+        except BACKEND_ERRORS as exc:
+            flow = recover(exc)
+            if flow is None:
+                raise metrics.failed(
+                    translate(exc, args[0], self._secrets), args[0], started
+                ) from exc
+            metrics.observe(args[0], started)
+            return self._drive(flow)
+        metrics.observe(args[0], started)
+        return transform(reply)
+
     def _start_tracking(self) -> None:
         if self._tracking is not None or self._tracker is None:
             return
@@ -249,6 +269,32 @@ class AsyncRedisCache(CacheBase, AsyncClosing):
 
     async def _ready(self, value: Any) -> Any:
         return value
+
+    async def _attempt(
+        self,
+        args: tuple[Any, ...],
+        transform: Callable[[Any], Any],
+        recover: Callable[[BaseException], Flow[Any] | None],
+    ) -> Any:
+        slots = self._slots
+        started = perf_counter()
+        await slots.acquire()
+        try:
+            reply = await self._execute(*args)
+        except BACKEND_ERRORS as exc:
+            flow = recover(exc)
+            if flow is None:
+                raise metrics.failed(
+                    translate(exc, args[0], self._secrets), args[0], started
+                ) from exc
+        else:
+            flow = None
+        finally:
+            slots.release()
+        metrics.observe(args[0], started)
+        if flow is not None:
+            return await self._drive(flow)
+        return transform(reply)
 
     def _start_tracking(self) -> None:
         if self._tracking is None and self._tracker is not None and not self._closed:

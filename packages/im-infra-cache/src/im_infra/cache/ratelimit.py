@@ -78,6 +78,7 @@ return {0, limit - count, retry}
 TOKEN_BUCKET_SHA, SLIDING_WINDOW_SHA = sha1(TOKEN_BUCKET_LUA), sha1(SLIDING_WINDOW_LUA)
 
 _UNREACHABLE = (rex.ConnectionError, rex.TimeoutError)
+_RECOVERABLE = (rex.NoScriptError, *_UNREACHABLE)
 
 _limiters: weakref.WeakSet[_LimiterOps] = weakref.WeakSet()
 _count_lock = threading.Lock()
@@ -170,28 +171,27 @@ class _LimiterOps:
         self._planned, self._plan_of = spec, plan
         return plan
 
-    def _allow_flow(self, key: str, cost: int) -> Flow[RateLimitResult]:
-        spec = self._spec if self._spec is not None else self._spec_of()
-        lua, sha, size, head = self._plan(spec)
-        if cost > size:
-            raise CacheError(f"limiter {self.name!r}: cost {cost} exceeds the limit {size}")
-        if lua is TOKEN_BUCKET_LUA:
-            command: tuple[Any, ...] = ("EVALSHA", sha, 1, self._prefix + key, *head, cost)
-        else:
-            command = ("EVALSHA", sha, 1, self._prefix + key, *head, cost, os.urandom(8).hex())
-        try:
-            try:
-                allowed, remaining, retry_ms = yield Cmd(command)
-            except rex.NoScriptError:  # after SCRIPT FLUSH, a restart or a failover
-                yield Cmd(("SCRIPT LOAD", lua))
-                allowed, remaining, retry_ms = yield Cmd(command)
-        except _UNREACHABLE as exc:
-            return self._fallback(spec, key, cost, exc)
+    def _result(self, reply: Any, size: int) -> RateLimitResult:
+        allowed, remaining, retry_ms = reply
         with _count_lock:
             self._counts[0 if allowed else 1] += 1
         if allowed:
             return RateLimitResult(True, remaining, 0.0, size)
         return RateLimitResult(False, remaining, retry_ms / 1000.0, size)
+
+    def _recover_flow(
+        self, error: BaseException, spec: Spec, key: str, cost: int, command: tuple[Any, ...]
+    ) -> Flow[RateLimitResult]:
+        """After the EVALSHA failed with ``error`` (NOSCRIPT or unreachable)."""
+        lua, _sha, size, _head = self._plan(spec)
+        try:
+            if not isinstance(error, rex.NoScriptError):
+                raise error
+            yield Cmd(("SCRIPT LOAD", lua))  # after SCRIPT FLUSH, a restart or a failover
+            reply = yield Cmd(command)
+        except _UNREACHABLE as exc:
+            return self._fallback(spec, key, cost, exc)
+        return self._result(reply, size)
 
     def _fallback(self, spec: Spec, key: str, cost: int, exc: BaseException) -> RateLimitResult:
         mode = self._cache.config.rate_limit.fallback
@@ -219,7 +219,22 @@ class _LimiterOps:
         :class:`RateLimitResult` (truthy when allowed)."""
         if cost < 1:
             raise CacheError(f"limiter {self.name!r}: cost must be >= 1, got {cost}")
-        return self._cache._drive(self._allow_flow(key, cost))
+        spec = self._spec if self._spec is not None else self._spec_of()
+        lua, sha, size, head = self._plan(spec)
+        if cost > size:
+            raise CacheError(f"limiter {self.name!r}: cost {cost} exceeds the limit {size}")
+        if lua is TOKEN_BUCKET_LUA:
+            command: tuple[Any, ...] = ("EVALSHA", sha, 1, self._prefix + key, *head, cost)
+        else:
+            command = ("EVALSHA", sha, 1, self._prefix + key, *head, cost, os.urandom(8).hex())
+
+        def recover(error: BaseException) -> Flow[RateLimitResult] | None:
+            if isinstance(error, _RECOVERABLE):
+                return self._recover_flow(error, spec, key, cost, command)
+            return None
+
+        # one command on the fast path; the flow only when it failed
+        return self._cache._attempt(command, lambda reply: self._result(reply, size), recover)
 
     def reset(self, key: str) -> Any:
         """Forget ``key``'s usage (its next call starts with a full limit)."""

@@ -157,6 +157,18 @@ class CacheBase(Ops):
         if self._closed:
             raise CacheError("cache is closed")
 
+    def _attempt(
+        self,
+        args: tuple[Any, ...],
+        transform: Callable[[Any], Any],
+        recover: Callable[[BaseException], Flow[Any] | None],
+    ) -> Any:
+        """Run one command and ``transform`` its reply; if it fails with a redis-py error,
+        run the flow ``recover(error)`` instead (None: raise the translated error). The fast path
+        of operations whose error handling needs several steps (a limiter's NOSCRIPT reload and
+        fallback): no flow machinery unless something went wrong."""
+        raise NotImplementedError
+
     def _single(self, key: str, make: Callable[[], Flow[Any]]) -> Any:
         """Run ``make()``'s flow once for every concurrent caller of ``key`` (single flight)."""
         raise NotImplementedError
