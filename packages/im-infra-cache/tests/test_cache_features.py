@@ -62,6 +62,7 @@ def test_feature_sections_parse_from_camel_case_yaml_fields() -> None:
         ),
         ({"once": {"inProgressTtl": 0}}, "once.inProgressTtl"),
         ({"localCache": {"maxEntries": 0}}, "localCache.maxEntries"),
+        ({"localCache": {"prefixes": ["user:", "user:1"]}}, "overlap"),
         ({"mode": "sentinel", "localCache": {"prefixes": ["u:"]}}, "localCache"),
     ],
 )
@@ -196,7 +197,7 @@ def test_tracking_flow_handshake_invalidations_ping_and_loss() -> None:
     assert tracking == Cmd(
         (
             "CLIENT", "TRACKING", "ON", "REDIRECT", 42, "BCAST",
-            "PREFIX", "svc:user:", "PREFIX", "svc:group:",
+            "PREFIX", "svc:group:", "PREFIX", "svc:user:",
         )
     )  # fmt: skip
     assert flow.send(b"OK") == Cmd(("SUBSCRIBE", CHANNEL))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import random
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -131,6 +132,7 @@ class _AsideOps:
         self._on_undeleted = on_undeleted
         self._refreshing: set[str] = set()
         self._undeleted: set[str] = set()
+        self._undeleted_lock = threading.Lock()  # the background worker updates it
 
     def _settings(self) -> AsideConfig:
         """The cache's current ``aside`` section (live) with this object's overrides."""
@@ -257,7 +259,8 @@ class _AsideOps:
             )
             self._cache._spawn(self._retry_flow(keys, fulls, self._settings()))
             return Invalidation(deleted=(), pending=keys)
-        self._undeleted.difference_update(keys)
+        with self._undeleted_lock:
+            self._undeleted.difference_update(keys)
         return Invalidation(deleted=keys, pending=())
 
     def _retry_flow(self, keys: tuple[str, ...], fulls: list[str], cfg: AsideConfig) -> Flow[None]:
@@ -269,9 +272,11 @@ class _AsideOps:
                 yield Cmd(("DEL", *fulls))
             except BACKEND_ERRORS:
                 continue
-            self._undeleted.difference_update(keys)
+            with self._undeleted_lock:
+                self._undeleted.difference_update(keys)
             return
-        self._undeleted.update(keys)
+        with self._undeleted_lock:
+            self._undeleted.update(keys)
         invalidation_failures.add(len(keys))
         _log.error(
             "cache-aside could not invalidate keys: they may serve stale values until they expire",
@@ -314,7 +319,8 @@ class _AsideOps:
     def undeleted(self) -> frozenset[str]:
         """Keys whose invalidation failed after every retry (cleared by a later successful
         invalidation of the key)."""
-        return frozenset(self._undeleted)
+        with self._undeleted_lock:
+            return frozenset(self._undeleted)
 
 
 class Aside(_AsideOps):

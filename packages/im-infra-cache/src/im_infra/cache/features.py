@@ -18,9 +18,10 @@ cache picks them up).
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from im_infra.cache._internal.model import Model, Seconds
 from im_infra.coord import Duration
@@ -78,6 +79,16 @@ class LocalCacheConfig(Model):
     the server normally remove it first)."""
     ping_interval: Seconds = 1.0
     """How often the invalidation connection is checked; a dead one empties the local cache."""
+
+    @field_validator("prefixes")
+    @classmethod
+    def _distinct(cls, prefixes: list[str]) -> list[str]:
+        """Redis refuses overlapping BCAST prefixes (one a prefix of another)."""
+        unique = sorted(set(prefixes))
+        for a, b in itertools.pairwise(unique):
+            if b.startswith(a):
+                raise ValueError(f"prefixes {a!r} and {b!r} overlap: keep only {a!r}")
+        return unique
 
 
 class TokenBucket(Model):
