@@ -123,21 +123,16 @@ class RedisCache(CacheBase, Closing):
         self,
         args: tuple[Any, ...],
         transform: Callable[[Any], Any],
-        recover: Callable[[BaseException], Flow[Any] | None],
+        recover: Callable[[BaseException, tuple[Any, ...]], Flow[Any] | None],
+        context: tuple[Any, ...] = (),
     ) -> Any:
-        started = perf_counter()
         try:
-            reply = self._execute(*args)
-        except BACKEND_ERRORS as exc:
-            flow = recover(exc)
+            return self._run(args, transform)
+        except CacheError as exc:
+            flow = None if exc.__cause__ is None else recover(exc.__cause__, context)
             if flow is None:
-                raise metrics.failed(
-                    translate(exc, args[0], self._secrets), args[0], started
-                ) from exc
-            metrics.observe(args[0], started)
-            return self._drive(flow)
-        metrics.observe(args[0], started)
-        return transform(reply)
+                raise
+        return self._drive(flow)
 
     def _start_tracking(self) -> None:
         if self._tracking is not None or self._tracker is None:
@@ -274,27 +269,16 @@ class AsyncRedisCache(CacheBase, AsyncClosing):
         self,
         args: tuple[Any, ...],
         transform: Callable[[Any], Any],
-        recover: Callable[[BaseException], Flow[Any] | None],
+        recover: Callable[[BaseException, tuple[Any, ...]], Flow[Any] | None],
+        context: tuple[Any, ...] = (),
     ) -> Any:
-        slots = self._slots
-        started = perf_counter()
-        await slots.acquire()
         try:
-            reply = await self._execute(*args)
-        except BACKEND_ERRORS as exc:
-            flow = recover(exc)
+            return await self._run(args, transform)
+        except CacheError as exc:
+            flow = None if exc.__cause__ is None else recover(exc.__cause__, context)
             if flow is None:
-                raise metrics.failed(
-                    translate(exc, args[0], self._secrets), args[0], started
-                ) from exc
-        else:
-            flow = None
-        finally:
-            slots.release()
-        metrics.observe(args[0], started)
-        if flow is not None:
-            return await self._drive(flow)
-        return transform(reply)
+                raise
+        return await self._drive(flow)
 
     def _start_tracking(self) -> None:
         if self._tracking is None and self._tracker is not None and not self._closed:

@@ -12,11 +12,12 @@ call. Such a result has ``fallback`` set. Other Redis errors (a wrong key type, 
 
 from __future__ import annotations
 
+import itertools
 import os
-import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -81,13 +82,19 @@ _UNREACHABLE = (rex.ConnectionError, rex.TimeoutError)
 _RECOVERABLE = (rex.NoScriptError, *_UNREACHABLE)
 
 _limiters: weakref.WeakSet[_LimiterOps] = weakref.WeakSet()
-_count_lock = threading.Lock()
+
+
+def _value(counter: itertools.count[int]) -> int:
+    """The next value of ``counter`` without advancing it (``next()`` is atomic in CPython:
+    exact counts across threads without a lock)."""
+    return int(counter.__reduce__()[1][0])
 
 
 def _observe(_options: CallbackOptions) -> Iterable[Observation]:
     totals: dict[tuple[str, str], int] = {}
     for limiter in list(_limiters):
-        for allowed, count in zip(("true", "false"), limiter._counts, strict=True):
+        counts = (_value(limiter._allowed), _value(limiter._refused))
+        for allowed, count in zip(("true", "false"), counts, strict=True):
             totals[limiter.name, allowed] = totals.get((limiter.name, allowed), 0) + count
     for (name, allowed), count in totals.items():
         yield Observation(count, {"limiter": name, "allowed": allowed, "source": "redis"})
@@ -143,7 +150,9 @@ class _LimiterOps:
         self._local: LocalLimiter | None = None
         self._planned: Spec | None = None
         self._plan_of: tuple[str, str, int, tuple[Any, ...]] = ("", "", 0, ())
-        self._counts = [0, 0]  # Redis answers: allowed, refused (reported by _observe)
+        self._transform: Callable[[Any], RateLimitResult] = partial(self._result, 0)
+        self._allowed = itertools.count()  # Redis answers (reported by _observe)
+        self._refused = itertools.count()
         _limiters.add(self)
 
     def _spec_of(self) -> Spec:
@@ -169,15 +178,19 @@ class _LimiterOps:
             window_us = int(spec.window * 1_000_000)
             plan = (SLIDING_WINDOW_LUA, SLIDING_WINDOW_SHA, spec.limit, (spec.limit, window_us))
         self._planned, self._plan_of = spec, plan
+        self._transform = partial(self._result, plan[2])
         return plan
 
-    def _result(self, reply: Any, size: int) -> RateLimitResult:
+    def _result(self, size: int, reply: Any) -> RateLimitResult:
         allowed, remaining, retry_ms = reply
-        with _count_lock:
-            self._counts[0 if allowed else 1] += 1
+        next(self._allowed if allowed else self._refused)
         if allowed:
             return RateLimitResult(True, remaining, 0.0, size)
         return RateLimitResult(False, remaining, retry_ms / 1000.0, size)
+
+    def _recover(self, error: BaseException, context: tuple[Any, ...]) -> Flow[Any] | None:
+        """The recovery of a failed EVALSHA: NOSCRIPT and unreachable have one, not the rest."""
+        return self._recover_flow(error, *context) if isinstance(error, _RECOVERABLE) else None
 
     def _recover_flow(
         self, error: BaseException, spec: Spec, key: str, cost: int, command: tuple[Any, ...]
@@ -191,7 +204,7 @@ class _LimiterOps:
             reply = yield Cmd(command)
         except _UNREACHABLE as exc:
             return self._fallback(spec, key, cost, exc)
-        return self._result(reply, size)
+        return self._result(size, reply)
 
     def _fallback(self, spec: Spec, key: str, cost: int, exc: BaseException) -> RateLimitResult:
         mode = self._cache.config.rate_limit.fallback
@@ -227,14 +240,10 @@ class _LimiterOps:
             command: tuple[Any, ...] = ("EVALSHA", sha, 1, self._prefix + key, *head, cost)
         else:
             command = ("EVALSHA", sha, 1, self._prefix + key, *head, cost, os.urandom(8).hex())
-
-        def recover(error: BaseException) -> Flow[RateLimitResult] | None:
-            if isinstance(error, _RECOVERABLE):
-                return self._recover_flow(error, spec, key, cost, command)
-            return None
-
         # one command on the fast path; the flow only when it failed
-        return self._cache._attempt(command, lambda reply: self._result(reply, size), recover)
+        transform = self._transform if size == self._plan_of[2] else partial(self._result, size)
+        context = (spec, key, cost, command)
+        return self._cache._attempt(command, transform, self._recover, context)
 
     def reset(self, key: str) -> Any:
         """Forget ``key``'s usage (its next call starts with a full limit)."""

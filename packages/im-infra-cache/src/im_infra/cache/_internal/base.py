@@ -161,12 +161,14 @@ class CacheBase(Ops):
         self,
         args: tuple[Any, ...],
         transform: Callable[[Any], Any],
-        recover: Callable[[BaseException], Flow[Any] | None],
+        recover: Callable[[BaseException, tuple[Any, ...]], Flow[Any] | None],
+        context: tuple[Any, ...] = (),
     ) -> Any:
-        """Run one command and ``transform`` its reply; if it fails with a redis-py error,
-        run the flow ``recover(error)`` instead (None: raise the translated error). The fast path
-        of operations whose error handling needs several steps (a limiter's NOSCRIPT reload and
-        fallback): no flow machinery unless something went wrong."""
+        """Run one command and ``transform`` its reply; if it fails, run the flow
+        ``recover(redis-py error, context)`` instead (None: raise the CacheError). The fast path of
+        operations whose error handling needs several steps (a limiter's NOSCRIPT reload and
+        fallback): no flow machinery unless something went wrong. The failed command counts
+        as an error in the metrics even when the flow recovers."""
         raise NotImplementedError
 
     def _single(self, key: str, make: Callable[[], Flow[Any]]) -> Any:
