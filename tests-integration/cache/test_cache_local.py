@@ -183,8 +183,8 @@ def test_changes_made_while_the_connection_was_cut_are_never_read_stale(
 
 
 def test_readers_converge_while_another_client_writes(redis_url: str, raw: redis.Redis) -> None:
-    """Eight reader threads on one cache, a writer on another connection: once the writer
-    stops, every reader sees its last value within 50 ms."""
+    """Eight reader threads on one cache, a writer on another connection: every read that
+    starts 50 ms after the writer's last write returns that last value."""
     c = cache.new(
         f"it-cache-local-{time.time_ns()}",
         **address_of(redis_url),
@@ -192,7 +192,8 @@ def test_readers_converge_while_another_client_writes(redis_url: str, raw: redis
     )
     full = c.key_prefix + "user:1"
     stop = threading.Event()
-    seen: dict[int, str | None] = {}
+    settled = [float("inf")]  # reads starting after this time must see the last write
+    late: dict[int, set[str | None]] = {n: set() for n in range(8)}
     try:
         c.get("user:warm-up")
         deadline = time.monotonic() + 5
@@ -202,21 +203,26 @@ def test_readers_converge_while_another_client_writes(redis_url: str, raw: redis
 
         def reader(n: int) -> None:
             while not stop.is_set():
-                seen[n] = c.get("user:1")
+                started = time.perf_counter()
+                value = c.get("user:1")
+                if started > settled[0]:
+                    late[n].add(value)
 
         threads = [threading.Thread(target=reader, args=(n,)) for n in range(8)]
         for t in threads:
             t.start()
         for i in range(300):
             raw.set(full, str(i))
-        last = time.perf_counter()
-        time.sleep(0.05)
+        settled[0] = time.perf_counter() + 0.05
+        # long enough for every reader to run again on this loaded machine
+        deadline = time.monotonic() + 10
+        while not all(late.values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
         stop.set()
         for t in threads:
             t.join()
-        assert time.perf_counter() - last < 1.0
-        assert c.get("user:1") == "299"
-        assert set(seen.values()) == {"299"}, seen
+        assert all(values == {"299"} for values in late.values()), late
+        assert local(c).hits > 0  # they were served locally
     finally:
         raw.delete(full)
         c.close()
@@ -228,7 +234,7 @@ def test_cluster_mode_is_refused() -> None:
 
 
 def test_tracking_authenticates_and_a_user_without_client_rights_just_gets_no_local_cache(
-    make_cache: Any, redis_server_factory: Any, capfd: pytest.CaptureFixture[str]
+    make_cache: Any, redis_server_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     password = "tr4cking-pw-5e1"
     server = redis_server_factory("--requirepass", password)
@@ -262,6 +268,6 @@ def test_tracking_authenticates_and_a_user_without_client_rights_just_gets_no_lo
     assert not local(limited).enabled and local(limited).hits == 0
     admin.set(limited.key_prefix + "user:1", "b")
     assert limited.get("user:1") == "b"
-    out, err = capfd.readouterr()
-    assert "client-side cache tracking unavailable" in out + err
-    assert password not in out + err
+    logged = caplog.text  # (clog routes library records to stdlib logging until clog.init())
+    assert "client-side cache tracking unavailable" in logged and "NoPermissionError" in logged
+    assert password not in logged
