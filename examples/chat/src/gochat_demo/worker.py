@@ -48,9 +48,10 @@ class Worker:
         tune_sqlite(self.db.engine)
         self.db.create_all(Base.metadata)
         self.cache = cache.new(SERVICE, coord=provider)
-        # idempotency keys: a message redelivered after a crash or a rebalance is skipped
-        # before it reaches the database (whose primary key stays the last guard)
-        self.once = self.cache.once("im-logic.msg")
+        # idempotency keys, per consumer group and topic: a message redelivered after a crash
+        # or a rebalance is skipped before it reaches the database (whose primary key stays
+        # the last guard)
+        self.once = self.cache.once(f"{group}:{topic}")
         self.pages = self.cache.aside()
         # Static group membership (KIP-345): a worker restarted under the same name takes
         # over its predecessor's partitions at once, instead of the group waiting for the
