@@ -37,6 +37,8 @@ def test_config_comes_from_overrides_like_cache_new() -> None:
         MemoryRedis().cache("svc", mode="cluster", addresses=["h:1"])
     with pytest.raises(cache.CacheConfigError):
         MemoryRedis().cache("")
+    with pytest.raises(cache.CacheConfigError, match="localCache"):
+        MemoryRedis().cache("svc", local_cache={"prefixes": ["user:"]})
 
 
 def test_missing_extra_is_a_typed_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -78,6 +78,11 @@ class MemoryRedis:
             raise CacheConfigError(
                 f"MemoryRedis serves mode 'single' only (redis.yaml or overrides say {cfg.mode!r})"
             )
+        if cfg.local_cache.prefixes:
+            # its invalidations come over a connection of its own to the configured address
+            raise CacheConfigError(
+                "MemoryRedis does not serve client-side caching: leave localCache.prefixes empty"
+            )
         return cfg, serializer if serializer is not None else get_serializer(cfg.serializer)
 
     def cache(
