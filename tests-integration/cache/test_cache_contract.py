@@ -238,3 +238,54 @@ def test_closed_cache_refuses_commands(env: Env) -> None:
     c.close()
     with pytest.raises(cache.CacheError, match="closed"):
         c.get("k")
+
+
+@pytest.fixture(params=["memory", "redis"])
+def blocking(request: pytest.FixtureRequest) -> Iterator[Env]:
+    """The blocking client only (for the callbacks-taking features below)."""
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    e = Env(request.param, "sync", url)
+    yield e
+    e.close()
+
+
+def test_aside_loads_once_and_invalidates(blocking: Env) -> None:
+    c = blocking.cache()
+    aside = c.aside(ttl=30)
+    loads: list[str] = []
+
+    def load() -> dict[str, int]:
+        loads.append("x")
+        return {"v": len(loads)}
+
+    assert aside.get("k", load) == {"v": 1}
+    assert aside.get("k", load) == {"v": 1}
+    assert loads == ["x"]
+    aside.invalidate("k")
+    assert aside.get("k", load) == {"v": 2}
+
+
+def test_rate_limits(blocking: Env) -> None:
+    c = blocking.cache()
+    window = c.limiter("w", cache.SlidingWindow(limit=2, window=60))
+    assert [window.allow("u").allowed for _ in range(3)] == [True, True, False]
+    assert window.allow("other").allowed is True
+    bucket = c.limiter("b", cache.TokenBucket(rate=0.001, burst=2))
+    results = [bucket.allow("u") for _ in range(3)]
+    assert [r.allowed for r in results] == [True, True, False]
+    assert results[2].retry_after > 0 and results[2].limit == 2
+
+
+def test_idempotency_keys(blocking: Env) -> None:
+    c = blocking.cache()
+    once = c.once("payments")
+    calls: list[int] = []
+
+    def charge() -> str:
+        calls.append(1)
+        return "charged"
+
+    first, second = once.run("order-1", charge), once.run("order-1", charge)
+    assert (first.value, first.duplicate) == ("charged", False)
+    assert (second.value, second.duplicate) == ("charged", True)
+    assert calls == [1]
