@@ -335,10 +335,9 @@ class KafkaProducer(Closing):
         tid, trace = self._trace()
         return _with_trace(msg, trace), self._hook(callback, tid)
 
-    def _trace(self) -> tuple[str | None, _Headers | None]:
-        """The current clog trace id, and the headers carrying it and the active span's W3C
-        context (None without a trace id)."""
-        return current_trace_headers()
+    #: The current clog trace id, and the headers carrying it and the active span's W3C
+    #: context (None without a trace id); no extra call frame on the send path.
+    _trace = staticmethod(current_trace_headers)
 
     def _hook(self, callback: DeliveryCallback | None, tid: str | None) -> _Delivery:
         # librdkafka keeps the hook of every queued message alive. Reusing the last hook when
