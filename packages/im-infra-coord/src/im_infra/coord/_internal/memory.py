@@ -147,6 +147,7 @@ class MemoryStore:
 
     def _drop_lease(self, lease_id: int) -> None:
         lease = self._leases.pop(lease_id, None)
+        self._lock.notify_all()  # the reaper re-plans (and ends with the last lease)
         if lease is None or not lease.keys:
             return
         self._revision += 1
@@ -164,13 +165,15 @@ class MemoryStore:
             self._drop_lease(lease.id)
 
     def _reap(self) -> None:
-        while True:
-            with self._lock:
+        """Expire leases on time (their keys' delete events reach the watches); the thread
+        ends when no lease is left and :meth:`lease_grant` starts another."""
+        with self._lock:
+            while True:
                 self._expire()
-                if self._leases:
-                    wait = min(le.deadline for le in self._leases.values()) - time.monotonic()
-                else:
-                    wait = 1.0
+                if not self._leases:
+                    self._reaper = None
+                    return
+                wait = min(le.deadline for le in self._leases.values()) - time.monotonic()
                 self._lock.wait(max(0.01, min(wait, 1.0)))
 
     # ------------------------------------------------------------------ operations
