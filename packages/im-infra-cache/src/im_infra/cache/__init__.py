@@ -14,9 +14,11 @@
 from im_infra.cache.client import AsyncRedisCache, RedisCache
 from im_infra.cache.config import RedisConfig, RetryConfig, TLSConfig
 from im_infra.cache.errors import (
+    CacheArgumentError,
     CacheAuthError,
     CacheConfigError,
     CacheError,
+    CacheOutcomeUnknown,
     CachePermissionError,
     CacheResponseError,
     CacheTimeout,
@@ -40,9 +42,11 @@ __all__ = [
     "AsyncPipeline",
     "AsyncRedisCache",
     "Cache",
+    "CacheArgumentError",
     "CacheAuthError",
     "CacheConfigError",
     "CacheError",
+    "CacheOutcomeUnknown",
     "CachePermissionError",
     "CacheResponseError",
     "CacheTimeout",
