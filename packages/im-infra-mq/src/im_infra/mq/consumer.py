@@ -29,6 +29,7 @@ from im_infra.clog.lifecycle import Closing
 from ._internal.client import build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
 from ._internal.tracing import extract_context
+from ._internal.validate import check_topics
 from .errors import ConfigError, ConsumerError, MQError
 from .interfaces import ConsumeCallback
 from .message import TRACE_ID_HEADER, Message
@@ -159,6 +160,7 @@ class KafkaConsumer(Closing):
         """The consume loop shared by the blocking and asyncio consumers."""
         if isinstance(topics, str):
             topics = [topics]
+        topics = check_topics(topics)
         if not topics:
             raise ConsumerError("subscribe needs at least one topic")
         with self._lock:

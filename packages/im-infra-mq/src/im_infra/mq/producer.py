@@ -30,6 +30,7 @@ from im_infra.clog.lifecycle import Closing
 from ._internal.client import build_client
 from ._internal.metrics import ProducerMetrics
 from ._internal.tracing import inject_headers
+from ._internal.validate import check_headers, explain
 from .errors import (
     DeliveryError,
     MQError,
@@ -68,10 +69,15 @@ def _delivery_error(err: KafkaError, topic: str) -> DeliveryError:
 
 
 def _with_trace(msg: Message, trace: _Headers | None) -> _Headers | None:
-    """The headers to send ``msg`` with: its own, plus the ``trace`` headers it does not set."""
+    """The headers to send ``msg`` with: its own (checked: a bad one is an
+    InvalidArgumentError, never a crash in the client), plus the ``trace`` headers it does not
+    set."""
+    own = msg.headers
+    if own:
+        check_headers(own)
     if trace is None:
-        return msg.headers or None  # type: ignore[return-value]  # read-only: never mutated
-    return {**trace, **msg.headers}
+        return own or None  # type: ignore[return-value]  # read-only: never mutated
+    return {**trace, **own}
 
 
 class _Delivery:
@@ -382,6 +388,8 @@ class KafkaProducer(Closing):
                 )
         except BufferError:
             return False
+        except (TypeError, ValueError) as exc:  # a field of the wrong type, not UTF-8
+            raise explain(msg, exc) from exc
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError):
