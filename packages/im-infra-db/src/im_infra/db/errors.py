@@ -94,8 +94,9 @@ class CommitOutcomeUnknownError(ConnectionLostError):
     the transaction again. See docs/db.md, "Commit outcome unknown"."""
 
 
-class PoolTimeoutError(DBError):
-    """No pooled connection became free within ``poolTimeout``."""
+class PoolTimeoutError(DBError, TimeoutError):
+    """No pooled connection became free within ``poolTimeout`` (also the builtin
+    ``TimeoutError``)."""
 
 
 class QueryError(DBError):
@@ -110,8 +111,9 @@ class NotFoundError(QueryError):
     """A query that must return a row returned none (``Result.scalar_one()``, ``get_one()``)."""
 
 
-class StatementTimeoutError(QueryError):
-    """The statement ran longer than ``statementTimeout`` and the server cancelled it."""
+class StatementTimeoutError(QueryError, TimeoutError):
+    """The statement ran longer than ``statementTimeout`` and the server cancelled it (also the
+    builtin ``TimeoutError``)."""
 
 
 class TransactionConflictError(QueryError):
