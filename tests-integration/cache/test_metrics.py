@@ -153,15 +153,16 @@ def test_hot_path_features_report_metrics(make_cache: Any, metrics_probe: Any) -
         return float(metrics_probe.value(f"im_infra.cache.local.{name}", service=service))
 
     c.set("user:1", "ann")
+    c.set("user:2", "bob")  # written before tracking is on: no invalidation can race the fill
     c.get("user:1")
     deadline = time.monotonic() + 5
     while not c.local_cache.enabled:
         assert time.monotonic() < deadline
-        c.get("user:1")
+        c.get("user:1")  # (this loop may fill user:1 locally; user:2 is never read before)
     before = (local("hits"), local("misses"))
-    c.get("user:1")  # fill
+    c.get("user:2")  # fill
     for _ in range(5):
-        c.get("user:1")
+        c.get("user:2")
     assert local("hits") - before[0] == 5
     assert local("misses") - before[1] == 1
 

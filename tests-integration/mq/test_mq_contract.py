@@ -347,10 +347,26 @@ def test_message_in_hand_at_close_is_delivered_again(backend: Backend) -> None:
     assert second.messages()[0].offset == first.messages()[0].offset
 
 
+def test_bad_messages_are_typed_errors(backend: Backend) -> None:
+    topic = backend.topic()
+    with backend.producer() as producer:
+        with pytest.raises(mq.InvalidArgumentError, match="value"):
+            producer.send(mq.Message(topic, value=42))  # type: ignore[arg-type]
+        with pytest.raises(mq.InvalidArgumentError, match="header"):
+            producer.send(mq.Message(topic, value=b"v", headers={"h": 1}))  # type: ignore[dict-item]
+        with pytest.raises(mq.InvalidArgumentError, match="topic"):
+            producer.send(mq.Message(7, value=b"v"))  # type: ignore[arg-type]
+        with pytest.raises(mq.DeliveryError) as failed:  # an empty name: refused by the broker
+            producer.send_sync(mq.Message("", value=b"v"), timeout=30)
+        assert failed.value.code == "TOPIC_EXCEPTION"
+
+
 def test_subscribe_argument_errors(backend: Backend) -> None:
     consumer = backend.consumer(group())
     with pytest.raises(mq.ConsumerError):
         consumer.subscribe([], lambda m: None)
+    with pytest.raises(mq.InvalidArgumentError, match=r"topics\[0\]"):
+        consumer.subscribe([""], lambda m: None)
     consumer.close()
     with pytest.raises(mq.ConsumerError):
         consumer.subscribe([backend.topic()], lambda m: None)

@@ -15,9 +15,11 @@ from im_infra.cache.aside import Aside, AsyncAside, Invalidation
 from im_infra.cache.client import AsyncRedisCache, RedisCache
 from im_infra.cache.config import RedisConfig, RetryConfig, TLSConfig
 from im_infra.cache.errors import (
+    CacheArgumentError,
     CacheAuthError,
     CacheConfigError,
     CacheError,
+    CacheOutcomeUnknown,
     CachePermissionError,
     CacheResponseError,
     CacheTimeout,
@@ -57,9 +59,11 @@ __all__ = [
     "AsyncPipeline",
     "AsyncRedisCache",
     "Cache",
+    "CacheArgumentError",
     "CacheAuthError",
     "CacheConfigError",
     "CacheError",
+    "CacheOutcomeUnknown",
     "CachePermissionError",
     "CacheResponseError",
     "CacheTimeout",

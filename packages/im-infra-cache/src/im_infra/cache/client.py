@@ -19,11 +19,13 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from im_infra.cache._internal import metrics
+from im_infra.cache._internal.args import unencodable
 from im_infra.cache._internal.backend import ASYNC, SYNC
 from im_infra.cache._internal.base import CacheBase
 from im_infra.cache._internal.codec import Transform
 from im_infra.cache._internal.errors import BACKEND_ERRORS, translate
 from im_infra.cache._internal.flow import Call, Done, Flow, Runner, Sleep
+from im_infra.cache._internal.retry import SAFE, is_safe
 from im_infra.cache._internal.singleflight import TaskFlights, ThreadFlights
 from im_infra.cache._internal.tracking import run_async, run_blocking, tracking_connection
 from im_infra.cache.aside import Aside, AsyncAside
@@ -81,12 +83,19 @@ class RedisCache(CacheBase, Closing):
     def _run(self, args: tuple[Any, ...], transform: Transform = None, node: Any = None) -> Any:
         """Run one command (on cluster ``node`` when given) and transform its reply."""
         started = perf_counter()
+        safe = SAFE.set(True) if is_safe(args) else None
         try:
             reply = (
                 self._execute(*args) if node is None else self._execute(*args, target_nodes=node)
             )
         except BACKEND_ERRORS as exc:
-            raise metrics.failed(translate(exc, args[0], self._secrets), args[0], started) from exc
+            failure = translate(exc, args[0], self._secrets, unsafe=safe is None)
+            raise metrics.failed(failure, args[0], started) from exc
+        except UnicodeEncodeError as exc:
+            raise unencodable(args[0], args, exc) from exc
+        finally:
+            if safe is not None:
+                SAFE.reset(safe)
         metrics.observe(args[0], started)
         return reply if transform is None else transform(reply)
 
@@ -94,7 +103,7 @@ class RedisCache(CacheBase, Closing):
         runner = Runner(flow, self._secrets)
         step = runner.advance()
         while not isinstance(step, Done):
-            reply = error = None
+            reply = error = safe = None
             if isinstance(step, Sleep):
                 time.sleep(step.seconds)
             elif isinstance(step, Call):
@@ -109,11 +118,17 @@ class RedisCache(CacheBase, Closing):
                 except Exception as exc:
                     error = exc
             else:
+                safe = SAFE.set(True) if is_safe(step.args) else None
                 try:
                     reply = self._execute(*step.args)
                 except BACKEND_ERRORS as exc:
                     error = exc
-            step = runner.advance(reply, error)
+                except UnicodeEncodeError as exc:
+                    raise unencodable(step.args[0], step.args, exc) from exc
+                finally:
+                    if safe is not None:
+                        SAFE.reset(safe)
+            step = runner.advance(reply, error, unsafe=safe is None)
         return step.value
 
     def _ready(self, value: Any) -> Any:
@@ -227,15 +242,21 @@ class AsyncRedisCache(CacheBase, AsyncClosing):
         slots = self._slots
         started = perf_counter()
         await slots.acquire()  # (not `async with`: two coroutines fewer on the hot path)
+        safe = SAFE.set(True) if is_safe(args) else None
         try:
             if node is None:
                 reply = await self._execute(*args)
             else:
                 reply = await self._execute(*args, target_nodes=node)
         except BACKEND_ERRORS as exc:
-            raise metrics.failed(translate(exc, args[0], self._secrets), args[0], started) from exc
+            failure = translate(exc, args[0], self._secrets, unsafe=safe is None)
+            raise metrics.failed(failure, args[0], started) from exc
+        except UnicodeEncodeError as exc:
+            raise unencodable(args[0], args, exc) from exc
         finally:
             slots.release()
+            if safe is not None:
+                SAFE.reset(safe)
         metrics.observe(args[0], started)
         return reply if transform is None else transform(reply)
 
@@ -243,7 +264,7 @@ class AsyncRedisCache(CacheBase, AsyncClosing):
         runner = Runner(flow, self._secrets)
         step = runner.advance()
         while not isinstance(step, Done):
-            reply = error = None
+            reply = error = safe = None
             if isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
             elif isinstance(step, Call):
@@ -254,12 +275,18 @@ class AsyncRedisCache(CacheBase, AsyncClosing):
                 except Exception as exc:
                     error = exc
             else:
+                safe = SAFE.set(True) if is_safe(step.args) else None
                 try:
                     async with self._slots:
                         reply = await self._execute(*step.args)
                 except BACKEND_ERRORS as exc:
                     error = exc
-            step = runner.advance(reply, error)
+                except UnicodeEncodeError as exc:
+                    raise unencodable(step.args[0], step.args, exc) from exc
+                finally:
+                    if safe is not None:
+                        SAFE.reset(safe)
+            step = runner.advance(reply, error, unsafe=safe is None)
         return step.value
 
     async def _ready(self, value: Any) -> Any:

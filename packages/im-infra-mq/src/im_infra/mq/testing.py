@@ -44,6 +44,7 @@ from im_infra.clog.lifecycle import AsyncClosing, Closing
 
 from ._internal.memory import BrokerState, partition_for
 from ._internal.tracing import bound_trace, current_trace_headers
+from ._internal.validate import check_headers, check_topic, check_topics, explain
 from .errors import ConfigError, ConsumerError, MQError, ProducerClosedError, SendTimeoutError
 from .interfaces import (
     AsyncConsumeCallback,
@@ -185,16 +186,29 @@ _Report = tuple[DeliveryCallback | None, str | None, str, MQError | None]
 def _outgoing(msg: Message) -> tuple[Message, str | None]:
     """``msg`` as stored (key, value and headers as bytes; the current trace id added as the
     real producer adds it, never replacing a header the caller set) and the trace id to bind
-    around its delivery callback."""
+    around its delivery callback. Bad fields raise the real producer's InvalidArgumentError."""
+    if msg.topic:  # an empty name fails at delivery, as on the broker
+        check_topic(msg.topic, "message topic")
+    elif not isinstance(msg.topic, str):
+        raise explain(msg, TypeError("topic"))
+    if msg.headers:
+        check_headers(msg.headers)
     tid, trace = current_trace_headers()
     headers = {**trace, **msg.headers} if trace is not None else dict(msg.headers)
-    out = Message(
-        msg.topic,
-        _encode("key", msg.key),
-        _encode("value", msg.value),
-        {k: _encode("header", v) or b"" for k, v in headers.items()},
-        msg.partition,
-    )
+    try:
+        out = Message(
+            msg.topic,
+            _encode("key", msg.key),
+            _encode("value", msg.value),
+            {k: _encode("header", v) or b"" for k, v in headers.items()},
+            msg.partition,
+        )
+    except (TypeError, UnicodeEncodeError) as exc:
+        raise explain(msg, exc) from exc
+    if out.partition is not None and (
+        type(out.partition) is bool or not isinstance(out.partition, int)
+    ):
+        raise explain(msg, TypeError("partition"))
     return out, tid
 
 
@@ -487,6 +501,7 @@ class _Member:
     def _join(self, topics: Sequence[str]) -> str:
         if isinstance(topics, str):
             topics = [topics]
+        topics = check_topics(topics)
         if not topics:
             raise ConsumerError("subscribe needs at least one topic")
         with self._lock:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from im_infra.cache._internal import bloom, codec
+from im_infra.cache._internal.args import KeyPrefix
 from im_infra.cache._internal.backend import secrets_of
 from im_infra.cache._internal.codec import Transform, decode_any
 from im_infra.cache._internal.flow import Cmd, Flow, script_flow
@@ -45,7 +46,7 @@ class CacheBase(Ops):
         self._execute = client.execute_command
         self._config = config
         self._service = service
-        self._prefix = config.prefix_for(service)
+        self._prefix = KeyPrefix(config.prefix_for(service))
         self._serializer = serializer
         self._secrets = secrets_of(config)
         self._bloom = bloom.BloomState(config.bloom)

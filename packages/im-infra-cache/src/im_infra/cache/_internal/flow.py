@@ -72,10 +72,13 @@ class Runner:
         self._command: object = "?"
         self._started: float | None = None
 
-    def advance(self, reply: Any = None, error: BaseException | None = None) -> Step | Done:
+    def advance(
+        self, reply: Any = None, error: BaseException | None = None, *, unsafe: bool = False
+    ) -> Step | Done:
         """Feed ``reply`` (or throw ``error``) into the flow; return its next step or Done.
 
-        A redis-py exception the flow does not handle is translated into a CacheError here.
+        A redis-py exception the flow does not handle is translated into a CacheError here
+        (``unsafe``: the failed command is not safe to repeat, see ``translate``).
         """
         started, self._started = self._started, None
         if started is not None and error is None:
@@ -85,7 +88,7 @@ class Runner:
         except StopIteration as stop:
             return Done(stop.value)
         except BACKEND_ERRORS as exc:
-            failure = translate(exc, self._command, self._secrets)
+            failure = translate(exc, self._command, self._secrets, unsafe=unsafe)
             if started is not None and error is not None:
                 metrics.failed(failure, self._command, started)
             raise failure from exc

@@ -68,6 +68,11 @@ class BrokerState:
     def append(self, msg: Message, key: bytes | None, value: bytes | None) -> Message:
         """Store ``msg`` (key and value already encoded); returns the stored copy."""
         with self.cond:
+            if not msg.topic:
+                raise DeliveryError(
+                    "delivery to topic '' failed: Broker: Invalid topic (TOPIC_EXCEPTION)",
+                    code="TOPIC_EXCEPTION",
+                )
             parts = self.logs.get(msg.topic)
             if parts is None:
                 if not self.auto_create:
