@@ -146,11 +146,10 @@ class Running:
         self.errors: list[BaseException] = []
         self._handler = handler
 
-        def callback(msg: mq.Message) -> None:
+        def callback(msg: mq.Message) -> object:
             with self.lock:
                 self.seen.append((msg, clog.trace_id()))
-            if self._handler is not None:
-                self._handler(msg)
+            return None if self._handler is None else self._handler(msg)
 
         def run() -> None:
             try:
@@ -297,6 +296,23 @@ def test_failing_callback_is_logged_and_skipped(backend: Backend) -> None:
     assert len(failed) == 1
     assert failed[0]["level"] == "error" and failed[0]["fields"]["topic"] == topic
     assert failed[0]["error"]["type"] == "ValueError"
+
+
+def test_returned_exception_counts_as_a_failure(backend: Backend) -> None:
+    topic = backend.topic()
+    dlq = topic + mq.DLQ_SUFFIX
+    if isinstance(backend, Kafka):
+        backend.admin.create_topic(dlq, 1, 1)
+    with backend.producer() as producer:
+        producer.send_sync(mq.Message(topic, value=b"m"), timeout=30)
+    policy = mq.RetryPolicy(max_attempts=2, backoff=0.01)
+    run = Running(backend.consumer(group(), retry=policy), [topic], lambda m: ValueError("no"))
+    dead = Running(backend.consumer(group()), [dlq])
+    wait_for(lambda: len(dead.messages()) >= 1, what="the dead letter")
+    run.stop()
+    dead.stop()
+    assert len(run.messages()) == 2
+    assert dead.messages()[0].headers["dlq_error"] == b"ValueError: no"
 
 
 def test_retry_then_dead_letter(backend: Backend) -> None:

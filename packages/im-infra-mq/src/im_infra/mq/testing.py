@@ -555,7 +555,8 @@ class MemoryConsumer(_Member, Closing):
                 if ask is None:
                     attempt += 1
                     try:
-                        callback(msg)
+                        if isinstance(result := callback(msg), Exception):
+                            raise result  # the seed's Go form: returning an error is a failure
                         reply: Any = None
                     except Exception as exc:
                         _log_failure(self._log, msg, attempt, self._retry)
@@ -607,7 +608,8 @@ class MemoryAsyncConsumer(_Member, AsyncClosing):
                 if ask is None:
                     attempt += 1
                     try:
-                        await callback(msg)
+                        if isinstance(result := await callback(msg), Exception):
+                            raise result  # the seed's Go form: returning an error is a failure
                         reply: Any = None
                     except Exception as exc:
                         _log_failure(self._log, msg, attempt, self._retry)
