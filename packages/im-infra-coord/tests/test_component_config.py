@@ -102,9 +102,7 @@ class _Entry:
 class _FakeConfig:
     """Stands in for the config manager; records the keys asked for."""
 
-    def __init__(
-        self, docs: dict[str, bytes] | None, fail: bool = False, env: str = "dev"
-    ) -> None:
+    def __init__(self, docs: dict[str, bytes] | None, fail: bool = False, env: str = "dev") -> None:
         self.env = env
         self.service: str | None = None
         self.docs = docs or {}
@@ -146,7 +144,9 @@ def test_provider_env_wins_over_process_env(monkeypatch: pytest.MonkeyPatch) -> 
     """A provider connected with env="staging" reads staging's documents, whatever
     IM_INFRA_ENV says; an explicit env= still wins over both."""
     monkeypatch.setenv("IM_INFRA_ENV", "prod")
-    fake = _FakeConfig({"/im-infra/config/staging/global/redis.yaml": b"addr: s:1\n"}, env="staging")
+    fake = _FakeConfig(
+        {"/im-infra/config/staging/global/redis.yaml": b"addr: s:1\n"}, env="staging"
+    )
     provider: Any = _FakeProvider(fake)
     assert load_component_config("redis", Redis, service="svc", coord=provider).addr == "s:1"
     load_component_config("redis", Redis, service="svc", coord=provider, env="qa")

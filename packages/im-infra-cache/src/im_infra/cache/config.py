@@ -14,9 +14,10 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
 
-from im_infra.coord import Duration, parse_duration
+from im_infra.cache.errors import CacheConfigError
+from im_infra.coord import Component, Duration, parse_duration
 
-__all__ = ["RedisConfig", "RetryConfig", "TLSConfig", "parse_duration"]
+__all__ = ["REDIS", "RedisConfig", "RetryConfig", "TLSConfig", "parse_duration"]
 
 Seconds = Annotated[Duration, Field(gt=0)]
 """Positive seconds; also Go duration strings such as ``"500ms"`` (:func:`coord.parse_duration`)."""
@@ -157,3 +158,15 @@ class RedisConfig(_Model):
     def prefix_for(self, service: str) -> str:
         """The key prefix for ``service`` (``{service}`` substituted)."""
         return self.key_prefix.replace("{service}", service)
+
+
+REDIS: Component[RedisConfig] = Component(
+    "redis",
+    RedisConfig,
+    # applied to a running cache: the retry count (redis-py's Retry.update_retries); every other
+    # field is fixed in the connection pool and logged as needing a restart
+    live_fields=frozenset({"retry.max_retries"}),
+    env_aliases={"IM_INFRA_REDIS_URL": "address"},
+    error=CacheConfigError,
+)
+"""The ``redis.yaml`` component as coord loads it (entry point ``im_infra.config: redis``)."""

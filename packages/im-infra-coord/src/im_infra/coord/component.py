@@ -34,7 +34,9 @@ class Component(Generic[M]):
     the component applies while running; a change to any other field is logged once as needing
     a restart. ``required``: dotted paths that must be set (non-empty) by some layer, each with
     a hint shown in the error. ``env_aliases``: extra environment variables, mapped to a dotted
-    field path, read before the canonical ``IM_INFRA_<NAME>_<PATH>`` ones.
+    field path, read before the canonical ``IM_INFRA_<NAME>_<PATH>`` ones. ``error``: the
+    exception raised for a bad configuration: the component package's own config error (a
+    subclass of :class:`~im_infra.coord.ConfigError`, the shared root).
     """
 
     name: str
@@ -42,9 +44,12 @@ class Component(Generic[M]):
     live_fields: frozenset[str] = field(default_factory=frozenset)
     required: Mapping[str, str] = field(default_factory=dict)
     env_aliases: Mapping[str, str] = field(default_factory=dict)
+    error: type[ConfigError] = ConfigError
 
     def __post_init__(self) -> None:
         check_name("component", self.name)
+        if not (isinstance(self.error, type) and issubclass(self.error, ConfigError)):
+            raise ConfigError(f"component {self.name!r}: error must subclass coord.ConfigError")
 
     def variable(self, path: str) -> str:
         """The environment variable for the field at dotted ``path``."""
@@ -67,7 +72,7 @@ class Component(Generic[M]):
             if value in (None, "", [], {}, ()):
                 names = [a for a, p in self.env_aliases.items() if p == path]
                 names.append(self.variable(path))
-                raise ConfigError(
+                raise self.error(
                     f"{self.name} config: required setting '{path}' is not set (looked in "
                     f"{sources}). Set it in {self.name}.yaml (global or the service's document "
                     f"in the config center, or $IM_INFRA_CONFIG_DIR), with "

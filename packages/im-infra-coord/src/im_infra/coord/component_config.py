@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
@@ -102,24 +103,40 @@ class Resolver(Generic[M]):
     ) -> None:
         self.spec = spec
         self.service = service
-        self.keys = document_keys(env, service, spec.name)
+        try:
+            self.keys = document_keys(env, service, spec.name)
+        except ConfigError as exc:
+            raise spec.error(str(exc)) from None
         environ = os.environ if environ is None else environ
-        self._env = env_layers(spec.name, spec.model, environ, spec.env_aliases)
-        self._overrides = [Layer("keyword arguments", dict(overrides))] if overrides else []
         self._secrets: set[str] = set()
+        try:
+            self._env = env_layers(spec.name, spec.model, environ, spec.env_aliases)
+        except ConfigError as exc:
+            raise self._error(exc) from None
+        self._overrides = [Layer("keyword arguments", dict(overrides))] if overrides else []
         for layer in self._env + self._overrides:
             self._secrets |= secrets_in(layer.data)
+
+    def _error(self, exc: ConfigError) -> ConfigError:
+        """``exc`` as the component's own config error, secrets redacted."""
+        return self.spec.error(redact(str(exc), self._secrets))
 
     def etcd_layers(self, raw: Mapping[str, bytes | None]) -> list[Layer]:
         layers = []
         for key in self.keys:
             data = raw.get(key)
             if data is not None:
-                layers.append(Layer(f"etcd {key}", parse_document(data, key)))
+                try:
+                    layers.append(Layer(f"etcd {key}", parse_document(data, key)))
+                except ConfigError as exc:
+                    raise self._error(exc) from None
         return layers
 
     def local_layers(self) -> list[Layer]:
-        return local_layers(self.spec.name, self.service)
+        try:
+            return local_layers(self.spec.name, self.service)
+        except ConfigError as exc:
+            raise self._error(exc) from None
 
     def build(self, documents: list[Layer]) -> M:
         """Validate defaults < ``documents`` < environment < overrides; ConfigError (secrets
@@ -132,7 +149,7 @@ class Resolver(Generic[M]):
             sources = ", ".join(layer.source for layer in layers) or "no document"
             self.spec.check_required(config, sources)
         except ConfigError as exc:
-            raise ConfigError(redact(str(exc), self._secrets)) from None
+            raise self._error(exc) from None
         return config
 
 
@@ -327,6 +344,11 @@ class LiveConfig(Generic[M], Closing):
                 hook(old, new)
             except Exception:
                 _log.exception("config on_change hook failed", component=self.component)
+
+    def close_with(self, owner: object) -> None:
+        """Stop following changes once ``owner`` (the client built from this config) is
+        garbage collected, if :meth:`close` was not called before."""
+        weakref.finalize(owner, self.close)
 
     def close(self) -> None:
         """Stop following changes (idempotent)."""

@@ -243,8 +243,7 @@ class EtcdConfigManager(Closing):
         svc = service or self.service
         if not svc:
             raise ConfigError(
-                f"{spec.name} config needs a service name: pass service=... or "
-                "connect(service=...)"
+                f"{spec.name} config needs a service name: pass service=... or connect(service=...)"
             )
         resolver = Resolver(spec, svc, env=self.env, overrides=overrides)
         live = LiveConfig(resolver, client=self._client, hub=self._hub)

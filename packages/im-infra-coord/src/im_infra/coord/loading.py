@@ -54,7 +54,7 @@ def _service(service: str | None, provider: Provider | None, spec: Component[Any
     named = getattr(provider, "service", None) if provider is not None else None
     if isinstance(named, str) and named:
         return named
-    raise ConfigError(
+    raise spec.error(
         f"{spec.name} config needs a service name: pass it, or use a provider connected with "
         "service=... ($IM_INFRA_SERVICE)"
     )
@@ -73,7 +73,8 @@ def live_config(
     (static when there is no config center). ``service`` defaults to the provider's.
 
     ``env`` is the environment when there is no provider (a provider has its own: passing a
-    different one is a ConfigError). Raises :class:`ConfigError` (secrets redacted) naming the document, field and problem.
+    different one is a ConfigError). Raises the component's config error (secrets redacted)
+    naming the document, field and problem.
     """
     spec = _as_component(component, model)
     provider = coord if coord is not None else default_provider()
@@ -82,7 +83,7 @@ def live_config(
         return LiveConfig(Resolver(spec, name, env=resolve_env(env), overrides=overrides))
     manager = provider.config
     if env is not None and env != manager.env:
-        raise ConfigError(
+        raise spec.error(
             f"{spec.name} config: env={env!r} differs from the provider's environment "
             f"{manager.env!r}; connect the provider with env={env!r}"
         )

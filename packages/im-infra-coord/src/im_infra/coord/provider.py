@@ -7,10 +7,10 @@ import threading
 from collections.abc import Sequence
 
 from im_infra.clog.lifecycle import Closing
+from im_infra.coord._internal.documents import resolve_env
 from im_infra.coord._internal.etcd import EtcdClient, TlsFiles
 from im_infra.coord._internal.lease import LeaseKeeper
 from im_infra.coord._internal.log import log
-from im_infra.coord._internal.documents import resolve_env
 from im_infra.coord.config import EtcdConfigManager
 from im_infra.coord.errors import ConfigError, CoordError, CoordUnavailable
 from im_infra.coord.instance import DEFAULT_INSTANCE_TTL, DEFAULT_MAX_ID, EtcdInstancer

@@ -5,24 +5,17 @@ from __future__ import annotations
 from redis import exceptions as rex
 
 from im_infra.cache import errors as e
+from im_infra.coord import redact_secrets
 
 BACKEND_ERRORS = (rex.RedisError, rex.RedisClusterException)
 """What redis-py raises (RedisClusterException is not a RedisError)."""
-
-
-def scrub(message: str, secrets: tuple[str, ...]) -> str:
-    """Remove every secret (password) from ``message``."""
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    return message
 
 
 def translate(exc: BaseException, command: object, secrets: tuple[str, ...]) -> e.CacheError:
     """The CacheError for a redis-py exception raised while running ``command`` (no arguments or
     values are ever put in the message)."""
     name = command.decode() if isinstance(command, bytes) else str(command)
-    detail = scrub(str(exc) or type(exc).__name__, secrets)
+    detail = redact_secrets(str(exc) or type(exc).__name__, secrets)
     upper = detail.upper()
     cls: type[e.CacheError]
     if isinstance(exc, rex.NoPermissionError) or upper.startswith("NOPERM"):
