@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -199,6 +200,13 @@ class ProviderBase(Generic[EngineT, S]):
 
         live.on_change(apply)
         live.close_with(self)
+
+    @property
+    def slow_threshold(self) -> float:
+        """The slow-query threshold in effect, in seconds (0: off); ``db.yaml`` changes to
+        ``slowThreshold`` apply here while the provider runs."""
+        seconds = self._slow.seconds
+        return 0.0 if seconds == math.inf else seconds
 
     @property
     def engine(self) -> EngineT:
