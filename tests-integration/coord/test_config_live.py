@@ -171,7 +171,11 @@ def test_watch_sees_a_change_made_right_after_it_returns(
             for trial in range(10):
                 seen = threading.Event()
                 key = f"race/{trial}.yaml"
-                handle = watcher.config.watch(key, lambda ev, s=seen: s.set())
+
+                def on_event(_ev: coord.ConfigEvent, s: threading.Event = seen) -> None:
+                    s.set()
+
+                handle = watcher.config.watch(key, on_event)
                 provider.config.set(key, f"n: {trial}\n")  # at once, on the direct path
                 try:
                     assert seen.wait(5), f"trial {trial}: the change was missed"
