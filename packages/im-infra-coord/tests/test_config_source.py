@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -157,7 +157,7 @@ def test_deprecated_provider_keyword_warns(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("IM_INFRA_SVCX_HOSTS", "h")
     with pytest.warns(DeprecationWarning, match="coord="):
         coord.load_component_config(SPEC, service="a", provider=Fake())  # type: ignore[arg-type]
-    with pytest.raises(coord.ConfigError, match="once"), pytest.warns(DeprecationWarning):
+    with pytest.raises(coord.ConfigError, match="once"), pytest.warns(DeprecationWarning, match="f\\(provider="):
         coord.pick_provider(Fake(), where="f", provider=Fake())  # type: ignore[arg-type]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -186,7 +186,7 @@ def test_service_name_comes_from_the_provider(monkeypatch: pytest.MonkeyPatch) -
 
         class config:  # noqa: N801
             env = "dev"
-            asked: list[str] = []
+            asked: ClassVar[list[str]] = []
 
             @classmethod
             def get(cls, key: str) -> None:
