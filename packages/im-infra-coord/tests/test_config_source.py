@@ -157,7 +157,8 @@ def test_deprecated_provider_keyword_warns(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("IM_INFRA_SVCX_HOSTS", "h")
     with pytest.warns(DeprecationWarning, match="coord="):
         coord.load_component_config(SPEC, service="a", provider=Fake())  # type: ignore[arg-type]
-    with pytest.raises(coord.ConfigError, match="once"), pytest.warns(DeprecationWarning, match="f\\(provider="):
+    warned = pytest.warns(DeprecationWarning, match=r"f\(provider=")
+    with pytest.raises(coord.ConfigError, match="once"), warned:
         coord.pick_provider(Fake(), where="f", provider=Fake())  # type: ignore[arg-type]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
