@@ -187,6 +187,7 @@ class LiveConfig(Generic[M], Closing):
         client: EtcdClient | None = None,
         hub: ConfigHub | None = None,
         unreachable: str = "",
+        on_close: Callable[[LiveConfig[M]], None] | None = None,
     ) -> None:
         self._resolver = resolver
         self.component = resolver.spec.name
@@ -198,6 +199,7 @@ class LiveConfig(Generic[M], Closing):
         self._lock = threading.RLock()
         self._revision: int | None = None
         self._sub: Subscription | None = None
+        self._on_close = on_close
         self._source: Source
         if client is None or hub is None:
             self._value = self._degraded(unreachable)
@@ -354,3 +356,5 @@ class LiveConfig(Generic[M], Closing):
         """Stop following changes (idempotent)."""
         if self._sub is not None:
             self._sub.cancel()
+        if self._on_close is not None:
+            self._on_close(self)

@@ -246,10 +246,15 @@ class EtcdConfigManager(Closing):
                 f"{spec.name} config needs a service name: pass service=... or connect(service=...)"
             )
         resolver = Resolver(spec, svc, env=self.env, overrides=overrides)
-        live = LiveConfig(resolver, client=self._client, hub=self._hub)
+        live = LiveConfig(resolver, client=self._client, hub=self._hub, on_close=self._drop_live)
         with self._lock:
             self._live.append(live)
         return live
+
+    def _drop_live(self, live: LiveConfig[Any]) -> None:
+        with self._lock:
+            if live in self._live:
+                self._live.remove(live)
 
     def close(self) -> None:
         """Stop every watch and live config started here (idempotent)."""
