@@ -200,3 +200,55 @@ def test_service_name_comes_from_the_provider(monkeypatch: pytest.MonkeyPatch) -
 def test_component_error_must_share_the_root() -> None:
     with pytest.raises(coord.ConfigError, match="subclass"):
         coord.Component("x", Svc, error=ValueError)  # type: ignore[arg-type]
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.lines.extend(line for line in s.splitlines() if line)
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_degradation_says_once_what_it_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from im_infra import clog
+
+    sink = _Sink()
+    clog.init("t", sink=sink, level="DEBUG")
+    try:
+        monkeypatch.setenv("IM_INFRA_SVCX_HOSTS", "h")
+        for _ in range(3):
+            coord.load_component_config(SPEC, service="degrade-a")
+        infos = [ln for ln in sink.lines if "no config center configured" in ln]
+        assert len(infos) == 1
+        assert "built-in defaults" in infos[0]
+
+        class Down:
+            service = None
+
+            class config:  # noqa: N801
+                env = "dev"
+
+                @staticmethod
+                def get(key: str) -> None:
+                    raise coord.CoordUnavailable("etcd get: no endpoint answered")
+
+        (tmp_path / "svcx.yaml").write_text("poolSize: 9\n")
+        monkeypatch.setenv("IM_INFRA_CONFIG_DIR", str(tmp_path))
+        for _ in range(3):
+            down: Any = Down()
+            cfg = coord.load_component_config(SPEC, service="degrade-b", coord=down)
+            assert cfg.pool_size == 9
+        warnings_ = [ln for ln in sink.lines if "etcd unreachable" in ln]
+        assert len(warnings_) == 1
+        assert str(tmp_path) in warnings_[0]
+        assert '"level":"warning"' in warnings_[0]
+        assert '"level":"info"' in infos[0]
+    finally:
+        clog.shutdown()
