@@ -28,7 +28,13 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import PurePosixPath
 
-from im_infra.coord._internal.documents import Layer, parse_document, validate_layers
+from im_infra.coord._internal.documents import (
+    Layer,
+    config_root,
+    parse_document,
+    resolve_env,
+    validate_layers,
+)
 from im_infra.coord.component import discover_components
 from im_infra.coord.config import ConfigEvent
 from im_infra.coord.errors import ConfigError, CoordError
@@ -160,8 +166,7 @@ def _check_reachable(endpoints: list[str], timeout: float) -> None:
 def _run(args: argparse.Namespace, p: EtcdProvider) -> int:
     cfg = p.config
     if args.command == "put":
-        data = _read(args.file)
-        validate_document(cfg.key(args.key), data)
+        data: bytes = args.data  # read and validated before connecting (main)
         if args.expect_revision is not None:
             if not cfg.compare_and_set(args.key, data, args.expect_revision):
                 print(
@@ -242,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``im-infra-coord`` command."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "put":  # a bad document is refused before any etcd call
+            args.data = _read(args.file)
+            root = config_root(resolve_env(args.env))
+            validate_document(args.key if args.key.startswith("/") else root + args.key, args.data)
         endpoints = _endpoints(args)
         _check_reachable(endpoints, args.timeout)
         with connect(

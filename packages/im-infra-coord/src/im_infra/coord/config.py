@@ -113,7 +113,7 @@ class EtcdConfigManager(Closing):
         self._watches: list[ConfigWatch] = []
         self._live: list[LiveConfig[Any]] = []
         self._hub = ConfigHub(client, self.root)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a GC finalizer may close a subscriber
         self._closed = False
 
     def key(self, key: str) -> str:

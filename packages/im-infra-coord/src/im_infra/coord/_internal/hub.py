@@ -43,7 +43,7 @@ class ConfigHub:
         self._root = root
         self._subs: list[Subscription] = []
         self._loop: WatchLoop | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a GC finalizer may close a subscriber
         self._closed = False
 
     @property
