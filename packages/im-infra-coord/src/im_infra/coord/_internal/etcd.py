@@ -19,13 +19,18 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-import grpc  # type: ignore[import-untyped]
-from pyetcd import etcdrpc
-
+from im_infra.coord._internal.lazy import LazyModule
 from im_infra.coord.errors import AuthenticationError, ConfigError, CoordError, CoordUnavailable
+
+if TYPE_CHECKING:
+    import grpc  # type: ignore[import-untyped]
+    from pyetcd import etcdrpc
+else:  # imported on first use: `import im_infra.coord` must not load grpc (docs/releasing.md)
+    grpc = LazyModule("grpc")
+    etcdrpc = LazyModule("pyetcd.etcdrpc")
 
 T = TypeVar("T")
 
@@ -40,11 +45,7 @@ _CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
 # UNIMPLEMENTED: the endpoint answers, but it is not etcd (a wrong port, a proxy).
-_FAILOVER_CODES = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.UNIMPLEMENTED,
-}
+_FAILOVER_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "UNIMPLEMENTED"})
 _RETRY_PAUSE = 0.05
 
 
@@ -214,6 +215,11 @@ class _Endpoint:
         self.channel.close()
 
 
+def _fails_over(code: Any) -> bool:
+    """Whether a gRPC status code means "try the next endpoint" (by name: grpc not imported)."""
+    return getattr(code, "name", None) in _FAILOVER_CODES
+
+
 def _translate(exc: grpc.RpcError, what: str) -> CoordError:
     code = exc.code()
     detail = exc.details() or str(code)
@@ -227,7 +233,7 @@ def _translate(exc: grpc.RpcError, what: str) -> CoordError:
         return AuthenticationError(
             f"etcd refused {what}: {detail} (credentials were given, but this etcd has no auth)"
         )
-    if code in _FAILOVER_CODES:
+    if _fails_over(code):
         return CoordUnavailable(f"etcd {what} failed: {detail}")
     return CoordError(f"etcd {what} failed ({code.name}): {detail}")
 
@@ -342,7 +348,7 @@ class EtcdClient:
                         self._token = None
                         self.authenticate(per_try)
                         continue  # the same endpoint again, with the new token
-                    if code not in _FAILOVER_CODES:
+                    if not _fails_over(code):
                         raise _translate(exc, what) from exc
                     failures[ep.target] = exc.details() or code.name
                     self._advance(index)
@@ -544,7 +550,7 @@ class EtcdClient:
         """Called by a watch whose stream failed: fail over if the endpoint is unreachable,
         drop the token when etcd says it is invalid."""
         code = exc.code()
-        if code in _FAILOVER_CODES:
+        if _fails_over(code):
             self._advance(index)
         elif code == grpc.StatusCode.UNAUTHENTICATED:
             self._token = None
