@@ -4,11 +4,11 @@ unreachable, and ``config.watch()`` fixing its start revision before it returns 
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
@@ -139,23 +139,27 @@ def test_etcd_unreachable_keeps_the_last_good_config(
         live.close()
 
 
+class _SlowReads:
+    """A socket whose every ``recv`` returns ``delay`` seconds late."""
+
+    def __init__(self, sock: socket.socket, delay: float) -> None:
+        self._sock = sock
+        self._delay = delay
+
+    def recv(self, size: int) -> bytes:
+        data = self._sock.recv(size)
+        time.sleep(self._delay)
+        return data
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+
 class _LatencyProxy(TcpProxy):
-    """A TcpProxy that holds every chunk ``delay`` seconds each way (a slow network path)."""
+    """A TcpProxy that holds every chunk 0.1 s each way (a slow network path)."""
 
-    delay = 0.1
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                time.sleep(_LatencyProxy.delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        super()._pump(cast(socket.socket, _SlowReads(src, 0.1)), dst)
 
 
 @pytest.mark.parametrize("through_proxy", [False, True])
