@@ -188,3 +188,21 @@ def test_watch_sees_a_change_made_right_after_it_returns(
     finally:
         if proxy is not None:
             proxy.cut()
+
+
+def test_cache_applies_its_live_sections_and_keeps_the_rest(
+    provider: coord.EtcdProvider, redis_url: str, wait_for: Callable[..., float]
+) -> None:
+    from im_infra import cache
+
+    svc = provider.service
+    assert svc is not None
+    c = cache.new(svc, coord=provider, address=redis_url)
+    try:
+        assert c.config.aside.ttl == 300.0
+        provider.config.set(f"{svc}/redis.yaml", "aside: {ttl: 7s}\npoolSize: 3\n")
+        took = wait_for(lambda: c.config.aside.ttl == 7.0, 5, "aside.ttl applied")
+        assert took < 1.0, took
+        assert c.config.pool_size == 50  # not live: the running cache keeps what it was built with
+    finally:
+        c.close()

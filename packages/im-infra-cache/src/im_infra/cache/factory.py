@@ -12,7 +12,7 @@ from im_infra import coord as _coord
 from im_infra.cache._internal.backend import ASYNC, SYNC, Flavor, build_client, secrets_of
 from im_infra.cache._internal.errors import translate
 from im_infra.cache.client import AsyncRedisCache, RedisCache
-from im_infra.cache.config import REDIS, RedisConfig
+from im_infra.cache.config import LIVE_SECTIONS, REDIS, RedisConfig
 from im_infra.cache.serializer import Serializer, get_serializer
 
 if TYPE_CHECKING:
@@ -45,6 +45,11 @@ def _follow(cache: RedisCache | AsyncRedisCache, live: _coord.LiveConfig[RedisCo
     """Apply the live fields (``REDIS.live_fields``) of every later change to ``cache``."""
 
     def apply(old: RedisConfig, new: RedisConfig) -> None:
+        sections = {name: getattr(new, name) for name in LIVE_SECTIONS}
+        if any(getattr(old, name) != value for name, value in sections.items()):
+            # the features read these sections from cache.config on every call; every other
+            # field keeps the value the cache was built with
+            cache._config = cache._config.model_copy(update=sections)
         if new.retry.max_retries != old.retry.max_retries:
             get_retry = getattr(cache.redis, "get_retry", None)
             retry = get_retry() if get_retry is not None else None
@@ -106,7 +111,8 @@ def new(
     ``$IM_INFRA_CONFIG_DIR`` and the defaults; the environment (``IM_INFRA_REDIS_URL``,
     ``IM_INFRA_REDIS_<FIELD>``) and then keyword ``overrides`` (snake_case or camelCase fields of
     :class:`RedisConfig`, e.g. ``address="10.0.0.5:6379"``, ``retry={"max_retries": 0}``) win.
-    ``retry.max_retries`` is applied live; other changes are logged as needing a restart.
+    ``retry.max_retries`` and the ``aside``, ``rateLimit`` and ``once`` sections are applied
+    live; other changes are logged as needing a restart.
     No connection is opened until the first command. Raises CacheConfigError on a bad config.
     """
     client, live, ser = _build(SYNC, service_name, coord, serializer, env, overrides)

@@ -29,9 +29,11 @@ from .config import (
 from .consumer import KafkaConsumer
 from .errors import (
     AdminError,
+    AdminTimeoutError,
     ConfigError,
     ConsumerError,
     DeliveryError,
+    InvalidArgumentError,
     MQError,
     ProducerClosedError,
     QueueFullError,
@@ -68,6 +70,7 @@ __all__ = [
     "TRACE_ID_HEADER",
     "AdminClient",
     "AdminError",
+    "AdminTimeoutError",
     "AsyncConsumeCallback",
     "AsyncConsumer",
     "AsyncProducer",
@@ -79,6 +82,7 @@ __all__ = [
     "ConsumerError",
     "DeliveryCallback",
     "DeliveryError",
+    "InvalidArgumentError",
     "KafkaAdminClient",
     "KafkaAsyncConsumer",
     "KafkaAsyncProducer",
