@@ -490,3 +490,12 @@ def metrics_probe() -> MetricsProbe:
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
         _PROBE = MetricsProbe(reader)
     return _PROBE
+
+
+# ------------------------------------------------------------------------------ TLS
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A throwaway CA, server/client certificates and a wrong CA (``tls_servers.TLSFiles``)."""
+    from tls_servers import make_tls_files
+
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
