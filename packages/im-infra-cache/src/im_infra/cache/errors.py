@@ -14,6 +14,7 @@ __all__ = [
     "CacheError",
     "CachePermissionError",
     "CacheResponseError",
+    "CacheTLSError",
     "CacheTimeout",
     "CacheUnavailable",
     "CacheWatchError",
@@ -39,6 +40,12 @@ class CacheUnavailable(CacheError):  # noqa: N818 - names from the issue
 
 class CacheTimeout(CacheUnavailable):
     """Connecting to or reading from Redis took longer than the configured timeout."""
+
+
+class CacheTLSError(CacheUnavailable):
+    """The TLS handshake with Redis failed: most often a certificate problem (the server's is
+    not signed by ``tls.caCert`` or does not name the host connected to, or the server refused
+    or wanted a client certificate). The message says which."""
 
 
 class CacheAuthError(CacheError):
