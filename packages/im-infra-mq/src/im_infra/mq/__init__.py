@@ -28,6 +28,7 @@ from .config import (
 from .consumer import KafkaConsumer
 from .errors import (
     AdminError,
+    AuthenticationError,
     ConfigError,
     ConsumerError,
     DeliveryError,
@@ -69,6 +70,7 @@ __all__ = [
     "AsyncConsumeCallback",
     "AsyncConsumer",
     "AsyncProducer",
+    "AuthenticationError",
     "CommonConfig",
     "ConfigError",
     "ConsumeCallback",

@@ -14,7 +14,7 @@ from confluent_kafka.cimpl import NewTopic
 from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
-from ._internal.client import build_client
+from ._internal.client import AuthFailure, build_client
 from .admin_types import TopicInfo
 from .errors import AdminError, TopicExistsError, TopicNotFoundError
 
@@ -43,8 +43,9 @@ class KafkaAdminClient(Closing):
         # librdkafka's log lines go to stdlib logging (so clog) like the other clients'; an
         # admin client has no poller thread, so they are served while waiting for each
         # operation and after it (confluent-kafka-python#1734).
+        self._auth = AuthFailure()
         self._admin, self._properties = build_client(
-            _RdkAdminClient, "admin", properties, self._log
+            _RdkAdminClient, "admin", properties, self._log, auth=self._auth
         )
         self._closed = False
 
@@ -127,11 +128,15 @@ class KafkaAdminClient(Closing):
         self._check_open()
         try:
             # Whole-cluster metadata: asking for one topic could auto-create it on some brokers.
-            return self._admin.list_topics(timeout=self._timeout)
+            metadata = self._admin.list_topics(timeout=self._timeout)
         except KafkaException as exc:
-            raise AdminError(f"cannot read cluster metadata: {exc}") from exc
+            self._serve_logs()  # error_cb reports (an authentication refusal) come with poll
+            what = "cannot read cluster metadata"
+            raise self._auth.error(what) or AdminError(f"{what}: {exc}") from exc
         finally:
             self._serve_logs()
+        self._auth.reason = None  # the broker answered: any earlier refusal is over
+        return metadata
 
     def _wait(self, future: Future[Any]) -> Any:
         """The future's result, serving librdkafka's log lines while waiting."""
@@ -139,7 +144,15 @@ class KafkaAdminClient(Closing):
         while not future.done() and time.monotonic() < deadline:
             self._admin.poll(0.05)
         self._serve_logs()
-        return future.result(timeout=max(deadline - time.monotonic(), 0.0))
+        try:
+            result = future.result(timeout=max(deadline - time.monotonic(), 0.0))
+        except (KafkaException, TimeoutError) as exc:
+            refused = self._auth.error("admin request")
+            if refused is not None:
+                raise refused from exc
+            raise
+        self._auth.reason = None
+        return result
 
     def _serve_logs(self) -> None:
         self._admin.poll(0)

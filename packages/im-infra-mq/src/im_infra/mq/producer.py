@@ -27,7 +27,7 @@ from confluent_kafka import KafkaError, KafkaException
 from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
-from ._internal.client import build_client
+from ._internal.client import AuthFailure, build_client
 from ._internal.metrics import ProducerMetrics
 from ._internal.tracing import inject_headers
 from .errors import (
@@ -52,8 +52,11 @@ _Headers = dict[str, str | bytes | None]
 _Pending = tuple[_Headers | None, "_Delivery"]
 
 
-def _delivery_error(err: KafkaError, topic: str) -> DeliveryError:
+def _delivery_error(err: KafkaError, topic: str, auth: AuthFailure | None = None) -> DeliveryError:
     name = err.name()
+    refused = None if auth is None or name not in _PURGED else auth.error(f"send to {topic!r}")
+    if refused is not None:
+        return refused  # purged by the poller after the broker refused the credentials
     if name in _PURGED:
         return DeliveryError(
             f"message for topic {topic!r} was not delivered before the producer closed ({name})",
@@ -77,7 +80,7 @@ def _with_trace(msg: Message, trace: _Headers | None) -> _Headers | None:
 class _Delivery:
     """The delivery hook handed to librdkafka: runs the user's callback with the result."""
 
-    __slots__ = ("callback", "log", "metrics", "tid")
+    __slots__ = ("auth", "callback", "log", "metrics", "tid")
 
     def __init__(
         self,
@@ -85,18 +88,21 @@ class _Delivery:
         tid: str | None,
         log: clog.Logger,
         metrics: ProducerMetrics,
+        auth: AuthFailure,
     ) -> None:
         self.callback = callback
         self.tid = tid
         self.log = log
         self.metrics = metrics
+        self.auth = auth
 
     def __call__(self, err: KafkaError | None, kmsg: Any) -> None:
         if err is None:
             self.metrics.delivered(kmsg)
+            self.auth.reason = None
             error = None
         else:
-            error = _delivery_error(err, kmsg.topic())
+            error = _delivery_error(err, kmsg.topic(), self.auth)
             self.metrics.delivery_failed(kmsg, err.name())
         callback = self.callback
         if callback is None:
@@ -152,8 +158,9 @@ class KafkaProducer(Closing):
     ) -> None:
         """Create the producer from ready librdkafka ``properties`` and start its poller."""
         self._log = (logger or clog.get_logger("mq")).named("producer")
+        self._auth = AuthFailure()
         self._producer, self._properties = build_client(
-            confluent_kafka.Producer, "producer", properties, self._log
+            confluent_kafka.Producer, "producer", properties, self._log, auth=self._auth
         )
         timeout_ms = int(properties.get("message.timeout.ms", _DEFAULT_MESSAGE_TIMEOUT_MS))
         self._message_timeout_s = timeout_ms / 1000.0
@@ -354,7 +361,7 @@ class KafkaProducer(Closing):
         # full garbage collections at high send rates.
         hook = self._last_hook
         if hook is None or hook.callback is not callback or hook.tid != tid:
-            hook = self._last_hook = _Delivery(callback, tid, self._log, self._metrics)
+            hook = self._last_hook = _Delivery(callback, tid, self._log, self._metrics, self._auth)
         return hook
 
     def try_produce(self, msg: Message, pending: _Pending) -> bool:
@@ -396,6 +403,11 @@ class KafkaProducer(Closing):
         while not self._stop.is_set():
             try:
                 producer.poll(_POLL_INTERVAL_S)
+                if self._auth.take_fresh():
+                    # The broker refused the credentials: fail what waits for a connection
+                    # (AuthenticationError in each delivery report) instead of letting it time
+                    # out after message.timeout.ms. Later sends try again.
+                    producer.purge(in_queue=True, in_flight=False, blocking=False)
             except Exception:  # a callback bug must not kill delivery reporting
                 if self._stop.is_set():
                     return  # closed from inside a callback: the client is gone
