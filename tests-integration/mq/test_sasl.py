@@ -144,3 +144,17 @@ def test_noida_does_not_enforce(kafka_brokers: str) -> None:
         assert isinstance(admin.list_topics(), list)
     finally:
         admin.close()
+
+
+def test_consumer_stops_with_authentication_error(sasl_broker: str) -> None:
+    consumer = mq.new_consumer(
+        "it-sasl", f"it-sasl-{uuid.uuid4().hex[:8]}", common=_common(sasl_broker, "im-app")
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(mq.ConsumerError) as info:  # the family subscribe raises
+            consumer.subscribe(["it-sasl-topic"], lambda _msg: None)
+        _assert_auth_error(info.value)
+        assert time.monotonic() - started < 15
+    finally:
+        consumer.close(timeout=1)
