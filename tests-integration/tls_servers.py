@@ -108,7 +108,8 @@ class TLSFiles:
 def make_tls_files(directory: Path) -> TLSFiles:
     directory.mkdir(parents=True, exist_ok=True)
     ca = CA.create(directory, "ca")
-    server_cert, server_key = ca.issue(directory, "server", "IP:127.0.0.1", "serverAuth")
+    # clientAuth too: etcd's own gateway connects to itself with the server certificate.
+    server_cert, server_key = ca.issue(directory, "server", "IP:127.0.0.1", "serverAuth,clientAuth")
     # The client's CN is a database user name: PostgreSQL's ``cert`` method checks it.
     client_cert, client_key = ca.issue(directory, "im_cert", "", "clientAuth")
     wrong_ca = CA.create(directory, "wrong-ca")
