@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-import grpc  # type: ignore[import-untyped]
+import grpc
 from pyetcd import etcdrpc
 
 from im_infra.coord.errors import AuthenticationError, ConfigError, CoordError, CoordUnavailable
