@@ -55,7 +55,7 @@ def main(endpoints: str, service: str, instance_id: str, ttl: int, meta: dict[st
         downstream = ch.unary_unary("/t.Echo/Who")(b"")
         return answer(trace=clog.trace_id(), downstream=json.loads(downstream))
 
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
         "Who": grpc.unary_unary_rpc_method_handler(who),
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
         "Hop": grpc.unary_unary_rpc_method_handler(hop),

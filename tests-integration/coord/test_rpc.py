@@ -94,7 +94,8 @@ def servers(etcd_endpoints: str, unique: str, tmp_path: Path) -> Iterator[Server
 
 
 def _who(ch: grpc.Channel, method: str = WHO, payload: bytes = b"", **kw: Any) -> dict[str, Any]:
-    reply: dict[str, Any] = json.loads(ch.unary_unary(method)(payload, **kw))
+    call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = ch.unary_unary(method)
+    reply: dict[str, Any] = json.loads(call(payload, **kw))
     return reply
 
 

@@ -16,7 +16,7 @@ Server side: :func:`register_server` (deregister first, then drain) and
 only by code that uses it (``import im_infra.coord`` does not load it).
 """
 
-from im_infra.coord._internal.rpc_pool import NoReadyInstance
+from im_infra.coord.rpc._internal.pool import NoReadyInstance
 from im_infra.coord.rpc.aio import AioBalancedChannel, aio_channel
 from im_infra.coord.rpc.balancer import (
     ROUTE_KEY_METADATA,

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from im_infra.coord._internal.rpc_pool import (
+from im_infra.coord.protocols import ServiceRegistry
+from im_infra.coord.registry import ServiceInstance
+from im_infra.coord.rpc._internal.pool import (
     READY,
     CallPlan,
     Endpoint,
@@ -34,8 +36,6 @@ from im_infra.coord._internal.rpc_pool import (
     metadata_filter,
     state_of,
 )
-from im_infra.coord.protocols import ServiceRegistry
-from im_infra.coord.registry import ServiceInstance
 from im_infra.coord.rpc.balancer import Balancer, make_balancer
 from im_infra.coord.rpc.context import Metadata, outgoing_metadata
 
