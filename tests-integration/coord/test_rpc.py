@@ -333,3 +333,99 @@ def test_bad_arguments_are_config_errors(provider: coord.EtcdProvider, unique: s
         rpc.register_server(reg, server, unique, "nohost")
     with pytest.raises(coord.ConfigError, match="aio_channel"):
         rpc.aio_channel(reg, unique)
+
+
+def _stream_handlers(name: str) -> grpc.GenericRpcHandler:
+    def count(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        for i in range(int(request)):
+            yield f"{name}:{i}:{clog.trace_id()}".encode()
+
+    def total(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        return f"{name}:{sum(int(r) for r in requests)}".encode()
+
+    def echo(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        for r in requests:
+            yield name.encode() + b":" + r
+
+    return grpc.method_handlers_generic_handler(
+        "t.Stream",
+        {
+            "Count": grpc.unary_stream_rpc_method_handler(count),
+            "Total": grpc.stream_unary_rpc_method_handler(total),
+            "Echo": grpc.stream_stream_rpc_method_handler(echo),
+        },
+    )
+
+
+def test_streaming_kinds_through_the_balanced_channel(
+    provider: coord.EtcdProvider, unique: str
+) -> None:
+    regs = []
+    for name in ("s1", "s2"):
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=4), interceptors=[rpc.TraceServerInterceptor()]
+        )
+        server.add_generic_rpc_handlers([_stream_handlers(name)])
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        regs.append(
+            rpc.register_server(
+                provider.registry, server, unique, f"127.0.0.1:{port}", instance_id=name,
+                drain_delay=0, grace=1,
+            )
+        )  # fmt: skip
+    with rpc.channel(provider.registry, unique) as ch:
+        _wait_ready(ch, 2)
+        count: grpc.UnaryStreamMultiCallable[bytes, bytes] = ch.unary_stream("/t.Stream/Count")
+        with clog.trace_context("stream-trace"):
+            items = [list(count(b"3", timeout=5)) for _ in range(2)]
+        assert {i[0].split(b":")[0] for i in items} == {b"s1", b"s2"}  # both instances
+        assert all(x.endswith(b":stream-trace") for i in items for x in i)
+        assert [len(i) for i in items] == [3, 3]
+        total: grpc.StreamUnaryMultiCallable[bytes, bytes] = ch.stream_unary("/t.Stream/Total")
+        assert total(iter([b"1", b"2", b"3"])).endswith(b":6")
+        assert total.future(iter([b"4"])).result(5).endswith(b":4")
+        echo: grpc.StreamStreamMultiCallable[bytes, bytes] = ch.stream_stream("/t.Stream/Echo")
+        assert [r.split(b":")[1] for r in echo(iter([b"a", b"b"]))] == [b"a", b"b"]
+        # every call finished: nothing counted in flight any more
+        assert all(ep.inflight == 0 for ep in ch._pool.endpoints())
+    for reg in regs:
+        reg.stop()
+    assert provider.registry.discover(unique) == []
+
+
+def test_aio_server_helper_and_interceptor(provider: coord.EtcdProvider, unique: str) -> None:
+    async def run() -> None:
+        seen: list[str | None] = []
+
+        async def who(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            seen.append(clog.trace_id())
+            await asyncio.sleep(0.3)
+            return b"aio"
+
+        server = grpc.aio.server(interceptors=[rpc.AioTraceServerInterceptor()])
+        server.add_generic_rpc_handlers(
+            [
+                grpc.method_handlers_generic_handler(
+                    "t.Echo", {"Who": grpc.unary_unary_rpc_method_handler(who)}
+                )
+            ]
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        reg = await rpc.register_aio_server(
+            provider.registry, server, unique, f"127.0.0.1:{port}", drain_delay=0.2, grace=5
+        )
+        async with rpc.aio_channel(provider.registry, unique) as ch:
+            await asyncio.wait_for(ch.channel_ready(), 10)
+            with clog.trace_context("aio-server-trace"):
+                call = ch.unary_unary(WHO)(b"", timeout=5)
+                in_flight = asyncio.ensure_future(call)  # type: ignore[arg-type]
+            await asyncio.sleep(0.1)
+            await reg.stop()  # deregisters, then drains: the call in flight completes
+            assert await in_flight == b"aio"
+            assert await call.code() == grpc.StatusCode.OK
+            assert ch.instances() == []
+        assert seen == ["aio-server-trace"]
+
+    asyncio.run(run())

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Generator, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar, Unpack
 
 import grpc
 import grpc.aio
@@ -21,26 +21,23 @@ import grpc.aio
 from im_infra.coord.errors import ConfigError
 from im_infra.coord.protocols import ServiceRegistry
 from im_infra.coord.registry import ServiceInstance
+from im_infra.coord.rpc._internal.base import BalancedBase, ChannelOptions
 from im_infra.coord.rpc._internal.pool import (
-    READY,
     CallPlan,
     Endpoint,
     Method,
     NoReadyInstance,
-    Pool,
-    RetryPolicy,
-    metadata_filter,
+    call_options,
     state_of,
 )
-from im_infra.coord.rpc.balancer import Balancer, make_balancer
-from im_infra.coord.rpc.context import Metadata, outgoing_metadata
+from im_infra.coord.rpc.context import outgoing_metadata
 
 __all__ = ["AioBalancedChannel", "aio_channel"]
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 _Chan = grpc.aio.Channel
-_Filter = Callable[[ServiceInstance], bool] | dict[str, str] | None
+_Metadata = grpc.aio.Metadata | Sequence[tuple[str, str | bytes]] | None
 
 
 class _UnaryUnaryCall(grpc.aio.UnaryUnaryCall[Req, Resp]):
@@ -146,18 +143,12 @@ class _AioUnaryUnary(Method[_Chan], grpc.aio.UnaryUnaryMultiCallable[Req, Resp])
         request: Req,
         *,
         timeout: float | None = None,
-        metadata: grpc.aio.Metadata | Sequence[tuple[str, str | bytes]] | None = None,
+        metadata: _Metadata = None,
         credentials: grpc.CallCredentials | None = None,
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> _UnaryUnaryCall[Req, Resp]:
-        kw = {
-            "timeout": timeout,
-            "metadata": metadata,
-            "credentials": credentials,
-            "wait_for_ready": wait_for_ready,
-            "compression": compression,
-        }
+        kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
         return _UnaryUnaryCall(self, request, kw)
 
 
@@ -169,66 +160,39 @@ class _AioSingle(Method[_Chan]):
         request: Any = None,
         *,
         timeout: float | None = None,
-        metadata: Metadata | None = None,
+        metadata: _Metadata = None,
         credentials: grpc.CallCredentials | None = None,
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        fn, ep, md, timeout = self.once(timeout, metadata)
-        args = () if request is None else (request,)
-        try:
-            call = fn(
-                *args,
-                timeout=timeout,
-                metadata=md,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-        except BaseException:
-            self._pool.release(ep)
-            raise
-        call.add_done_callback(lambda _c: self._pool.release(ep))
-        return call
+        kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
+        if request is None:  # stream-unary / stream-stream: requests are written to the call
+            fn, ep, kw["metadata"], kw["timeout"] = self.once(kw["timeout"], kw["metadata"])
+            try:
+                call = fn(**kw)
+            except BaseException:
+                self._pool.release(ep)
+                raise
+            call.add_done_callback(lambda _c: self._pool.release(ep))
+            return call
+        return self.single("__call__", request, kw, "done")
 
 
-class AioBalancedChannel(grpc.aio.Channel):
+class AioBalancedChannel(BalancedBase[_Chan], grpc.aio.Channel):
     """A ``grpc.aio.Channel`` over every registered instance of one service (see
     :func:`aio_channel`)."""
 
     def __init__(
-        self,
-        registry: ServiceRegistry,
-        service: str,
-        *,
-        balancer: str | Balancer = "round_robin",
-        filters: _Filter = None,
-        idempotent: bool | Iterable[str] = (),
-        max_attempts: int = 3,
-        retry_codes: Iterable[grpc.StatusCode] = (grpc.StatusCode.UNAVAILABLE,),
-        credentials: grpc.ChannelCredentials | None = None,
-        options: Iterable[tuple[str, Any]] | None = None,
+        self, registry: ServiceRegistry, service: str, **options: Unpack[ChannelOptions]
     ) -> None:
         try:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
             raise ConfigError("aio_channel() must be called inside a running event loop") from None
         self._thread = threading.get_ident()
-        self.service = service
-        self._credentials = credentials
-        self._options = list(options or ())
-        self._policy = RetryPolicy(max_attempts, idempotent, retry_codes)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()
-        self._pool: Pool[_Chan] = Pool(
-            service,
-            make_balancer(balancer),
-            metadata_filter(filters),
-            self._open,
-            self._close_endpoint,
-            self._watch_endpoint,
-        )
-        self._watch = registry.watch(service, self._on_instances)
+        super().__init__(registry, service, options)
 
     # ------------------------------------------------------------------ subchannels
     def _open(self, instance: ServiceInstance) -> _Chan:
@@ -291,7 +255,7 @@ class AioBalancedChannel(grpc.aio.Channel):
         )
 
     def _single(self, kind: str, method: str, ser: Any, deser: Any, reg: Any) -> Any:
-        return _AioSingle(self._pool, self._policy, kind, method, ser, deser, bool(reg))
+        return self._method(_AioSingle, kind, method, ser, deser, reg)
 
     def unary_stream(
         self,
@@ -329,14 +293,7 @@ class AioBalancedChannel(grpc.aio.Channel):
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """READY when any instance is, CONNECTING while some connect, TRANSIENT_FAILURE when
         all fail, IDLE when none is registered."""
-        states = [ep.state for ep in self._pool.endpoints()]
-        if READY in states:
-            return grpc.ChannelConnectivity.READY
-        if any(s < READY for s in states):
-            return grpc.ChannelConnectivity.CONNECTING
-        if states:
-            return grpc.ChannelConnectivity.TRANSIENT_FAILURE
-        return grpc.ChannelConnectivity.IDLE
+        return self._connectivity()
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
         while self.get_state() == last_observed_state:
@@ -347,10 +304,6 @@ class AioBalancedChannel(grpc.aio.Channel):
         """Wait until at least one instance is READY."""
         while (state := self.get_state()) != grpc.ChannelConnectivity.READY:
             await self.wait_for_state_change(state)
-
-    def instances(self) -> list[ServiceInstance]:
-        """The instances calls are spread over now (after the filters)."""
-        return [ep.instance for ep in self._pool.endpoints()]
 
     async def close(self, grace: float | None = None) -> None:
         """Stop following the registry and close every subchannel (idempotent)."""
@@ -372,27 +325,8 @@ class AioBalancedChannel(grpc.aio.Channel):
 
 
 def aio_channel(
-    registry: ServiceRegistry,
-    service: str,
-    *,
-    balancer: str | Balancer = "round_robin",
-    filters: _Filter = None,
-    idempotent: bool | Iterable[str] = (),
-    max_attempts: int = 3,
-    retry_codes: Iterable[grpc.StatusCode] = (grpc.StatusCode.UNAVAILABLE,),
-    credentials: grpc.ChannelCredentials | None = None,
-    options: Iterable[tuple[str, Any]] | None = None,
+    registry: ServiceRegistry, service: str, **options: Unpack[ChannelOptions]
 ) -> AioBalancedChannel:
     """The asyncio form of :func:`~im_infra.coord.rpc.channel` (same arguments); call it
     inside the running event loop that will use it."""
-    return AioBalancedChannel(
-        registry,
-        service,
-        balancer=balancer,
-        filters=filters,
-        idempotent=idempotent,
-        max_attempts=max_attempts,
-        retry_codes=retry_codes,
-        credentials=credentials,
-        options=options,
-    )
+    return AioBalancedChannel(registry, service, **options)

@@ -18,31 +18,25 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Unpack
 
 import grpc
 
 from im_infra.coord.protocols import ServiceRegistry
 from im_infra.coord.registry import ServiceInstance
+from im_infra.coord.rpc._internal.base import BalancedBase, ChannelOptions
 from im_infra.coord.rpc._internal.pool import (
-    READY,
     CallPlan,
     Endpoint,
     Method,
     NoReadyInstance,
-    Pool,
-    RetryPolicy,
-    metadata_filter,
+    call_options,
     state_of,
 )
-from im_infra.coord.rpc.balancer import Balancer, make_balancer
 from im_infra.coord.rpc.context import Metadata, outgoing_metadata
 
 __all__ = ["BalancedChannel", "channel"]
-
-
-_Filter = Callable[[ServiceInstance], bool] | dict[str, str] | None
 
 if TYPE_CHECKING:  # grpc's blocking multicallables are generic only in the type stubs
     _UU = grpc.UnaryUnaryMultiCallable[Any, Any]
@@ -55,33 +49,22 @@ else:
     _SU = grpc.StreamUnaryMultiCallable
     _SS = grpc.StreamStreamMultiCallable
 
+_Creds = grpc.CallCredentials | None
+_Compression = grpc.Compression | None
+
 
 class _UnaryUnary(Method[grpc.Channel], _UU):
-    def _invoke(
-        self,
-        with_call: bool,
-        request: Any,
-        timeout: float | None,
-        metadata: Metadata | None,
-        credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
-        compression: grpc.Compression | None,
-    ) -> Any:
-        md = outgoing_metadata(metadata)
-        plan: CallPlan[grpc.Channel] = CallPlan(self._pool, self._policy, self._method, timeout, md)
+    def _invoke(self, with_call: bool, request: Any, kw: dict[str, Any]) -> Any:
+        md = kw["metadata"] = outgoing_metadata(kw["metadata"])
+        plan: CallPlan[grpc.Channel] = CallPlan(
+            self._pool, self._policy, self._method, kw["timeout"], md
+        )
         ep = plan.first()
         while True:
             fn = self.on(ep)
+            kw["timeout"] = plan.timeout()
             try:
-                call = fn.with_call if with_call else fn
-                result = call(
-                    request,
-                    timeout=plan.timeout(),
-                    metadata=md,
-                    credentials=credentials,
-                    wait_for_ready=wait_for_ready,
-                    compression=compression,
-                )
+                result = fn.with_call(request, **kw) if with_call else fn(request, **kw)
             except grpc.RpcError as exc:
                 plan.done(ep)
                 delay = plan.retry_after(exc)
@@ -105,27 +88,24 @@ class _UnaryUnary(Method[grpc.Channel], _UU):
         request: Any,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
+        credentials: _Creds = None,
         wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
+        compression: _Compression = None,
     ) -> Any:
-        result: Any = self._invoke(
-            False, request, timeout, metadata, credentials, wait_for_ready, compression
-        )
-        return result
+        kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
+        return self._invoke(False, request, kw)
 
     def with_call(
         self,
         request: Any,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
+        credentials: _Creds = None,
         wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
+        compression: _Compression = None,
     ) -> tuple[Any, grpc.Call]:
-        result: tuple[Any, grpc.Call] = self._invoke(
-            True, request, timeout, metadata, credentials, wait_for_ready, compression
-        )
+        kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
+        result: tuple[Any, grpc.Call] = self._invoke(True, request, kw)
         return result
 
     def future(
@@ -133,25 +113,12 @@ class _UnaryUnary(Method[grpc.Channel], _UU):
         request: Any,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
+        credentials: _Creds = None,
         wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
+        compression: _Compression = None,
     ) -> Any:
-        fn, ep, md, timeout = self.once(timeout, metadata)
-        try:
-            fut = fn.future(
-                request,
-                timeout=timeout,
-                metadata=md,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-        except BaseException:
-            self._pool.release(ep)
-            raise
-        fut.add_done_callback(lambda _f: self._pool.release(ep))
-        return fut
+        kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
+        return self.single("future", request, kw, "done")
 
 
 class _UnaryStream(Method[grpc.Channel], _US):
@@ -160,24 +127,12 @@ class _UnaryStream(Method[grpc.Channel], _US):
         request: Any,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
+        credentials: _Creds = None,
         wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
+        compression: _Compression = None,
     ) -> Any:
-        fn, ep, md, timeout = self.once(timeout, metadata)
-        try:
-            call = fn(
-                request,
-                timeout=timeout,
-                metadata=md,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-        except BaseException:
-            self._pool.release(ep)
-            raise
-        return self.release_when_done(call, ep)
+        kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
+        return self.single("__call__", request, kw, "end")
 
 
 class _StreamStream(Method[grpc.Channel], _SS):
@@ -186,70 +141,38 @@ class _StreamStream(Method[grpc.Channel], _SS):
         request_iterator: Iterator[Any],
         timeout: float | None = None,
         metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
+        credentials: _Creds = None,
         wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
+        compression: _Compression = None,
     ) -> Any:
-        fn, ep, md, timeout = self.once(timeout, metadata)
-        try:
-            call = fn(
-                request_iterator,
-                timeout=timeout,
-                metadata=md,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-        except BaseException:
-            self._pool.release(ep)
-            raise
-        return self.release_when_done(call, ep)
+        kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
+        return self.single("__call__", request_iterator, kw, "end")
 
 
 class _StreamUnary(Method[grpc.Channel], _SU):
-    def _blocking(self, attr: str, request_iterator: Iterator[Any], kw: dict[str, Any]) -> Any:
-        fn, ep, kw["metadata"], kw["timeout"] = self.once(kw["timeout"], kw["metadata"])
-        try:
-            return getattr(fn, attr)(request_iterator, **kw)
-        finally:
-            self._pool.release(ep)
-
     def __call__(
         self,
         request_iterator: Iterator[Any],
         timeout: float | None = None,
         metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
+        credentials: _Creds = None,
         wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
+        compression: _Compression = None,
     ) -> Any:
-        kw = {
-            "timeout": timeout,
-            "metadata": metadata,
-            "credentials": credentials,
-            "wait_for_ready": wait_for_ready,
-            "compression": compression,
-        }
-        result: Any = self._blocking("__call__", request_iterator, kw)
-        return result
+        kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
+        return self.single("__call__", request_iterator, kw, "return")
 
     def with_call(
         self,
         request_iterator: Iterator[Any],
         timeout: float | None = None,
         metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
+        credentials: _Creds = None,
         wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
+        compression: _Compression = None,
     ) -> tuple[Any, grpc.Call]:
-        kw = {
-            "timeout": timeout,
-            "metadata": metadata,
-            "credentials": credentials,
-            "wait_for_ready": wait_for_ready,
-            "compression": compression,
-        }
-        result: tuple[Any, grpc.Call] = self._blocking("with_call", request_iterator, kw)
+        kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
+        result: tuple[Any, grpc.Call] = self.single("with_call", request_iterator, kw, "return")
         return result
 
     def future(
@@ -257,28 +180,15 @@ class _StreamUnary(Method[grpc.Channel], _SU):
         request_iterator: Iterator[Any],
         timeout: float | None = None,
         metadata: Metadata | None = None,
-        credentials: grpc.CallCredentials | None = None,
+        credentials: _Creds = None,
         wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
+        compression: _Compression = None,
     ) -> Any:
-        fn, ep, md, timeout = self.once(timeout, metadata)
-        try:
-            fut = fn.future(
-                request_iterator,
-                timeout=timeout,
-                metadata=md,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-        except BaseException:
-            self._pool.release(ep)
-            raise
-        fut.add_done_callback(lambda _f: self._pool.release(ep))
-        return fut
+        kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
+        return self.single("future", request_iterator, kw, "done")
 
 
-class BalancedChannel(grpc.Channel):
+class BalancedChannel(BalancedBase[grpc.Channel], grpc.Channel):
     """A ``grpc.Channel`` over every registered instance of one service (see :func:`channel`).
 
     Closing it closes the subchannels (cancelling their calls, like any ``grpc.Channel``) and
@@ -286,34 +196,12 @@ class BalancedChannel(grpc.Channel):
     """
 
     def __init__(
-        self,
-        registry: ServiceRegistry,
-        service: str,
-        *,
-        balancer: str | Balancer = "round_robin",
-        filters: _Filter = None,
-        idempotent: bool | Iterable[str] = (),
-        max_attempts: int = 3,
-        retry_codes: Iterable[grpc.StatusCode] = (grpc.StatusCode.UNAVAILABLE,),
-        credentials: grpc.ChannelCredentials | None = None,
-        options: Iterable[tuple[str, Any]] | None = None,
+        self, registry: ServiceRegistry, service: str, **options: Unpack[ChannelOptions]
     ) -> None:
-        self.service = service
-        self._credentials = credentials
-        self._options = list(options or ())
-        self._policy = RetryPolicy(max_attempts, idempotent, retry_codes)
         self._subscribers: list[Callable[[grpc.ChannelConnectivity], None]] = []
         self._state: grpc.ChannelConnectivity | None = None
         self._sub_lock = threading.Lock()
-        self._pool: Pool[grpc.Channel] = Pool(
-            service,
-            make_balancer(balancer),
-            metadata_filter(filters),
-            self._open,
-            self._close_endpoint,
-            self._watch_endpoint,
-        )
-        self._watch = registry.watch(service, self._on_instances)
+        super().__init__(registry, service, options)
 
     # ------------------------------------------------------------------ subchannels
     def _open(self, instance: ServiceInstance) -> grpc.Channel:
@@ -326,7 +214,7 @@ class BalancedChannel(grpc.Channel):
             self._pool.set_state(ep, state_of(connectivity))
             self._notify()
 
-        ep.watcher = on_state  #
+        ep.watcher = on_state
         ep.channel.subscribe(on_state, try_to_connect=True)
 
     def _close_endpoint(self, ep: Endpoint[grpc.Channel]) -> None:
@@ -347,15 +235,8 @@ class BalancedChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> _UnaryUnary:
-        return _UnaryUnary(
-            self._pool,
-            self._policy,
-            "unary_unary",
-            method,
-            request_serializer,
-            response_deserializer,
-            bool(_registered_method),
-        )
+        ser, deser, reg = request_serializer, response_deserializer, _registered_method
+        return self._method(_UnaryUnary, "unary_unary", method, ser, deser, reg)
 
     def unary_stream(
         self,
@@ -364,15 +245,8 @@ class BalancedChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> _UnaryStream:
-        return _UnaryStream(
-            self._pool,
-            self._policy,
-            "unary_stream",
-            method,
-            request_serializer,
-            response_deserializer,
-            bool(_registered_method),
-        )
+        ser, deser, reg = request_serializer, response_deserializer, _registered_method
+        return self._method(_UnaryStream, "unary_stream", method, ser, deser, reg)
 
     def stream_unary(
         self,
@@ -381,15 +255,8 @@ class BalancedChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> _StreamUnary:
-        return _StreamUnary(
-            self._pool,
-            self._policy,
-            "stream_unary",
-            method,
-            request_serializer,
-            response_deserializer,
-            bool(_registered_method),
-        )
+        ser, deser, reg = request_serializer, response_deserializer, _registered_method
+        return self._method(_StreamUnary, "stream_unary", method, ser, deser, reg)
 
     def stream_stream(
         self,
@@ -398,31 +265,14 @@ class BalancedChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
     ) -> _StreamStream:
-        return _StreamStream(
-            self._pool,
-            self._policy,
-            "stream_stream",
-            method,
-            request_serializer,
-            response_deserializer,
-            bool(_registered_method),
-        )
-
-    def _aggregate(self) -> grpc.ChannelConnectivity:
-        states = [ep.state for ep in self._pool.endpoints()]
-        if READY in states:
-            return grpc.ChannelConnectivity.READY
-        if any(s < READY for s in states):
-            return grpc.ChannelConnectivity.CONNECTING
-        if states:
-            return grpc.ChannelConnectivity.TRANSIENT_FAILURE
-        return grpc.ChannelConnectivity.IDLE
+        ser, deser, reg = request_serializer, response_deserializer, _registered_method
+        return self._method(_StreamStream, "stream_stream", method, ser, deser, reg)
 
     def _notify(self) -> None:
         if not self._subscribers:
             return
         with self._sub_lock:
-            state = self._aggregate()
+            state = self._connectivity()
             if state == self._state:
                 return
             self._state = state
@@ -438,22 +288,13 @@ class BalancedChannel(grpc.Channel):
         IDLE when none is registered."""
         with self._sub_lock:
             self._subscribers.append(callback)
-            state = self._state = self._aggregate()
+            state = self._state = self._connectivity()
         callback(state)
 
     def unsubscribe(self, callback: Callable[[grpc.ChannelConnectivity], None]) -> None:
         with self._sub_lock:
             if callback in self._subscribers:
                 self._subscribers.remove(callback)
-
-    # ------------------------------------------------------------------ extras
-    def instances(self) -> list[ServiceInstance]:
-        """The instances calls are spread over now (after the filters)."""
-        return [ep.instance for ep in self._pool.endpoints()]
-
-    def ready_instances(self) -> list[ServiceInstance]:
-        """The instances whose connection is READY now."""
-        return [ep.instance for ep in self._pool.endpoints() if ep.state == READY]
 
     def close(self) -> None:
         """Stop following the registry and close every subchannel (idempotent)."""
@@ -467,21 +308,9 @@ class BalancedChannel(grpc.Channel):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"BalancedChannel({self.service!r}, instances={len(self._pool.endpoints())})"
-
 
 def channel(
-    registry: ServiceRegistry,
-    service: str,
-    *,
-    balancer: str | Balancer = "round_robin",
-    filters: _Filter = None,
-    idempotent: bool | Iterable[str] = (),
-    max_attempts: int = 3,
-    retry_codes: Iterable[grpc.StatusCode] = (grpc.StatusCode.UNAVAILABLE,),
-    credentials: grpc.ChannelCredentials | None = None,
-    options: Iterable[tuple[str, Any]] | None = None,
+    registry: ServiceRegistry, service: str, **options: Unpack[ChannelOptions]
 ) -> BalancedChannel:
     """A blocking channel to ``service`` balanced over its instances in ``registry``.
 
@@ -498,14 +327,4 @@ def channel(
     (``NoReadyInstance``, also a :class:`~im_infra.coord.NoInstanceAvailable`, when no
     instance is registered or passes the filters).
     """
-    return BalancedChannel(
-        registry,
-        service,
-        balancer=balancer,
-        filters=filters,
-        idempotent=idempotent,
-        max_attempts=max_attempts,
-        retry_codes=retry_codes,
-        credentials=credentials,
-        options=options,
-    )
+    return BalancedChannel(registry, service, **options)

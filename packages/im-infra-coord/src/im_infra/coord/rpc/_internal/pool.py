@@ -387,10 +387,41 @@ class Method(Generic[C]):
         ep = plan.first()
         return self.on(ep), ep, md, plan.timeout()
 
-    def release_when_done(self, call: Any, ep: Endpoint[C]) -> Any:
-        if not call.add_callback(lambda: self._pool.release(ep)):
-            self._pool.release(ep)  # already terminated
-        return call
+    def single(self, attr: str, arg: Any, kw: dict[str, Any], release: str) -> Any:
+        """One attempt of ``callable.<attr>(arg, **kw)`` on the picked instance (the kinds
+        without retries). ``release``: "return" (blocking: when it returns), "done" (a future or
+        an asyncio call: ``add_done_callback``), "end" (a blocking stream: ``add_callback``)."""
+        fn, ep, kw["metadata"], kw["timeout"] = self.once(kw["timeout"], kw["metadata"])
+        pool = self._pool
+        try:
+            result = getattr(fn, attr)(arg, **kw)
+        except BaseException:
+            pool.release(ep)
+            raise
+        if release == "return":
+            pool.release(ep)
+        elif release == "done":
+            result.add_done_callback(lambda _call: pool.release(ep))
+        elif not result.add_callback(lambda: pool.release(ep)):
+            pool.release(ep)  # already terminated
+        return result
+
+
+def call_options(
+    timeout: float | None,
+    metadata: Iterable[tuple[str, str | bytes]] | None,
+    credentials: grpc.CallCredentials | None,
+    wait_for_ready: bool | None,
+    compression: grpc.Compression | None,
+) -> dict[str, Any]:
+    """A call's keyword arguments, as grpc's multicallables take them."""
+    return {
+        "timeout": timeout,
+        "metadata": metadata,
+        "credentials": credentials,
+        "wait_for_ready": wait_for_ready,
+        "compression": compression,
+    }
 
 
 def metadata_filter(
