@@ -420,7 +420,7 @@ def test_aio_server_helper_and_interceptor(provider: coord.EtcdProvider, unique:
             await asyncio.wait_for(ch.channel_ready(), 10)
             with clog.trace_context("aio-server-trace"):
                 call = ch.unary_unary(WHO)(b"", timeout=5)
-                in_flight = asyncio.ensure_future(call)  # type: ignore[arg-type]
+                in_flight = asyncio.ensure_future(call)
             await asyncio.sleep(0.1)
             await reg.stop()  # deregisters, then drains: the call in flight completes
             assert await in_flight == b"aio"

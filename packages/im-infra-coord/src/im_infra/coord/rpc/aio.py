@@ -26,7 +26,6 @@ from im_infra.coord.rpc._internal.pool import (
     CallPlan,
     Endpoint,
     Method,
-    NoReadyInstance,
     call_options,
     state_of,
 )
@@ -64,16 +63,10 @@ class _UnaryUnaryCall(grpc.aio.UnaryUnaryCall[Req, Resp]):
                 )
                 result: Resp = await call
             except grpc.RpcError as exc:
-                plan.done(ep)
-                delay = plan.retry_after(exc)
-                if delay is None:
-                    raise
+                delay = plan.failed(ep, exc)
                 if delay:
                     await asyncio.sleep(delay)
-                try:
-                    ep = plan.next()
-                except NoReadyInstance:
-                    raise exc from None
+                ep = plan.retry(exc)
                 continue
             except BaseException:
                 plan.done(ep)

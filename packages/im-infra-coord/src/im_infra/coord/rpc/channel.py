@@ -30,7 +30,6 @@ from im_infra.coord.rpc._internal.pool import (
     CallPlan,
     Endpoint,
     Method,
-    NoReadyInstance,
     call_options,
     state_of,
 )
@@ -66,16 +65,10 @@ class _UnaryUnary(Method[grpc.Channel], _UU):
             try:
                 result = fn.with_call(request, **kw) if with_call else fn(request, **kw)
             except grpc.RpcError as exc:
-                plan.done(ep)
-                delay = plan.retry_after(exc)
-                if delay is None:
-                    raise
+                delay = plan.failed(ep, exc)
                 if delay:
                     time.sleep(delay)
-                try:
-                    ep = plan.next()
-                except NoReadyInstance:
-                    raise exc from None
+                ep = plan.retry(exc)
                 continue
             except BaseException:
                 plan.done(ep)

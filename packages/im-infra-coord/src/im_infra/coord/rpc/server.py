@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 import grpc.aio
@@ -166,19 +166,16 @@ def _check_times(ttl: int, drain_delay: float, grace: float | None) -> None:
         raise ConfigError(f"registration ttl must be >= 1 second, got {ttl}")
 
 
-class ServerRegistration(Closing):
-    """A started ``grpc.Server`` published in the registry (made by :func:`register_server`).
+S = TypeVar("S")
 
-    :meth:`stop` (also ``close()`` and leaving a ``with`` block) deregisters first, so clients
-    stop picking this instance (their watches see it within milliseconds), waits
-    ``drain_delay`` for the calls of clients that picked it just before, then stops the server
-    with ``grace``: new calls are refused and in-flight calls may finish within it.
-    """
+
+class _Registration(Generic[S]):
+    """What both registrations hold; :meth:`_begin_stop` is true the first time only."""
 
     def __init__(
         self,
         registry: ServiceRegistry,
-        server: grpc.Server,
+        server: S,
         instance: ServiceInstance,
         drain_delay: float,
         grace: float | None,
@@ -188,20 +185,38 @@ class ServerRegistration(Closing):
         self._server = server
         self._drain_delay = drain_delay
         self._grace = grace
-        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopped = False
 
-    def stop(self, grace: float | None = None) -> None:
-        """Deregister, wait ``drain_delay``, stop the server; returns once its calls ended."""
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
-        self._registry.deregister(self.instance)
+    def _begin_stop(self) -> bool:
+        with self._stop_lock:
+            first, self._stopped = not self._stopped, True
+        return first
+
+    def _deregistered(self) -> None:
         _log.info(
             "grpc server deregistered; draining",
             service_name=self.instance.name,
             id=self.instance.id,
             address=self.instance.address,
         )
+
+
+class ServerRegistration(_Registration[grpc.Server], Closing):
+    """A started ``grpc.Server`` published in the registry (made by :func:`register_server`).
+
+    :meth:`stop` (also ``close()`` and leaving a ``with`` block) deregisters first, so clients
+    stop picking this instance (their watches see it within milliseconds), waits
+    ``drain_delay`` for the calls of clients that picked it just before, then stops the server
+    with ``grace``: new calls are refused and in-flight calls may finish within it.
+    """
+
+    def stop(self, grace: float | None = None) -> None:
+        """Deregister, wait ``drain_delay``, stop the server; returns once its calls ended."""
+        if not self._begin_stop():
+            return
+        self._registry.deregister(self.instance)
+        self._deregistered()
         time.sleep(self._drain_delay)
         self._server.stop(self._grace if grace is None else grace).wait()
 
@@ -231,37 +246,16 @@ def register_server(
     return ServerRegistration(registry, server, instance, drain_delay, grace)
 
 
-class AioServerRegistration:
+class AioServerRegistration(_Registration[grpc.aio.Server]):
     """:class:`ServerRegistration` for a ``grpc.aio.Server`` (``await reg.stop()``, or
     ``async with``)."""
 
-    def __init__(
-        self,
-        registry: ServiceRegistry,
-        server: grpc.aio.Server,
-        instance: ServiceInstance,
-        drain_delay: float,
-        grace: float | None,
-    ) -> None:
-        self.instance = instance
-        self._registry = registry
-        self._server = server
-        self._drain_delay = drain_delay
-        self._grace = grace
-        self._stopped = False
-
     async def stop(self, grace: float | None = None) -> None:
         """Deregister, wait ``drain_delay``, stop the server; returns once its calls ended."""
-        if self._stopped:
+        if not self._begin_stop():
             return
-        self._stopped = True
         await asyncio.to_thread(self._registry.deregister, self.instance)
-        _log.info(
-            "grpc server deregistered; draining",
-            service_name=self.instance.name,
-            id=self.instance.id,
-            address=self.instance.address,
-        )
+        self._deregistered()
         await asyncio.sleep(self._drain_delay)
         await self._server.stop(self._grace if grace is None else grace)
 

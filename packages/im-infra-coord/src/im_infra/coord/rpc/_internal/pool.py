@@ -317,6 +317,22 @@ class CallPlan(Generic[C]):
     def done(self, ep: Endpoint[C]) -> None:
         self._pool.release(ep)
 
+    def failed(self, ep: Endpoint[C], exc: grpc.RpcError) -> float:
+        """An attempt on ``ep`` failed with ``exc``: re-raises it when it is final, else the
+        seconds to wait before :meth:`retry`."""
+        self._pool.release(ep)
+        delay = self.retry_after(exc)
+        if delay is None:
+            raise exc
+        return delay
+
+    def retry(self, exc: grpc.RpcError) -> Endpoint[C]:
+        """The endpoint of the next attempt (``exc`` re-raised when none is left)."""
+        try:
+            return self.next()
+        except NoReadyInstance:
+            raise exc from None
+
     def retry_after(self, exc: grpc.RpcError) -> float | None:
         """Seconds to wait before the next attempt, or None when ``exc`` is final."""
         if len(self.tried) >= self.policy.max_attempts:
