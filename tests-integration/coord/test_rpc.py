@@ -290,7 +290,9 @@ def test_aio_channel_survives_sigkill(
         served: collections.Counter[str] = collections.Counter()
         errors: list[BaseException] = []
         async with rpc.aio_channel(provider.registry, unique, idempotent=True) as ch:
-            await asyncio.wait_for(ch.channel_ready(), 10)
+            await asyncio.wait_for(ch.channel_ready(), 10)  # one instance READY
+            while len(ch.ready_instances()) < 2:  # calls go to READY instances only
+                await asyncio.sleep(0.02)
             call = ch.unary_unary(SLOW)
 
             async def one() -> None:

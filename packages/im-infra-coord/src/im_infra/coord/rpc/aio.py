@@ -84,6 +84,9 @@ class _UnaryUnaryCall(grpc.aio.UnaryUnaryCall[Req, Resp]):
             self._task = asyncio.get_running_loop().create_future()
             try:
                 result = yield from self._run().__await__()
+            except asyncio.CancelledError:
+                self._task.cancel()
+                raise
             except BaseException as exc:
                 self._task.set_exception(exc)
                 self._task.exception()  # retrieved: no "never retrieved" warning
@@ -103,6 +106,8 @@ class _UnaryUnaryCall(grpc.aio.UnaryUnaryCall[Req, Resp]):
         return self._plan.timeout()
 
     def cancel(self) -> bool:
+        if self._last is not None:
+            self._last.cancel()
         return self._started().cancel()
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
