@@ -263,6 +263,25 @@ def test_filters_trace_id_and_deadline_travel(
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
+def test_calls_keep_flowing_while_etcd_is_down(
+    etcd_cluster_factory: Any, unique: str, tmp_path: Path
+) -> None:
+    cluster = etcd_cluster_factory(1)
+    own = Servers(cluster.endpoints[0], unique, tmp_path)
+    try:
+        own.start("a", ttl=5)
+        own.start("b", ttl=5)
+        with (
+            coord.connect(cluster.endpoints, timeout=1) as p,
+            rpc.channel(p.registry, unique) as ch,
+        ):
+            _wait_ready(ch, 2)
+            cluster.kill(0)
+            assert {_who(ch, timeout=5)["id"] for _ in range(20)} == {"a", "b"}
+    finally:
+        own.close()
+
+
 def test_p2c_prefers_the_instance_with_fewer_calls_in_flight(
     provider: coord.EtcdProvider, servers: Servers, unique: str
 ) -> None:

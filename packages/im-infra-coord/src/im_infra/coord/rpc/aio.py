@@ -5,7 +5,9 @@ name, balanced over its registered instances (same pool, balancers and retry rul
         reply = await chat_pb2_grpc.LogicStub(ch).GetMessages(req, timeout=2)
 
 Create it inside the event loop that uses it. Registry updates arrive on coord's watch thread
-and are applied on that loop.
+and are applied on that loop. The first channel for a service reads its instances from etcd
+while it is created (one range request, bounded by the provider's timeout; later channels for
+the same service use the registry's cache).
 """
 
 from __future__ import annotations

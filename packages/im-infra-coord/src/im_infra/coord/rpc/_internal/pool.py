@@ -119,7 +119,6 @@ class Pool(Generic[C]):
         self._endpoints: dict[str, Endpoint[C]] = {}
         self._candidates: list[Endpoint[C]] = []
         self._closed = False
-        self.changed = threading.Condition(self._lock)
 
     # ------------------------------------------------------------------ registry updates
     def update(self, instances: Iterable[ServiceInstance]) -> None:
@@ -173,7 +172,6 @@ class Pool(Generic[C]):
         eps = sorted(self._endpoints.values(), key=lambda e: e.id)
         ready = [e for e in eps if e.state == READY]
         self._candidates = ready or [e for e in eps if e.state < READY] or eps
-        self.changed.notify_all()
 
     # ------------------------------------------------------------------ per call
     def acquire(self, key: str | None, tried: Sequence[Endpoint[C]]) -> Endpoint[C]:
@@ -214,7 +212,6 @@ class Pool(Generic[C]):
             self._candidates = []
             for ep in eps:
                 ep.removed = True
-            self.changed.notify_all()
         return eps
 
 
