@@ -270,3 +270,23 @@ def test_rpc_is_not_imported_by_coord() -> None:
     code = "import sys, im_infra.coord; print('im_infra.coord.rpc' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_w3c_trace_context_travels_when_a_span_is_active() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    assert outgoing_metadata(None) is None  # no span: nothing added
+    with tracer.start_as_current_span("client") as span:
+        ctx = span.get_span_context()
+        md = dict(outgoing_metadata(None) or ())
+        trace_hex = format(ctx.trace_id, "032x")
+        assert md["traceparent"].startswith(f"00-{trace_hex}-{format(ctx.span_id, '016x')}-")
+        assert md[TRACE_ID_METADATA] == trace_hex  # clog's id is the span's trace id
+    # server side: the incoming traceparent becomes the current context for the handler
+    with bind_incoming(tuple(md.items()), None):
+        incoming = trace.get_current_span().get_span_context()
+        assert incoming.trace_id == ctx.trace_id and incoming.is_remote
+        assert clog.trace_id() == trace_hex
+    assert not trace.get_current_span().get_span_context().is_valid
