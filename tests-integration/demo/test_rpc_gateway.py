@@ -51,7 +51,8 @@ def test_gateway_reads_messages_from_both_workers_over_grpc(
                      "--topic", topic, "--group", group],
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 )  # fmt: skip
-        gateway = Gateway(provider, "rpc-test", topic)
+        # only this test's workers: other tests' im-logic workers may be registered too
+        gateway = Gateway(provider, "rpc-test", topic, logic_group=group)
         server = serve(gateway, "127.0.0.1", 0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         port = server.server_address[1]
@@ -95,7 +96,12 @@ def test_gateway_reads_messages_from_both_workers_over_grpc(
             for t in readers:
                 t.join(30)
             assert errors == []
-            assert [i.id for i in provider.registry.discover(LOGIC_SERVICE)] == ["w2"]
+            mine = [
+                i
+                for i in provider.registry.discover(LOGIC_SERVICE)
+                if i.metadata == {"group": group}
+            ]
+            assert [i.id for i in mine] == ["w2"]
             assert {_get(port, conversation, "after")["served_by"] for _ in range(4)} == {"w2"}
         finally:
             server.shutdown()

@@ -282,7 +282,7 @@ def test_w3c_trace_context_travels_when_a_span_is_active() -> None:
         ctx = span.get_span_context()
         md = dict(outgoing_metadata(None) or ())
         trace_hex = format(ctx.trace_id, "032x")
-        assert md["traceparent"].startswith(f"00-{trace_hex}-{format(ctx.span_id, '016x')}-")
+        assert str(md["traceparent"]).startswith(f"00-{trace_hex}-{format(ctx.span_id, '016x')}-")
         assert md[TRACE_ID_METADATA] == trace_hex  # clog's id is the span's trace id
     # server side: the incoming traceparent becomes the current context for the handler
     with bind_incoming(tuple(md.items()), None):

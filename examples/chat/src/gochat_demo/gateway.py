@@ -27,13 +27,26 @@ SERVICE = "im-gateway"
 
 
 class Gateway:
-    def __init__(self, provider: coord.Provider, run_id: str = "http", topic: str = TOPIC) -> None:
+    def __init__(
+        self,
+        provider: coord.Provider,
+        run_id: str = "http",
+        topic: str = TOPIC,
+        logic_group: str | None = None,
+    ) -> None:
+        """``logic_group``: call only the logic workers of that consumer group (their
+        registration's ``group`` metadata); default: every registered worker."""
         self.topic = topic
         self.log = clog.get_logger("gateway")
         self.run_id = run_id
         self.ids = uid.from_coord(provider, SERVICE)
         self.producer = mq.new_producer(SERVICE, coord=provider)
-        self.logic = rpc.channel(provider.registry, LOGIC_SERVICE, idempotent={GET_MESSAGES})
+        self.logic = rpc.channel(
+            provider.registry,
+            LOGIC_SERVICE,
+            idempotent={GET_MESSAGES},
+            filters=None if logic_group is None else {"group": logic_group},
+        )
         self._get_messages: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.logic.unary_unary(
             GET_MESSAGES
         )
