@@ -20,6 +20,7 @@ __all__ = [
     "LockAcquireTimeout",
     "LockError",
     "LockNotOwned",
+    "OnceInProgress",
     "SerializationError",
 ]
 
@@ -71,3 +72,8 @@ class LockNotOwned(LockError):  # noqa: N818 - names from the issue
 
 class LockAcquireTimeout(LockError):  # noqa: N818 - names from the issue
     """The lock could not be acquired within the given timeout."""
+
+
+class OnceInProgress(CacheError):  # noqa: N818 - reads as a state, like LockNotOwned
+    """An idempotency key is being handled by another caller (its in-progress mark has not
+    expired): do not acknowledge the message, it will be delivered again."""
