@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
+import grpc
 import pytest
 
 from im_infra.coord import (
@@ -18,7 +18,7 @@ from im_infra.coord import (
 from im_infra.coord._internal.etcd import EtcdClient, _channel_options
 
 
-class FakeRpcError(grpc.RpcError):  # type: ignore[misc]
+class FakeRpcError(grpc.RpcError):
     def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
         super().__init__()
         self._code = code

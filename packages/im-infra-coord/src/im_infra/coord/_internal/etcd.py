@@ -36,7 +36,7 @@ from im_infra.coord.errors import (
 )
 
 if TYPE_CHECKING:
-    import grpc  # type: ignore[import-untyped]
+    import grpc
     from pyetcd import etcdrpc
 else:  # imported on first use: `import im_infra.coord` must not load grpc (docs/releasing.md)
     grpc = LazyModule("grpc")
