@@ -95,5 +95,5 @@ def test_mutual_tls(make_cache: Any, redis_server_factory: Any, tls_files: TLSFi
     # handshake completed, so the client reads either the "certificate required" alert or a bare
     # EOF, depending on timing (a retried connect usually sees the EOF). Either way it is a
     # CacheTLSError whose message points at the certificate settings.
-    with pytest.raises(cache.CacheTLSError, match="tls.certFile"):
+    with pytest.raises(cache.CacheTLSError, match=r"tls\.certFile"):
         anonymous.get("k")
