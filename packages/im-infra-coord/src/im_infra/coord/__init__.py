@@ -31,6 +31,7 @@ from im_infra.coord.errors import (
     LockLost,
     LockTimeout,
     NoInstanceAvailable,
+    TLSError,
 )
 from im_infra.coord.instance import EtcdInstancer
 from im_infra.coord.loading import live_config, load_component_config, pick_provider
@@ -69,6 +70,7 @@ __all__ = [
     "Provider",
     "ServiceInstance",
     "ServiceRegistry",
+    "TLSError",
     "WatchHandle",
     "close_default_provider",
     "connect",

@@ -30,6 +30,7 @@ from .consumer import KafkaConsumer
 from .errors import (
     AdminError,
     AdminTimeoutError,
+    AuthenticationError,
     ConfigError,
     ConsumerError,
     DeliveryError,
@@ -74,6 +75,7 @@ __all__ = [
     "AsyncConsumeCallback",
     "AsyncConsumer",
     "AsyncProducer",
+    "AuthenticationError",
     "CommonConfig",
     "ConfigError",
     "ConsumeCallback",
