@@ -6,9 +6,12 @@ boundary (``raise ... from exc``) so callers never have to import confluent_kafk
 
 from __future__ import annotations
 
+from im_infra import coord
+
 __all__ = [
     "AdminError",
     "AdminTimeoutError",
+    "AuthenticationError",
     "ConfigError",
     "ConsumerError",
     "DeliveryError",
@@ -32,8 +35,10 @@ class MQError(Exception):
     queued: int | None = None
 
 
-class ConfigError(MQError):
-    """The ``kafka.yaml`` configuration (or an override) is invalid."""
+class ConfigError(MQError, coord.ConfigError):
+    """The ``kafka.yaml`` configuration (or an override) is invalid, or a required value (the
+    brokers) is not set anywhere. Also a :class:`im_infra.coord.ConfigError`, the shared root
+    of every package's config error."""
 
 
 class InvalidArgumentError(MQError, ValueError):
@@ -88,3 +93,17 @@ class TopicExistsError(AdminError):
 
 class TopicNotFoundError(AdminError):
     """The topic does not exist."""
+
+
+class AuthenticationError(DeliveryError, AdminError, ConsumerError):
+    """The broker refused the client's SASL authentication (wrong username or password, unknown
+    user, or a mechanism it does not offer).
+
+    Raised where the operation's own family is expected (a send's :class:`DeliveryError`, an
+    admin operation's :class:`AdminError`), so existing handlers still catch it. Not retriable:
+    the credentials must change. The message says what the broker answered; it never contains
+    the password.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="_AUTHENTICATION", retriable=False)
