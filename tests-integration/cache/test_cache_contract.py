@@ -63,8 +63,8 @@ class Env:
         self.made: list[Any] = []
         if kind == "memory":
             self.memory: MemoryRedis | None = MemoryRedis()
-            self.raw: redis.Redis = self.memory.client()
-            self.address: dict[str, Any] = {}
+            self.raw: redis.Redis = self.memory.client(db=0)
+            self.address: dict[str, Any] = {"db": 0}  # over $IM_INFRA_REDIS_URL's, if set
         else:
             assert redis_url is not None
             self.memory = None

@@ -131,28 +131,30 @@ def test_config_watch_delivers_later_changes(connect: Connect) -> None:
     assert [(e.kind, e.revision) for e in replay] == [("put", r2)]
 
 
-class Kafka(BaseModel):
-    brokers: str = "default:9092"
+class Widget(BaseModel):
+    """A component no environment variable configures (IM_INFRA_WIDGET_* are unset)."""
+
+    brokers: str = "default:1"
     acks: str = "1"
 
 
 def test_component_config_layers_and_live_updates(connect: Connect) -> None:
     p = connect(service="im-logic")
-    p.config.set("global/kafka.yaml", {"brokers": "g:1", "acks": "all"})
-    p.config.set("im-logic/kafka.yaml", {"acks": "0"})
-    once = coord.load_component_config("kafka", Kafka, service="im-logic", provider=p)
-    assert once == Kafka(brokers="g:1", acks="0")
-    live = p.config.component("kafka", Kafka, overrides={"brokers": "o:3"})
-    assert live.value == Kafka(brokers="o:3", acks="0") and live.source == "etcd"
-    changes: list[tuple[Kafka, Kafka]] = []
+    p.config.set("global/widget.yaml", {"brokers": "g:1", "acks": "all"})
+    p.config.set("im-logic/widget.yaml", {"acks": "0"})
+    once = coord.load_component_config("widget", Widget, service="im-logic", coord=p)
+    assert once == Widget(brokers="g:1", acks="0")
+    live = p.config.component("widget", Widget, overrides={"brokers": "o:3"})
+    assert live.value == Widget(brokers="o:3", acks="0") and live.source == "etcd"
+    changes: list[tuple[Widget, Widget]] = []
     live.on_change(lambda old, new: changes.append((old, new)))
     assert live.wait_connected(5)
-    p.config.set("im-logic/kafka.yaml", {"acks": "-1"})
+    p.config.set("im-logic/widget.yaml", {"acks": "-1"})
     wait_for(lambda: live.value.acks == "-1", what="live update")
-    p.config.set("im-logic/kafka.yaml", {"acks": 5})  # a str field in the model: rejected
+    p.config.set("im-logic/widget.yaml", {"acks": 5})  # a str field in the model: rejected
     time.sleep(0.3)
-    assert live.value == Kafka(brokers="o:3", acks="-1")
-    assert changes == [(Kafka(brokers="o:3", acks="0"), Kafka(brokers="o:3", acks="-1"))]
+    assert live.value == Widget(brokers="o:3", acks="-1")
+    assert changes == [(Widget(brokers="o:3", acks="0"), Widget(brokers="o:3", acks="-1"))]
 
 
 # ------------------------------------------------------------------ registry

@@ -28,7 +28,7 @@ def test_mq_reads_kafka_yaml(provider: coord.EtcdProvider) -> None:
 
 def test_cache_reads_redis_yaml(provider: coord.EtcdProvider) -> None:
     provider.config.set("im-logic/redis.yaml", {"keyPrefix": "logic/", "db": 4})
-    cfg = cache.load_config("im-logic", coord_provider=provider, env="test")
+    cfg = cache.load_config("im-logic", coord=provider, env="test")
     assert cfg.prefix_for("im-logic") == "logic/" and cfg.db == 4
     c = cache.new("im-logic", coord=provider, env="test")  # no connection until a command
     assert c.key_prefix == "logic/"

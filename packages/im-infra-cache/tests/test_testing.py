@@ -37,7 +37,7 @@ def test_config_comes_from_overrides_like_cache_new() -> None:
         MemoryRedis().cache("svc", mode="cluster", addresses=["h:1"])
     with pytest.raises(cache.CacheConfigError):
         MemoryRedis().cache("")
-    with pytest.raises(cache.CacheConfigError, match="localCache"):
+    with pytest.raises(cache.CacheConfigError, match="client-side caching"):
         MemoryRedis().cache("svc", local_cache={"prefixes": ["user:"]})
 
 

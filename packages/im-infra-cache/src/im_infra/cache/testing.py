@@ -18,7 +18,7 @@ filters, pipelines and scripts all behave as on Redis (the contract tests in
     c = redis.cache("im-logic")
     c.set("user:1", {"name": "ann"}, 60)
     assert c.get_obj("user:1") == {"name": "ann"}
-    assert redis.client().ttl("im-logic:user:1") == 60   # the prefix is applied
+    assert redis.client(c.config.db).ttl("im-logic:user:1") == 60  # the prefix is applied
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from im_infra import coord as _coord
 from im_infra.cache._internal.fakelua import install_struct
 from im_infra.cache.client import AsyncRedisCache, RedisCache
+from im_infra.cache.config import REDIS, RedisConfig
 from im_infra.cache.errors import CacheConfigError
-from im_infra.cache.factory import load_config
+from im_infra.cache.factory import _follow
 from im_infra.cache.protocols import AsyncCache, Cache
 from im_infra.cache.serializer import Serializer, get_serializer
 
@@ -60,30 +61,35 @@ class MemoryRedis:
         self._server = self._fake.FakeServer()
         install_struct(self._fake.FakeRedis(server=self._server), self._server)
 
-    def client(self) -> redis.Redis:
-        """A raw redis-py client on this server (keys as stored, prefix included)."""
-        client: redis.Redis = self._fake.FakeRedis(server=self._server)
+    def client(self, db: int = 0) -> redis.Redis:
+        """A raw redis-py client on database ``db`` of this server (keys as stored, prefix
+        included)."""
+        client: redis.Redis = self._fake.FakeRedis(server=self._server, db=db)
         return client
 
-    def _parts(
+    def _config(
         self,
         service_name: str,
         coord: _coord.Provider | None,
         serializer: Serializer | None,
         env: str | None,
         overrides: dict[str, Any],
-    ) -> tuple[Any, Serializer]:
-        cfg = load_config(service_name, coord_provider=coord, env=env, overrides=overrides)
+    ) -> tuple[_coord.LiveConfig[RedisConfig], Serializer]:
+        """``redis.yaml`` resolved and followed live exactly as ``cache.new`` does."""
+        live = _coord.live_config(
+            REDIS, service_name, coord=coord, overrides=overrides or None, env=env
+        )
+        cfg = live.value
+        problem = None
         if cfg.mode != "single":
-            raise CacheConfigError(
-                f"MemoryRedis serves mode 'single' only (redis.yaml or overrides say {cfg.mode!r})"
-            )
-        if cfg.local_cache.prefixes:
+            problem = f"MemoryRedis serves mode 'single' only (the config says {cfg.mode!r})"
+        elif cfg.local_cache.prefixes:
             # its invalidations come over a connection of its own to the configured address
-            raise CacheConfigError(
-                "MemoryRedis does not serve client-side caching: leave localCache.prefixes empty"
-            )
-        return cfg, serializer if serializer is not None else get_serializer(cfg.serializer)
+            problem = "MemoryRedis does not serve client-side caching: leave localCache empty"
+        if problem is not None:
+            live.close()
+            raise CacheConfigError(problem)
+        return live, serializer if serializer is not None else get_serializer(cfg.serializer)
 
     def cache(
         self,
@@ -94,11 +100,14 @@ class MemoryRedis:
         env: str | None = None,
         **overrides: Any,
     ) -> Cache:
-        """A blocking cache, configured like :func:`im_infra.cache.new` (address settings are
-        ignored: every command goes to this in-memory server)."""
-        cfg, ser = self._parts(service_name, coord, serializer, env, overrides)
-        client = self._fake.FakeRedis(server=self._server, db=cfg.db, protocol=2)
-        return RedisCache(client, config=cfg, service=service_name, serializer=ser)
+        """A blocking cache, configured like :func:`im_infra.cache.new` (pass a
+        ``coord.testing.MemoryEtcd`` provider as ``coord=`` for hermetic tests; address
+        settings are ignored: every command goes to this in-memory server)."""
+        live, ser = self._config(service_name, coord, serializer, env, overrides)
+        client = self._fake.FakeRedis(server=self._server, db=live.value.db, protocol=2)
+        cache = RedisCache(client, config=live.value, service=service_name, serializer=ser)
+        _follow(cache, live)
+        return cache
 
     def async_cache(
         self,
@@ -110,9 +119,11 @@ class MemoryRedis:
         **overrides: Any,
     ) -> AsyncCache:
         """An asyncio cache, configured like :func:`im_infra.cache.new_async`."""
-        cfg, ser = self._parts(service_name, coord, serializer, env, overrides)
-        client = self._fake.FakeAsyncRedis(server=self._server, db=cfg.db, protocol=2)
-        return AsyncRedisCache(client, config=cfg, service=service_name, serializer=ser)
+        live, ser = self._config(service_name, coord, serializer, env, overrides)
+        client = self._fake.FakeAsyncRedis(server=self._server, db=live.value.db, protocol=2)
+        cache = AsyncRedisCache(client, config=live.value, service=service_name, serializer=ser)
+        _follow(cache, live)
+        return cache
 
     def flushall(self) -> None:
         """Remove every key of every database."""

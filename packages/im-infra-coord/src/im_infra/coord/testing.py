@@ -27,8 +27,8 @@ and instance IDs are reported lost).
 
 from __future__ import annotations
 
+from im_infra.coord._internal.documents import resolve_env
 from im_infra.coord._internal.memory import MemoryClient, MemoryStore
-from im_infra.coord.component_config import resolve_env
 from im_infra.coord.errors import ConfigError
 from im_infra.coord.instance import DEFAULT_MAX_ID
 from im_infra.coord.protocols import Provider
