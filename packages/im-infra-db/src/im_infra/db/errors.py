@@ -16,6 +16,7 @@ __all__ = [
     "ConnectionLostError",
     "DBConnectionError",
     "DBError",
+    "DriverNotInstalledError",
     "IntegrityError",
     "InvalidURLError",
     "NotFoundError",
@@ -51,6 +52,18 @@ class ConfigError(DBError, _coord_errors.ConfigError):
 
 class InvalidURLError(ConfigError):
     """The DSN / URL cannot be parsed or names a driver that is not installed."""
+
+
+class DriverNotInstalledError(InvalidURLError):
+    """The database driver for the configured backend is not installed.
+
+    im-infra-db installs no driver by itself; ``extra`` names the extra that brings it
+    (``pip install 'im-infra-db[postgresql]'``, ``[mysql]`` or ``[sqlite]``).
+    """
+
+    def __init__(self, message: str, *, extra: str, server: str | None = None) -> None:
+        super().__init__(message, server=server)
+        self.extra = extra
 
 
 class ProviderClosedError(DBError):

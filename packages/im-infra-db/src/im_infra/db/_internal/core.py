@@ -21,6 +21,7 @@ from im_infra.db._internal.translate import raise_translated, translate
 from im_infra.db.config import DBConfig
 from im_infra.db.errors import (
     ConfigError,
+    DriverNotInstalledError,
     InvalidURLError,
     ProviderClosedError,
     TransactionError,
@@ -65,6 +66,36 @@ def load_config(
             "'dsn') in db.yaml or as an override; no document supplied one"
         )
     return config
+
+
+# The extra of im-infra-db that installs each driver SQLAlchemy may be asked for.
+_EXTRAS = {
+    "psycopg": "postgresql",
+    "pymysql": "mysql",
+    "aiomysql": "mysql",
+    "aiosqlite": "sqlite",
+}
+
+
+def missing_driver(drivername: str, exc: ImportError, server: str) -> InvalidURLError:
+    """The typed error for a driver module that cannot be imported: names the extra to install
+    (a driver im-infra-db has no extra for: says which module is missing)."""
+    driver = drivername.partition("+")[2]
+    module = exc.name or driver
+    extra = _EXTRAS.get(driver)
+    if extra is None:
+        return InvalidURLError(
+            f"{server}: driver {drivername!r} is not installed (cannot import {module!r}); "
+            "install it, or use a driver of one of im-infra-db's extras: "
+            + ", ".join(f"{name} ([{extra}])" for name, extra in _EXTRAS.items()),
+            server=server,
+        )
+    return DriverNotInstalledError(
+        f"{server}: the database driver {driver!r} is not installed (cannot import "
+        f"{module!r}): install im-infra-db[{extra}]",
+        extra=extra,
+        server=server,
+    )
 
 
 class ProviderCore(Generic[S]):
@@ -114,7 +145,9 @@ class ProviderCore(Generic[S]):
         spec = self.spec
         try:
             return factory(spec.url, **spec.kwargs)
-        except (SQLAlchemyError, ImportError) as exc:
+        except ImportError as exc:
+            raise missing_driver(spec.url.drivername, exc, self.target.server) from None
+        except SQLAlchemyError as exc:
             reason = self.target.scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise InvalidURLError(
                 f"{self.target.server}: cannot create an engine for driver "
