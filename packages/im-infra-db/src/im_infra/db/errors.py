@@ -20,6 +20,7 @@ __all__ = [
     "IntegrityError",
     "InvalidURLError",
     "NotFoundError",
+    "OutboxError",
     "PoolTimeoutError",
     "ProviderClosedError",
     "QueryError",
@@ -120,6 +121,10 @@ class StatementTimeoutError(QueryError):
 
 class TransactionConflictError(QueryError):
     """Deadlock, lock-wait timeout or serialization failure: the transaction may be retried."""
+
+
+class OutboxError(DBError):
+    """The transactional outbox was misused (bad event, no transaction) or could not publish."""
 
 
 class TransactionError(DBError):
