@@ -226,7 +226,8 @@ def test_outbox_with_killed_relays_into_kafka(
     setup: tuple[str, db.DBProvider, Table, Table], kafka_brokers: str
 ) -> None:
     from confluent_kafka import Consumer
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     url, provider, messages, table = setup
     topic = f"it-outbox-{uuid.uuid4().hex[:8]}"
@@ -256,11 +257,14 @@ def test_outbox_with_killed_relays_into_kafka(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not expected <= {i for _p, _k, i in published}:
             for msg in consumer.consume(1000, 1.0):
-                if msg.error() is None:
-                    headers = dict(msg.headers() or [])
+                key, value = msg.key(), msg.value()
+                if msg.error() is None and isinstance(key, bytes) and isinstance(value, bytes):
+                    raw = msg.headers() or []
+                    pairs = raw.items() if isinstance(raw, dict) else raw
+                    headers = {name: v for name, v in pairs if isinstance(v, bytes)}
                     pid = int(headers["relay"])
-                    assert headers["trace_id"] == b"tr-" + msg.value()  # captured by add()
-                    published.append((pid, msg.key().decode(), int(msg.value())))
+                    assert headers["trace_id"] == b"tr-" + value  # captured by add()
+                    published.append((pid, key.decode(), int(value)))
     finally:
         consumer.close()
         admin.delete_topics([topic])
