@@ -42,7 +42,7 @@ def documented_revision() -> str:
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     revision = [b for b in blocks if "create_outbox_table(op" in b]
     assert revision, "docs/db.md: no migration block in the outbox section"
-    return revision[0]
+    return str(revision[0])
 
 
 @dataclass
