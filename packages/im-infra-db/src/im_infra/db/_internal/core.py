@@ -16,6 +16,7 @@ from im_infra import clog, coord
 from im_infra.db._internal import metrics
 from im_infra.db._internal.engine import EngineSpec, build_spec, configure_engine
 from im_infra.db._internal.instrument import install
+from im_infra.db._internal.replicas import Router, replica_config
 from im_infra.db._internal.sqltext import redact_sql
 from im_infra.db._internal.translate import raise_translated, translate
 from im_infra.db.config import DBConfig
@@ -214,7 +215,8 @@ EngineT = TypeVar("EngineT", Engine, AsyncEngine)
 
 
 class ProviderBase(Generic[EngineT, S]):
-    """Construction and read-only properties shared by DBProvider and AsyncDBProvider."""
+    """Construction and read-only properties shared by DBProvider and AsyncDBProvider: the
+    primary engine and, with ``replicas`` configured, the replicas' engines and the router."""
 
     def __init__(
         self,
@@ -226,13 +228,29 @@ class ProviderBase(Generic[EngineT, S]):
     ) -> None:
         core: ProviderCore[S] = ProviderCore(config, service=service, is_async=is_async)
         self._core = core
-        self._engine: EngineT = core.make_engine(factory)
-        sync_engine = (
-            self._engine.sync_engine if isinstance(self._engine, AsyncEngine) else self._engine
-        )
-        configure_engine(sync_engine, core.spec)
-        install(sync_engine, target=core.target, slow_threshold=config.slow_threshold, log=core.log)
-        metrics.track_pool(sync_engine, core.pool_name)
+        self._engine: EngineT = _open_engine(core, factory)
+        self._router: Router | None = None
+        self._replica_engines: list[EngineT] = []
+        if config.replicas.endpoints:
+            replicas = []
+            for endpoint in config.replicas.endpoints:
+                replica: ProviderCore[S] = ProviderCore(
+                    replica_config(config, endpoint), service=service, is_async=is_async
+                )
+                engine = _open_engine(replica, factory)
+                self._replica_engines.append(engine)
+                replicas.append((_sync_engine(engine), replica.target))
+            self._router = Router(_sync_engine(self._engine), replicas, config.replicas, core.log)
+
+    def _mark_write(self) -> None:
+        """A transaction starts: this context's reads go to the primary for a while."""
+        if self._router is not None:
+            self._router.mark_write()
+
+    def _untrack_pools(self) -> None:
+        metrics.untrack_pool(_sync_engine(self._engine))
+        for engine in self._replica_engines:
+            metrics.untrack_pool(_sync_engine(engine))
 
     @property
     def engine(self) -> EngineT:
@@ -251,3 +269,19 @@ class ProviderBase(Generic[EngineT, S]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(service={self._core.service!r}, server={self.server!r})"
+
+
+def _sync_engine(engine: Engine | AsyncEngine) -> Engine:
+    return engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+
+def _open_engine(core: ProviderCore[Any], factory: Callable[..., EngineT]) -> EngineT:
+    """An engine for ``core``'s config with im-infra's hooks, timer and pool metrics."""
+    engine = core.make_engine(factory)
+    sync_engine = _sync_engine(engine)
+    configure_engine(sync_engine, core.spec)
+    install(
+        sync_engine, target=core.target, slow_threshold=core.config.slow_threshold, log=core.log
+    )
+    metrics.track_pool(sync_engine, core.pool_name)
+    return engine
