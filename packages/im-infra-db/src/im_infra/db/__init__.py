@@ -12,7 +12,14 @@
 """
 
 from im_infra.db.aio import AsyncDBProvider, AsyncDBTransaction, new_async
-from im_infra.db.config import DBConfig, Driver, Duration, TLSConfig
+from im_infra.db.config import (
+    DBConfig,
+    Driver,
+    Duration,
+    ReplicaEndpoint,
+    ReplicasConfig,
+    TLSConfig,
+)
 from im_infra.db.errors import (
     AuthenticationError,
     ConfigError,
@@ -95,6 +102,8 @@ __all__ = [
     "ProviderClosedError",
     "Publisher",
     "QueryError",
+    "ReplicaEndpoint",
+    "ReplicasConfig",
     "ServerUnreachableError",
     "ShardKey",
     "ShardedTable",
