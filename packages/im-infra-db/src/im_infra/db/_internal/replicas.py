@@ -18,8 +18,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
@@ -138,6 +139,22 @@ class Router:
         session.info[_ROUTE] = index
         return self.binds[index]
 
+    def reroute(self, session: Session, engine: Engine, error: BaseException) -> Engine | None:
+        """The engine to use instead of replica ``engine``, which could not give the session a
+        connection (None: ``engine`` is not a replica). The replica is marked down."""
+        try:
+            index = self.binds.index(engine)
+        except ValueError:
+            return None
+        self.down(index, error)
+        session.info.pop(_ROUTE, None)
+        replacement = self.pick()
+        if replacement is None:
+            session.info[_ROUTE] = PRIMARY
+            return self.primary
+        session.info[_ROUTE] = replacement
+        return self.binds[replacement]
+
     def pick(self) -> int | None:
         """The next usable replica, round robin; None when none is."""
         count = len(self.states)
@@ -186,9 +203,12 @@ class Router:
 def lag_query(backend: str) -> str:
     """The statement that tells a replica's replication delay (see :func:`lag_of`)."""
     if backend == "postgresql":
+        # Everything received is replayed: no lag, however long ago the last transaction was
+        # (an idle primary). Otherwise (behind, or not streaming yet after a restart): the age
+        # of the last replayed transaction, an upper bound of the delay.
         return (
             "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 "
-            "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+            "WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 "
             "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
         )
     return "SHOW SLAVE STATUS"  # MariaDB and MySQL (MySQL 8.4: SHOW REPLICA STATUS)
@@ -261,3 +281,19 @@ class RoutingSession(Session):
         **kw: Any,
     ) -> Engine:
         return self._router.bind_for(self, clause)
+
+    def _connection_for_bind(
+        self, engine: Any, execution_options: Any = None, **kw: Any
+    ) -> Connection:
+        # Where the Session opens its connection for a bind (SQLAlchemy 2's private hook; a
+        # failed connect leaves the session's transaction untouched). A replica that cannot
+        # give a connection (stopped, unreachable: the pool's pre-ping and reconnect failed) is
+        # marked down and the read goes to the next usable replica or the primary.
+        while True:
+            try:
+                return super()._connection_for_bind(engine, execution_options, **kw)
+            except DBAPIError as exc:
+                replacement = self._router.reroute(self, engine, exc)
+                if replacement is None:
+                    raise
+                engine = replacement
