@@ -5,6 +5,7 @@ succeed through the primary. Blocking and asyncio."""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 import uuid
@@ -201,5 +202,18 @@ async def test_async_routing(cluster: Cluster, table: Table) -> None:
             assert (await s.execute(IN_RECOVERY)).scalar_one() is False
             body = await s.execute(select(table.c.body).where(table.c.id == 99))
             assert body.scalar_one() == "async"
+
+        async def in_recovery() -> bool:
+            async with provider.session() as s:
+                return bool((await s.execute(IN_RECOVERY)).scalar_one())
+
+        # another request: a task with a fresh context (one copied from this task inherits
+        # its read-your-writes window)
+        assert await asyncio.create_task(in_recovery(), context=contextvars.Context())
+        cluster.replica.stop()
+        try:  # re-routed to the primary
+            assert not await asyncio.create_task(in_recovery(), context=contextvars.Context())
+        finally:
+            cluster.replica.start()
     finally:
         await provider.close()
