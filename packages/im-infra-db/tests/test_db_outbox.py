@@ -265,3 +265,37 @@ async def test_async_outbox_and_relay(tmp_path: Path) -> None:
         assert [m.value for m in sent if m.key == b"k1"] == [b"1", b"3", b"5", b"7", b"9"]
     finally:
         await provider.close()
+
+
+def test_a_failing_flush_or_factory_fails_the_round_not_the_relay(
+    provider: db.DBProvider,
+) -> None:
+    outbox = db.Outbox(provider)
+    with provider.transaction():
+        outbox.add("t", key="a", value=b"1")
+        outbox.add("t", key="b", value=b"2")
+
+    class NoReports(Recorder):
+        def send(self, msg: Msg, callback: db.DeliveryReport | None = None) -> None:
+            self.sent.append(msg)  # never reports
+
+        def flush(self, timeout: float | None = None) -> int:
+            raise RuntimeError("flush broke")
+
+    publisher = NoReports()
+    relay = db.OutboxRelay(provider, publisher, message=Msg, publish_timeout=0.2, retention=None)
+    with relay:
+        assert relay.run_once() == 0  # nothing reported: nothing marked, retried later
+    assert unsent(provider) == 2
+
+    def broken_factory(
+        topic: str, key: bytes | None, value: bytes | None, headers: dict[str, bytes]
+    ) -> Msg:
+        if key == b"a":
+            raise ValueError("cannot build")
+        return Msg(topic, key, value, headers)
+
+    recorder = Recorder()
+    with db.OutboxRelay(provider, recorder, message=broken_factory, retention=None) as relay:
+        assert relay.run_once() == 1  # b published, a retried
+    assert [m.value for m in recorder.sent] == [b"2"]

@@ -5,7 +5,9 @@ The behaviour against a real streaming replica is in tests-integration/db/test_r
 from __future__ import annotations
 
 import contextvars
+import json
 import time
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, delete, insert, select, text
@@ -148,3 +150,11 @@ def test_replicas_config_is_validated() -> None:
         db.ReplicasConfig(check_interval=0)
     with pytest.raises(ValueError, match="extra"):
         db.ReplicasConfig.model_validate({"endpoints": [{"hots": "x"}]})
+
+
+def test_skip_reasons_never_carry_the_password(log_lines: Any) -> None:
+    router = make_router(1)
+    router.states[0].target = Target("postgresql", "r0", 5432, "d", "u", secrets=("s3cret",))
+    router.down(0, OSError("could not connect with password s3cret"))
+    assert "s3cret" not in router.states[0].reason
+    assert "s3cret" not in json.dumps(log_lines())

@@ -229,15 +229,18 @@ class OutboxRelay(_RelayBase, Closing, Generic[M]):
         for index, event in enumerate(events):
             if not deliveries.may_send(index, event):
                 continue
-            msg = make(event.topic, event.key, event.value, event.headers)
             try:
+                msg = make(event.topic, event.key, event.value, event.headers)
                 self._publisher.send(msg, partial(report, index))
-            except Exception as exc:
+            except Exception as exc:  # refused: this event (and its key) is retried later
                 with settled:
                     deliveries.refused(index, event, exc)
         timeout = self._relay.publish_timeout
         deadline = time.monotonic() + timeout
-        self._publisher.flush(timeout)
+        try:
+            self._publisher.flush(timeout)
+        except Exception as exc:  # what is not reported by the deadline counts as failed
+            self._relay.log.warning("publisher flush failed", error_type=type(exc).__name__)
         with settled:
             settled.wait_for(
                 lambda: not deliveries.missing, timeout=max(0.0, deadline - time.monotonic())
@@ -350,15 +353,18 @@ class AsyncOutboxRelay(_RelayBase, AsyncClosing, Generic[M]):
         for index, event in enumerate(events):
             if not deliveries.may_send(index, event):
                 continue
-            msg = make(event.topic, event.key, event.value, event.headers)
             try:
+                msg = make(event.topic, event.key, event.value, event.headers)
                 await self._publisher.send(msg, partial(report, index))
-            except Exception as exc:
+            except Exception as exc:  # refused: this event (and its key) is retried later
                 deliveries.refused(index, event, exc)
         timeout = self._relay.publish_timeout
         deadline = time.monotonic() + timeout
         if deliveries.missing:
-            await self._publisher.flush(timeout)
+            try:
+                await self._publisher.flush(timeout)
+            except Exception as exc:  # what is not reported by the deadline counts as failed
+                self._relay.log.warning("publisher flush failed", error_type=type(exc).__name__)
         if deliveries.missing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(settled.wait(), max(0.0, deadline - time.monotonic()))

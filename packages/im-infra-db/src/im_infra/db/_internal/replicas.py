@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
@@ -179,7 +179,11 @@ class Router:
 
     def down(self, index: int, error: BaseException) -> None:
         """Record a failed check or a connection failure on a read."""
-        self._set(index, False, math.inf, f"{type(error).__name__}: {error}")
+        target = self.states[index].target
+        if isinstance(error, SQLAlchemyError):
+            error = translate(error, target)  # the typed error, its message scrubbed
+        reason = target.scrub(f"{type(error).__name__}: {error}")
+        self._set(index, False, math.inf, reason)
 
     def _set(self, index: int, usable: bool, lag: float, reason: str) -> None:
         state = self.states[index]
