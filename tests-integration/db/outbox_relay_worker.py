@@ -44,7 +44,7 @@ class FilePublisher:
 def main() -> None:
     url, table, mode, target = sys.argv[1:5]
     clog.init(service="it-outbox-relay", level="WARNING")
-    provider = db.new("it-outbox-relay", dsn=url, pool_size=2)
+    provider = db.new("it-outbox-relay", dsn=url, pool_size=2, connect_timeout=60)
     relay: db.OutboxRelay[mq.Message] | db.OutboxRelay[Line]
     if mode == "kafka":
         producer = mq.new_producer("it-outbox-relay", common={"brokers": [target]})

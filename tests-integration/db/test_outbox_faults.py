@@ -46,16 +46,17 @@ class Relays:
         self.procs = [self._start() for _ in range(count)]
         self.killed: set[int] = set()
 
-    def _start(self) -> subprocess.Popen[str]:
+    def _start(self, *, wait: bool = True) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
             [sys.executable, str(WORKER), *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "ready", proc.stderr.read() if proc.stderr else line
+        if wait:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.strip() == "ready", proc.stderr.read() if proc.stderr else line
         return proc
 
     def kill(self, index: int) -> None:
@@ -66,7 +67,9 @@ class Relays:
         proc.kill()
         proc.wait(10)
         self.killed.add(proc.pid)
-        self.procs[index] = self._start()
+        # The replacement starts in the background: the writers go on meanwhile, so the second
+        # kill still comes while transactions are being written.
+        self.procs[index] = self._start(wait=False)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -191,7 +194,8 @@ def setup(
         Column("body", String(20)),
     )
     table = db.outbox_table(metadata, f"{prefix}_outbox")
-    provider = db.new("it-outbox", dsn=url, pool_size=THREADS + 2)
+    # connect_timeout is SQLite's busy timeout: 4 writers and 2 relays take turns on one file
+    provider = db.new("it-outbox", dsn=url, pool_size=THREADS + 2, connect_timeout=60)
     provider.create_all(metadata)
     try:
         yield url, provider, messages, table
