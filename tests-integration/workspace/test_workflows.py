@@ -88,9 +88,10 @@ def test_glob_model() -> None:
 
 
 def test_release_builds_one_package_and_publishes_to_the_private_index() -> None:
+    # scripts/release runs `uv build --package` and `uv publish` (tests-integration/release/)
     text = (WORKFLOWS / "release.yml").read_text()
-    assert 'uv build --package "${PACKAGE}"' in text
-    assert "uv publish --index im-infra-private" in text
+    assert 'scripts/release "${GITHUB_REF_NAME}" --build-only' in text
+    assert "--publish-only --out-dir dist --index im-infra-private" in text
 
 
 # ------------------------------------------------------------------------------- ci.yml
