@@ -236,7 +236,12 @@ class Publish:
     events: list[OutboxEvent]
 
 
-Step = Query | Publish
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Commit the round's transaction so far; the next statement starts a new one."""
+
+
+Step = Query | Publish | Commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,16 +275,16 @@ def sent_prefix(
 
 
 def relay_round(
-    statements: OutboxStatements, batch_size: int, *, exclusive: Query | None
+    statements: OutboxStatements, batch_size: int, *, row_locks: bool
 ) -> Generator[Step, Any, RoundResult]:
-    """One round in one transaction: claim heads, read their keys' events, publish, mark.
+    """One relay round: claim heads, read their keys' events, publish, mark.
 
-    ``exclusive`` is a first statement that takes the table's write lock where the database has
-    no row locks (SQLite): the round then runs alone, so two relays cannot publish one event at
-    the same time there either (the second waits for the first's commit).
+    With ``row_locks`` (PostgreSQL, MariaDB/MySQL) it is one transaction, so the claimed heads
+    stay locked while their events are published. SQLite has no row locks and one writer: there
+    the reading transaction ends (:class:`Commit`) before publishing and the marking is a short
+    transaction of its own, so the database is never locked while the publisher waits (a
+    second relay would publish the same events: run one relay on SQLite).
     """
-    if exclusive is not None:
-        yield exclusive
     heads = yield Query(statements.heads, {"limit": batch_size})
     if not heads:
         return RoundResult(0, 0)
@@ -289,6 +294,8 @@ def relay_round(
         statements.pending, {"ids": ids, "keys": keys, "limit": max(batch_size, len(heads)) * 4}
     )
     events = [event_from_row(row) for row in rows]
+    if not row_locks:
+        yield Commit()
     results: list[BaseException | None] = yield Publish(events)
     done = sent_prefix(events, results)
     if done:
@@ -355,13 +362,13 @@ class RelayCore:
         "_last_purge",
         "_last_stats",
         "batch_size",
-        "exclusive",
         "isolation",
         "log",
         "pause",
         "poll_interval",
         "publish_timeout",
         "retention",
+        "row_locks",
         "statements",
         "stats",
         "stats_interval",
@@ -396,13 +403,7 @@ class RelayCore:
         self.publish_timeout = publish_timeout
         self.retention = retention
         self.stats_interval = stats_interval
-        # SQLite has no row locks: a no-op UPDATE takes the database's write lock first.
-        t = self.statements.table
-        self.exclusive = (
-            Query(update(t).where(t.c.id < 0).values(sent_at=None), {})
-            if backend == "sqlite"
-            else None
-        )
+        self.row_locks = backend != "sqlite"
         # READ COMMITTED: no gap locks on MySQL/MariaDB (REPEATABLE READ's next-key locks on
         # the pending index would block the application's inserts while a round publishes).
         self.isolation = None if backend == "sqlite" else "READ COMMITTED"
@@ -415,7 +416,7 @@ class RelayCore:
 
     def round(self) -> Generator[Step, Any, RoundResult]:
         """The steps of one relay round."""
-        return relay_round(self.statements, self.batch_size, exclusive=self.exclusive)
+        return relay_round(self.statements, self.batch_size, row_locks=self.row_locks)
 
     def finished(self, result: RoundResult) -> None:
         """Record a round and decide the pause before the next one."""
