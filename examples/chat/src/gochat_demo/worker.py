@@ -9,6 +9,7 @@ db close, then coord deregisters and revokes its leases.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -36,7 +37,14 @@ GROUP = "im-logic"
 
 
 class Worker:
-    """Consumes :data:`TOPIC`; the callback is idempotent, so redelivery never duplicates."""
+    """Consumes :data:`TOPIC`; the callback is idempotent, so redelivery never duplicates.
+
+    Each stored message and its "message stored" event (topic ``<topic>.stored``, keyed by
+    conversation) commit in one transaction through the db outbox; the outbox relay publishes
+    the events (at least once, in order per conversation). The demo's default database is
+    SQLite, which has one writer: the relay's rounds run in this worker's one thread, after each
+    stored message (with PostgreSQL or MariaDB a relay thread or process runs beside it).
+    """
 
     def __init__(
         self, provider: coord.Provider, name: str, topic: str = TOPIC, group: str = GROUP
@@ -46,6 +54,10 @@ class Worker:
         self.db = db.new(SERVICE, coord=provider)
         tune_sqlite(self.db.engine)
         self.db.create_all(Base.metadata)
+        self.outbox = db.Outbox(self.db)
+        self.db.create_all(self.outbox.table.metadata)  # the demo's schema; Alembic in production
+        self.producer = mq.new_producer(SERVICE, coord=provider)
+        self.relay = db.OutboxRelay(self.db, self.producer, message=mq.Message)
         self.cache = cache.new(SERVICE, coord=provider)
         # Static group membership (KIP-345): a worker restarted under the same name takes
         # over its predecessor's partitions at once, instead of the group waiting for the
@@ -63,6 +75,8 @@ class Worker:
         raw = msg.value if isinstance(msg.value, bytes) else msg.value.encode()
         chat = ChatMessage.from_json(raw)
         stored = self._store(chat)
+        if stored:
+            self._relay_round()
         # ZADD is idempotent (member = the message's canonical JSON), so a redelivered message
         # that was already cached changes nothing; the trim keeps the newest CACHE_KEEP.
         key = cache_key(chat.conversation)
@@ -96,15 +110,31 @@ class Worker:
                         stored_at=time.time(),
                     )
                 )
+                event = {"msg_id": chat.msg_id, "conversation": chat.conversation}
+                self.outbox.add(
+                    f"{self.topic}.stored", key=chat.conversation, value=json.dumps(event)
+                )
         except IntegrityError:  # a concurrent worker stored it first
             return False
         return True
+
+    def _relay_round(self) -> int:
+        """Publish committed outbox events (also a predecessor's, after a crash)."""
+        try:
+            return self.relay.run_once()
+        except db.DBError as exc:  # left unsent: the next round publishes it
+            self.log.warning("outbox relay round failed", error=str(exc))
+            return 0
 
     def run(self) -> None:
         self.consumer.subscribe([self.topic], self.handle)
 
     def close(self) -> None:
         self.consumer.close()
+        while self._relay_round():  # what the last messages stored
+            pass
+        self.relay.close()
+        self.producer.close()
         self.cache.close()
         self.db.close()
 
