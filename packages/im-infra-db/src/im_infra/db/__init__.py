@@ -22,6 +22,7 @@ from im_infra.db.config import (
 )
 from im_infra.db.errors import (
     AuthenticationError,
+    CommitOutcomeUnknownError,
     ConfigError,
     ConnectionLostError,
     DBConnectionError,
@@ -77,6 +78,7 @@ __all__ = [
     "AsyncPublisher",
     "AsyncTransaction",
     "AuthenticationError",
+    "CommitOutcomeUnknownError",
     "ConfigError",
     "ConnectionLostError",
     "DBConfig",

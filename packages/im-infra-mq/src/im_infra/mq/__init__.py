@@ -28,9 +28,11 @@ from .config import (
 from .consumer import KafkaConsumer
 from .errors import (
     AdminError,
+    AdminTimeoutError,
     ConfigError,
     ConsumerError,
     DeliveryError,
+    InvalidArgumentError,
     MQError,
     ProducerClosedError,
     QueueFullError,
@@ -66,6 +68,7 @@ __all__ = [
     "TRACE_ID_HEADER",
     "AdminClient",
     "AdminError",
+    "AdminTimeoutError",
     "AsyncConsumeCallback",
     "AsyncConsumer",
     "AsyncProducer",
@@ -77,6 +80,7 @@ __all__ = [
     "ConsumerError",
     "DeliveryCallback",
     "DeliveryError",
+    "InvalidArgumentError",
     "KafkaAdminClient",
     "KafkaAsyncConsumer",
     "KafkaAsyncProducer",
