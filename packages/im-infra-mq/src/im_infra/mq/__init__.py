@@ -29,6 +29,7 @@ from .consumer import KafkaConsumer
 from .errors import (
     AdminError,
     AdminTimeoutError,
+    AuthenticationError,
     ConfigError,
     ConsumerError,
     DeliveryError,
@@ -72,6 +73,7 @@ __all__ = [
     "AsyncConsumeCallback",
     "AsyncConsumer",
     "AsyncProducer",
+    "AuthenticationError",
     "CommonConfig",
     "ConfigError",
     "ConsumeCallback",

@@ -26,7 +26,7 @@ from opentelemetry import context as otel_context
 from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
-from ._internal.client import build_client
+from ._internal.client import AuthFailure, build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
 from ._internal.tracing import extract_context
 from ._internal.validate import check_topics
@@ -83,8 +83,9 @@ class KafkaConsumer(Closing):
     ) -> None:
         """Create the member from ready librdkafka ``properties`` (it joins on subscribe)."""
         self._log = (logger or clog.get_logger("mq")).named("consumer")
+        self._auth = AuthFailure()
         self._consumer, self._properties = build_client(
-            confluent_kafka.Consumer, "consumer", properties, self._log
+            confluent_kafka.Consumer, "consumer", properties, self._log, auth=self._auth
         )
         self._group_id = str(properties.get("group.id", ""))
         self._retry = retry
@@ -121,7 +122,9 @@ class KafkaConsumer(Closing):
         Blocks the calling thread. A callback that raises, or returns an exception instance (the
         seed's "returns an error"), has failed: it is logged with topic/partition/offset (and
         retried / dead-lettered when a :class:`RetryPolicy` was given); consumption continues.
-        Returns after :meth:`close`; raises :class:`ConsumerError` on an unrecoverable error.
+        Returns after :meth:`close`; raises :class:`ConsumerError` on an unrecoverable error,
+        :class:`AuthenticationError` (a ``ConsumerError``) when the broker refuses the SASL
+        credentials (as the Java client's ``poll`` does; librdkafka alone would keep retrying).
         """
         self.run(topics, callback)
 
@@ -180,9 +183,13 @@ class KafkaConsumer(Closing):
             )
             self._subscribed = True
             self._log.info("subscribed", topics=list(topics), group_id=self._group_id)
-            metrics, consume_batch = self._metrics, self._consume_batch
+            metrics, consume_batch, auth = self._metrics, self._consume_batch, self._auth
             while not self._stopping:
                 first = consumer.poll(self._poll_timeout)
+                if auth.fresh and auth.take_fresh():  # error_cb runs inside poll, here
+                    refused = auth.error(f"consumer of group {self._group_id!r}")
+                    if refused is not None:
+                        raise refused
                 if first is None:
                     metrics.polled(())
                     continue
