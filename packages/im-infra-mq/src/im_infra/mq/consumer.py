@@ -21,17 +21,16 @@ from typing import Any
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
-from opentelemetry import context as otel_context
 
 from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
 from ._internal.client import build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
-from ._internal.tracing import extract_context
+from ._internal.tracing import bound_from
 from .errors import ConfigError, ConsumerError, MQError
 from .interfaces import ConsumeCallback
-from .message import TRACE_ID_HEADER, Message
+from .message import Message
 from .producer import KafkaProducer
 from .retry import DLQ_SUFFIX, RetryPolicy
 
@@ -48,6 +47,17 @@ _IGNORED_COMMIT_ERRORS = {KafkaError._NO_OFFSET}
 #: Processes one message; raising marks it failed. The core is shared by the sync and the asyncio
 #: consumers, which differ only in how they run the user's callback.
 Handler = Callable[[Message], object]
+
+#: Hands a run of polled confluent-kafka messages (none with an error) to another thread's runner
+#: in one hop (the asyncio consumer) and waits. The runner converts each with :func:`to_message`
+#: only when it reaches it (a batch holding hundreds of live ``Message`` objects would wake the
+#: garbage collector), handles them in order, one at a time, and returns ``(finished, failure)``:
+#: the first ``finished`` messages are done (a failing callback without a retry policy is logged
+#: and counts as done); ``failure`` is the exception when message number ``finished`` failed its
+#: first attempt (already logged) and the core must go on with its retries. ``finished`` short of
+#: the run's length without a failure means the runner stopped (close, cancellation): the rest is
+#: not stored, so it is delivered again.
+BatchHandler = Callable[[list[Any]], "tuple[int, Exception | None]"]
 
 
 def to_message(kmsg: Any) -> Message:
@@ -153,8 +163,18 @@ class KafkaConsumer(Closing):
         return self._closing.is_set()
 
     # ------------------------------------------------------------------ the shared core
-    def run(self, topics: Sequence[str], handler: Handler) -> None:
-        """The consume loop shared by the blocking and asyncio consumers."""
+    def run(
+        self,
+        topics: Sequence[str],
+        handler: Handler,
+        batch_handler: BatchHandler | None = None,
+    ) -> None:
+        """The consume loop shared by the blocking and asyncio consumers.
+
+        ``handler`` handles one message on the loop's thread. With ``batch_handler`` each polled
+        batch goes to it in one call instead (one thread hop per batch), and ``handler`` only
+        serves the retries of a message that failed there.
+        """
         if isinstance(topics, str):
             topics = [topics]
         if not topics:
@@ -177,6 +197,12 @@ class KafkaConsumer(Closing):
             self._subscribed = True
             self._log.info("subscribed", topics=list(topics), group_id=self._group_id)
             metrics, consume_batch = self._metrics, self._consume_batch
+            if batch_handler is not None:
+                hand_over = batch_handler
+
+                def consume_batch(batch: list[Any], handler: Handler) -> None:
+                    self._consume_handed(batch, hand_over, handler)
+
             while not self._stopping:
                 first = consumer.poll(self._poll_timeout)
                 if first is None:
@@ -232,7 +258,7 @@ class KafkaConsumer(Closing):
                     except Exception as exc:
                         if not self._failed(msg, exc, 1, 1):
                             break
-                elif not self._handle_traced(msg, handler):
+                elif not self._handle_traced(msg, handler, None):
                     break  # stopping mid-message: not stored, so it is delivered again
                 if msg.partition != partition or msg.topic != topic:
                     _add_run(done, topic, partition, count, last)
@@ -250,21 +276,55 @@ class KafkaConsumer(Closing):
             _add_run(done, topic, partition, count, last)
             self._store(done)
 
-    def _handle_traced(self, msg: Message, handler: Handler) -> bool:
+    def _consume_handed(self, batch: list[Any], hand_over: BatchHandler, handler: Handler) -> None:
+        """:meth:`_consume_batch` for a batch handed to another thread in one hop.
+
+        The runner reports how far it got; a message that failed there with a retry policy set
+        is retried here (through ``handler``, one hop per attempt: the rare path) before the rest
+        of the batch is handed over again, so the partition's order holds.
+        """
+        msgs = batch
+        if any(kmsg.error() is not None for kmsg in batch):
+            msgs = []
+            for kmsg in batch:
+                err = kmsg.error()
+                if err is None:
+                    msgs.append(kmsg)
+                else:
+                    self._on_message_error(err)
+        done: dict[PartitionKey, list[int]] = {}
+        start = 0
+        try:
+            while start < len(msgs) and not self._stopping:
+                finished, failure = hand_over(msgs[start:] if start else msgs)
+                _add_finished(done, msgs, start, start + finished)
+                start += finished
+                if failure is None:
+                    if start < len(msgs):
+                        self._request_stop()  # the runner stopped: the rest is delivered again
+                    break
+                if not self._handle_traced(to_message(msgs[start]), handler, failure):
+                    break
+                _add_finished(done, msgs, start, start + 1)
+                start += 1
+        finally:
+            self._store(done)
+
+    def report_failure(self, msg: Message, exc: Exception) -> None:
+        """Log a callback's failed first attempt (from inside the ``except`` clause, with the
+        message's trace id bound): the batch runner of the asyncio consumer calls it."""
+        self._failed(msg, exc, 1, 1 if self._retry is None else self._retry.max_attempts)
+
+    @property
+    def retries(self) -> bool:
+        """Whether a failing callback is retried (a :class:`RetryPolicy` was given)."""
+        return self._retry is not None
+
+    def _handle_traced(self, msg: Message, handler: Handler, failed: Exception | None) -> bool:
         """:meth:`_handle` with the producer's trace id and trace context bound around it (and
         around our log lines about it)."""
-        headers = msg.headers
-        raw_tid = headers.get(TRACE_ID_HEADER)
-        parent = extract_context(headers) if headers else None
-        token = clog.set_trace_id(raw_tid.decode("utf-8", "replace")) if raw_tid else None
-        otel_token = otel_context.attach(parent) if parent is not None else None
-        try:
-            return self._handle(msg, handler)
-        finally:
-            if otel_token is not None:
-                otel_context.detach(otel_token)
-            if token is not None:
-                clog.reset_trace_id(token)
+        with bound_from(msg.headers):
+            return self._handle(msg, handler, failed)
 
     def _store(self, done: dict[PartitionKey, list[int]]) -> None:
         """Store the offset after each partition's last finished message (one call per
@@ -304,27 +364,33 @@ class KafkaConsumer(Closing):
         )
         return True
 
-    def _handle(self, msg: Message, handler: Handler) -> bool:
-        """Run the callback with retries; ``False`` when the offset must not be stored."""
+    def _handle(self, msg: Message, handler: Handler, failed: Exception | None = None) -> bool:
+        """Run the callback with retries; ``False`` when the offset must not be stored.
+
+        ``failed``: the first attempt already ran elsewhere and failed with it (logged there).
+        """
         retry = self._retry
         attempts = 1 if retry is None else retry.max_attempts
         attempt = 1
         while True:
-            try:
-                handler(msg)
-                return True
-            except Exception as exc:
-                if not self._failed(msg, exc, attempt, attempts):
-                    return False
-                if retry is None:
-                    return True  # the seed's behaviour: log and go on
-                if attempt >= attempts:
-                    if retry.dead_letter:
-                        self._dead_letter(msg, exc)
+            if failed is None:
+                try:
+                    handler(msg)
                     return True
-                if self._closing.wait(retry.pause(attempt)):
-                    return False
-                attempt += 1
+                except Exception as exc:
+                    if not self._failed(msg, exc, attempt, attempts):
+                        return False
+                    failed = exc
+            if retry is None:
+                return True  # the seed's behaviour: log and go on
+            if attempt >= attempts:
+                if retry.dead_letter:
+                    self._dead_letter(msg, failed)
+                return True
+            if self._closing.wait(retry.pause(attempt)):
+                return False
+            attempt += 1
+            failed = None
 
     def _dead_letter(self, msg: Message, exc: Exception) -> None:
         if self._dlq is None:
@@ -443,6 +509,22 @@ def _add_run(
         else:
             state[0] += count
             state[1] = last
+
+
+def _add_finished(
+    done: dict[PartitionKey, list[int]], kmsgs: list[Any], start: int, end: int
+) -> None:
+    """Add confluent-kafka messages ``kmsgs[start:end]`` (finished, in consumption order)."""
+    topic, partition, count, last = "", -1, 0, -1  # the current run of one partition
+    for i in range(start, end):
+        kmsg = kmsgs[i]
+        p = kmsg.partition()
+        if p != partition or kmsg.topic() != topic:
+            _add_run(done, topic, partition, count, last)
+            topic, partition, count = kmsg.topic(), p, 0
+        count += 1
+        last = kmsg.offset()
+    _add_run(done, topic, partition, count, last)
 
 
 class AbortedError(Exception):
