@@ -19,6 +19,7 @@ from .config import (
 )
 from .consumer import KafkaConsumer
 from .errors import ConfigError
+from .membership import claim_static_member
 from .producer import KafkaProducer
 from .retry import RetryPolicy
 
@@ -103,17 +104,29 @@ def new_consumer(
         raise ConfigError("group_id must be a non-empty string")
     config = load_config(service_name, coord=coord, **overrides)
     props = _merge(consumer_properties(config, service_name, group_id), rdkafka_config)
+    member = None
+    if config.consumer.static_membership and "group.instance.id" not in props:
+        log = (logger or clog.get_logger("mq")).named("membership")
+        member = claim_static_member(service_name, group_id, coord, log)
+        if member is not None:
+            props["group.instance.id"] = member.instance_id
 
     def dlq_producer() -> KafkaProducer:
         return KafkaProducer(producer_properties(config, service_name), logger=logger)
 
-    return KafkaConsumer(
-        props,
-        logger=logger,
-        retry=retry,
-        dlq_producer=dlq_producer,
-        close_timeout=close_timeout,
-    )
+    try:
+        return KafkaConsumer(
+            props,
+            logger=logger,
+            retry=retry,
+            dlq_producer=dlq_producer,
+            close_timeout=close_timeout,
+            on_closed=None if member is None else member.release,
+        )
+    except BaseException:
+        if member is not None:
+            member.release()
+        raise
 
 
 def new_admin_client(
