@@ -26,6 +26,7 @@ from .config import (
     producer_properties,
 )
 from .consumer import KafkaConsumer
+from .dead_letter import DeadLetter, read_dead_letter
 from .errors import (
     AdminError,
     ConfigError,
@@ -75,6 +76,7 @@ __all__ = [
     "Consumer",
     "ConsumerConfig",
     "ConsumerError",
+    "DeadLetter",
     "DeliveryCallback",
     "DeliveryError",
     "KafkaAdminClient",
@@ -107,4 +109,5 @@ __all__ = [
     "new_consumer",
     "new_producer",
     "producer_properties",
+    "read_dead_letter",
 ]

@@ -28,6 +28,7 @@ from im_infra.clog.lifecycle import Closing
 from ._internal.client import build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
 from ._internal.tracing import bound_from
+from .dead_letter import dead_letter_headers
 from .errors import ConfigError, ConsumerError, MQError
 from .interfaces import ConsumeCallback
 from .message import Message
@@ -88,8 +89,14 @@ class KafkaConsumer(Closing):
         dlq_producer: Callable[[], KafkaProducer] | None = None,
         poll_timeout: float = 0.2,
         close_timeout: float = 30.0,
+        on_closed: Callable[[], None] | None = None,
     ) -> None:
-        """Create the member from ready librdkafka ``properties`` (it joins on subscribe)."""
+        """Create the member from ready librdkafka ``properties`` (it joins on subscribe).
+
+        ``on_closed`` runs once the member has left the group (it releases the static
+        membership id, see :mod:`im_infra.mq.membership`).
+        """
+        self._on_closed = on_closed
         self._log = (logger or clog.get_logger("mq")).named("consumer")
         self._consumer, self._properties = build_client(
             confluent_kafka.Consumer, "consumer", properties, self._log
@@ -385,26 +392,18 @@ class KafkaConsumer(Closing):
                 return True  # the seed's behaviour: log and go on
             if attempt >= attempts:
                 if retry.dead_letter:
-                    self._dead_letter(msg, failed)
+                    self._dead_letter(msg, failed, attempt)
                 return True
             if self._closing.wait(retry.pause(attempt)):
                 return False
             attempt += 1
             failed = None
 
-    def _dead_letter(self, msg: Message, exc: Exception) -> None:
+    def _dead_letter(self, msg: Message, exc: Exception, attempts: int) -> None:
         if self._dlq is None:
             assert self._dlq_factory is not None
             self._dlq = self._dlq_factory()
-        headers = dict(msg.headers)
-        headers.update(
-            {
-                "dlq_topic": msg.topic.encode(),
-                "dlq_partition": str(msg.partition).encode(),
-                "dlq_offset": str(msg.offset).encode(),
-                "dlq_error": f"{type(exc).__name__}: {exc}"[:1000].encode(),
-            }
-        )
+        headers = dead_letter_headers(msg, exc, attempts)
         target = msg.topic + DLQ_SUFFIX
         dead = Message(topic=target, key=msg.key, value=msg.value, headers=headers)
         try:
@@ -484,7 +483,16 @@ class KafkaConsumer(Closing):
         finally:
             if self._dlq is not None:
                 self._dlq.close()
+            if self._on_closed is not None:
+                self._release()
         self._log.info("consumer closed", group_id=self._group_id)
+
+    def _release(self) -> None:
+        assert self._on_closed is not None
+        try:
+            self._on_closed()
+        except Exception as exc:  # coord unreachable: the lease expires by itself
+            self._log.warning("could not release the static membership id", cause=str(exc))
 
     def _high_watermark(self, topic: str, partition: int) -> int | None:
         """librdkafka's cached high watermark of a partition (no broker request). Consume-loop
