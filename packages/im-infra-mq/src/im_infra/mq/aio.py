@@ -17,7 +17,7 @@ from typing import Any
 from im_infra import clog
 from im_infra.clog.lifecycle import AsyncClosing
 
-from ._internal.handoff import BatchRunner, CallbackSlot, Handoff
+from ._internal.handoff import BatchRunner, CallbackSlot, ConcurrentRunner, Handoff
 from .consumer import AbortedError, KafkaConsumer, to_message
 from .errors import ConsumerError, MQError, SendTimeoutError
 from .interfaces import AsyncConsumeCallback, DeliveryCallback
@@ -156,7 +156,7 @@ class KafkaAsyncConsumer(AsyncClosing):
             # Runs on the loop, like the cancellation path below: no race between the two.
             if self._slot.aborting:
                 raise AbortedError("the subscription was cancelled")
-            self._slot.task = asyncio.current_task()
+            previous, self._slot.task = self._slot.task, asyncio.current_task()
             try:
                 tid = msg.trace_id
                 if tid is None:
@@ -164,7 +164,7 @@ class KafkaAsyncConsumer(AsyncClosing):
                 with clog.trace_context(tid):
                     return await callback(msg)
             finally:
-                self._slot.task = None
+                self._slot.task = previous
 
         def handler(msg: Message) -> object:
             future = asyncio.run_coroutine_threadsafe(run_callback(msg), loop)
@@ -173,7 +173,12 @@ class KafkaAsyncConsumer(AsyncClosing):
             except concurrent.futures.CancelledError as exc:
                 raise AbortedError("callback cancelled") from exc
 
-        await self._run(topics, handler, BatchRunner(loop, callback, self._core, self._slot))
+        runner: Callable[[list[Any]], tuple[int, Exception | None]]
+        if self._core.concurrency > 1:
+            runner = ConcurrentRunner(loop, callback, self._core, self._slot, handler)
+        else:
+            runner = BatchRunner(loop, callback, self._core, self._slot)
+        await self._run(topics, handler, runner)
 
     async def messages(self, topics: Sequence[str]) -> AsyncIterator[Message]:
         """Iterate over messages of ``topics``: ``async for msg in consumer.messages([...])``.
@@ -242,8 +247,7 @@ class KafkaAsyncConsumer(AsyncClosing):
         pending = self._pending
         if pending is not None:
             pending.finish()
-        current = asyncio.current_task()
-        if current is not None and current is self._slot.task:
+        if self._slot.running(asyncio.current_task()):
             return
         await asyncio.get_running_loop().run_in_executor(None, self._core.close)
         self._executor.shutdown(wait=False)
@@ -252,7 +256,7 @@ class KafkaAsyncConsumer(AsyncClosing):
         self,
         topics: Sequence[str],
         handler: Callable[[Message], object],
-        runner: BatchRunner,
+        runner: Callable[[list[Any]], tuple[int, Exception | None]],
     ) -> None:
         loop = asyncio.get_running_loop()
         run = loop.run_in_executor(self._executor, self._core.run, topics, handler, runner)

@@ -145,6 +145,10 @@ class ConsumerConfig(_Model):
     #: rebalance. On by default; the id is ``groupInstanceId`` when set, else derived from a
     #: sticky instance ID held in coord (see :mod:`im_infra.mq.membership`).
     static_membership: bool = Field(default=True, alias="staticMembership")
+    #: Ordered concurrency: up to this many messages handled at once (threads / asyncio tasks),
+    #: one at a time per ``orderBy`` key (see :mod:`im_infra.mq._internal.ordering`).
+    concurrency: int = Field(default=1, ge=1, le=1024)
+    order_by: Literal["key", "partition"] = Field(default="key", alias="orderBy")
     group_instance_id: str = Field(
         default="", alias="groupInstanceId", max_length=249, pattern=r"^[A-Za-z0-9._-]*$"
     )

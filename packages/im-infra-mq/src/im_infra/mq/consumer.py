@@ -14,9 +14,11 @@ starts are children of the producer's span.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import confluent_kafka
@@ -27,6 +29,7 @@ from im_infra.clog.lifecycle import Closing
 
 from ._internal.client import build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
+from ._internal.ordering import chains, committable
 from ._internal.tracing import bound_from
 from .dead_letter import dead_letter_headers
 from .errors import ConfigError, ConsumerError, MQError
@@ -90,6 +93,8 @@ class KafkaConsumer(Closing):
         poll_timeout: float = 0.2,
         close_timeout: float = 30.0,
         on_closed: Callable[[], None] | None = None,
+        concurrency: int = 1,
+        order_by: str = "key",
     ) -> None:
         """Create the member from ready librdkafka ``properties`` (it joins on subscribe).
 
@@ -97,6 +102,14 @@ class KafkaConsumer(Closing):
         membership id, see :mod:`im_infra.mq.membership`).
         """
         self._on_closed = on_closed
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+        if order_by not in ("key", "partition"):
+            raise ConfigError(f"order_by must be 'key' or 'partition', got {order_by!r}")
+        self.concurrency = concurrency
+        self._order_by = order_by
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._dlq_lock = threading.Lock()
         self._log = (logger or clog.get_logger("mq")).named("consumer")
         self._consumer, self._properties = build_client(
             confluent_kafka.Consumer, "consumer", properties, self._log
@@ -210,6 +223,9 @@ class KafkaConsumer(Closing):
                 def consume_batch(batch: list[Any], handler: Handler) -> None:
                     self._consume_handed(batch, hand_over, handler)
 
+            elif self.concurrency > 1:
+                consume_batch = self._consume_concurrent
+
             while not self._stopping:
                 first = consumer.poll(self._poll_timeout)
                 if first is None:
@@ -317,6 +333,61 @@ class KafkaConsumer(Closing):
         finally:
             self._store(done)
 
+    # ------------------------------------------------------------ ordered concurrency
+    def ordering_keys(self, msgs: Sequence[Message]) -> list[Hashable]:
+        """Each message's ordering key: its partition, or (``order_by="key"``) its key within
+        the topic (messages without a key are ordered by partition)."""
+        if self._order_by == "partition":
+            return [(m.topic, m.partition) for m in msgs]
+        return [(m.topic, m.partition) if m.key is None else (m.topic, m.key) for m in msgs]
+
+    def store_finished(self, msgs: Sequence[Message], finished: Sequence[bool]) -> None:
+        """Store, per partition, the contiguous run of finished messages (never past one that
+        did not finish)."""
+        positions = [((m.topic, m.partition), m.offset) for m in msgs]
+        done = {p: [c, last] for p, (c, last) in committable(positions, finished).items()}  # type: ignore[arg-type]
+        self._store(done)
+
+    def _consume_concurrent(self, batch: list[Any], handler: Handler) -> None:
+        """:meth:`_consume_batch` with ``concurrency`` worker threads: one chain of same-key
+        messages per task, in order; the batch ends when every chain did (so nothing is in
+        flight when the next poll can revoke partitions), then the contiguous finished runs are
+        stored. After a stop request no new message starts; in-flight ones finish."""
+        msgs: list[Message] = []
+        for kmsg in batch:
+            err = kmsg.error()
+            if err is None:
+                msgs.append(to_message(kmsg))
+            else:
+                self._on_message_error(err)
+        finished = [False] * len(msgs)
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="mq-consumer"
+            )
+
+        def run_chain(indexes: list[int]) -> None:
+            for i in indexes:
+                if self._stopping or not self._handle_traced(msgs[i], handler, None):
+                    return  # the rest of this key waits for redelivery, in order
+                finished[i] = True
+
+        futures = [
+            self._pool.submit(contextvars.copy_context().run, run_chain, chain)
+            for chain in chains(self.ordering_keys(msgs))
+        ]
+        try:
+            concurrent.futures.wait(futures)
+        finally:
+            self.store_finished(msgs, finished)
+        for future in futures:
+            future.result()  # re-raise a ConsumerError from a worker
+
+    def retry_failed(self, msg: Message, handler: Handler, exc: Exception) -> bool:
+        """Go on with the retries of a message whose first attempt failed elsewhere (logged
+        there); ``False`` when it must not be stored. Blocking: run it in a worker thread."""
+        return self._handle_traced(msg, handler, exc)
+
     def report_failure(self, msg: Message, exc: Exception) -> None:
         """Log a callback's failed first attempt (from inside the ``except`` clause, with the
         message's trace id bound): the batch runner of the asyncio consumer calls it."""
@@ -400,9 +471,10 @@ class KafkaConsumer(Closing):
             failed = None
 
     def _dead_letter(self, msg: Message, exc: Exception, attempts: int) -> None:
-        if self._dlq is None:
-            assert self._dlq_factory is not None
-            self._dlq = self._dlq_factory()
+        with self._dlq_lock:  # concurrent handlers may fail at once
+            if self._dlq is None:
+                assert self._dlq_factory is not None
+                self._dlq = self._dlq_factory()
         headers = dead_letter_headers(msg, exc, attempts)
         target = msg.topic + DLQ_SUFFIX
         dead = Message(topic=target, key=msg.key, value=msg.value, headers=headers)
@@ -483,6 +555,8 @@ class KafkaConsumer(Closing):
         finally:
             if self._dlq is not None:
                 self._dlq.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
             if self._on_closed is not None:
                 self._release()
         self._log.info("consumer closed", group_id=self._group_id)

@@ -122,6 +122,8 @@ def new_consumer(
             dlq_producer=dlq_producer,
             close_timeout=close_timeout,
             on_closed=None if member is None else member.release,
+            concurrency=config.consumer.concurrency,
+            order_by=config.consumer.order_by,
         )
     except BaseException:
         if member is not None:
