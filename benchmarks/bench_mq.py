@@ -30,6 +30,13 @@ to 500, the same ``async def`` handler per message, auto-commit), when aiokafka 
 consume topic is written uncompressed so that aiokafka can read it without the optional lz4
 package (every side reads the same topic).
 aiokafka's producer is measured as a reference when it is importable.
+I/O-bound handler (``--io-messages``): a 6-partition topic of messages with 1,000 keys spread over
+it, each value the key's sequence number; the handler waits 1 ms (``time.sleep`` or
+``asyncio.sleep``, standing for a database write) and counts per-key order violations (a
+sequence number that is not the previous one + 1). Sequential (``concurrency=1``) against
+``concurrency=16`` (ordered by key), for the blocking and the asyncio consumer, in the same run;
+``io_handler_ratio_vs_sequential`` is the concurrent rate over the sequential one (best rounds;
+medians printed too).
 
 Usage: eval "$(scripts/devstack env)"
        uv run python benchmarks/bench_mq.py [--messages N] [--otel-sdk]
@@ -51,6 +58,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -356,6 +364,82 @@ def consume_raw(config: KafkaConfig, topic: str, n: int, prefetch: float) -> Run
     return run
 
 
+IO_KEYS = 1000
+
+
+def io_payloads(n: int) -> tuple[list[bytes], list[bytes]]:
+    keys = [f"user-{i % IO_KEYS}".encode() for i in range(n)]
+    values = [str(i // IO_KEYS).encode() for i in range(n)]
+    return keys, values
+
+
+class OrderCheck:
+    """Counts messages and per-key order violations (thread-safe enough: one key at a time)."""
+
+    def __init__(self) -> None:
+        self.last: dict[bytes, int] = {}
+        self.violations = 0
+        self.seen = 0
+
+    def see(self, msg: mq.Message) -> None:
+        key, seq = msg.key, int(msg.value or b"0")
+        assert isinstance(key, bytes)
+        if seq != self.last.get(key, -1) + 1:
+            self.violations += 1
+        self.last[key] = seq
+
+
+def io_handler(
+    config: KafkaConfig, topic: str, n: int, concurrency: int, asyncio_side: bool
+) -> tuple[float, int]:
+    """Messages/s through a 1 ms handler, and the order violations seen."""
+    cfg = config.model_copy(
+        update={"consumer": config.consumer.model_copy(update={"concurrency": concurrency})}
+    )
+    props = consumer_properties(cfg, SERVICE, f"bench-{uuid.uuid4().hex[:8]}")
+    check, lock = OrderCheck(), threading.Lock()
+    start = 0.0
+    rate = 0.0
+
+    def count(msg: mq.Message) -> bool:
+        nonlocal start, rate
+        with lock:
+            check.see(msg)
+            check.seen += 1
+            if check.seen == 1:
+                start = time.perf_counter()
+            if check.seen == n:
+                rate = (n - 1) / (time.perf_counter() - start)
+                return True
+        return False
+
+    if not asyncio_side:
+        consumer = mq.KafkaConsumer(props, concurrency=concurrency)
+
+        def handle(msg: mq.Message) -> None:
+            time.sleep(0.001)
+            if count(msg):
+                consumer.close()
+
+        consumer.subscribe([topic], handle)
+    else:
+
+        async def main() -> None:
+            consumer = mq.KafkaAsyncConsumer(mq.KafkaConsumer(props, concurrency=concurrency))
+
+            async def handle(msg: mq.Message) -> None:
+                await asyncio.sleep(0.001)
+                if count(msg):
+                    await consumer.close()
+
+            await consumer.subscribe([topic], handle)
+            await consumer.close()
+
+        asyncio.run(main())
+    assert check.seen >= n, f"only {check.seen} of {n} messages"
+    return rate, check.violations
+
+
 def send_sync_p99_ms(config: KafkaConfig, topic: str, n: int) -> float:
     latencies = []
     with mq.KafkaProducer(producer_properties(config, SERVICE)) as producer:
@@ -395,6 +479,14 @@ def main() -> None:
         default=2.0,
         help="seconds both consumers wait after their first message, before the clock starts",
     )
+    parser.add_argument(
+        "--io-messages",
+        type=int,
+        default=1500,
+        help="messages per sequential I/O-handler run (x12 for concurrency=16); 0 skips it",
+    )
+    parser.add_argument("--io-rounds", type=int, default=3)
+    parser.add_argument("--skip-consume", action="store_true", help="only the I/O handler part")
     parser.add_argument("--otel-sdk", action="store_true", help="install the metrics SDK")
     args = parser.parse_args()
     reader = None
@@ -416,9 +508,9 @@ def main() -> None:
     admin = mq.KafkaAdminClient({"bootstrap.servers": args.brokers})
     topics: list[str] = []
 
-    def topic(tag: str) -> str:
+    def topic(tag: str, partitions: int = 3) -> str:
         name = f"bench-mq-{tag}-{uuid.uuid4().hex[:8]}"
-        admin.create_topic(name, 3, 1)
+        admin.create_topic(name, partitions, 1)
         topics.append(name)
         return name
 
@@ -466,13 +558,14 @@ def main() -> None:
         elif produce_rounds:
             log("aiokafka is not installed: no reference figure")
 
-        source, nc = topic("c"), args.consume_messages
-        ckeys, cvalues = payloads(nc)
         # Uncompressed, so that aiokafka reads it without the optional lz4 package.
         plain = config.model_copy(
             update={"producer": config.producer.model_copy(update={"compression": "none"})}
         )
-        produce_raw(plain, source, ckeys, cvalues)
+        source, nc = topic("c"), args.consume_messages
+        if not args.skip_consume:
+            ckeys, cvalues = payloads(nc)
+            produce_raw(plain, source, ckeys, cvalues)
         c_ours: list[Run] = []
         c_async: list[Run] = []
         c_raw: list[Run] = []
@@ -489,7 +582,7 @@ def main() -> None:
                 c_aiokafka,
             ),
         }
-        for r in range(args.rounds):
+        for r in range(0 if args.skip_consume else args.rounds):
             for side in list(consume_sides) if r % 2 == 0 else list(consume_sides)[::-1]:
                 consume_side, c_runs = consume_sides[side]
                 got = consume_side()
@@ -503,6 +596,20 @@ def main() -> None:
                     if runs
                 )
             )
+        io: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        if args.io_messages:
+            io_seq, io_conc = args.io_messages, args.io_messages * 12
+            io_topic = topic("io", 6)
+            produce_raw(plain, io_topic, *io_payloads(io_conc))
+            for r in range(args.io_rounds):
+                for side in ("sync", "asyncio"):
+                    aside = side == "asyncio"
+                    io[f"{side}-1"].append(io_handler(config, io_topic, io_seq, 1, aside))
+                    io[f"{side}-16"].append(io_handler(config, io_topic, io_conc, 16, aside))
+                log(
+                    f"io round {r}: "
+                    + ", ".join(f"{k} {v[-1][0]:,.0f}/s ({v[-1][1]} bad)" for k, v in io.items())
+                )
         p99 = send_sync_p99_ms(config, topic("sync"), args.sync_sends)
         log(f"send_sync p99: {p99:.2f} ms (lingerMs={config.producer.linger_ms})")
     finally:
@@ -521,8 +628,24 @@ def main() -> None:
     def cpu(runs: list[Run]) -> float:
         return round(statistics.median(r.cpu_us for r in runs), 2)
 
-    consume, raw_consume = rate(c_ours), rate(c_raw)
     result: dict[str, Any] = {"bench": "mq"}
+    if io:
+        for side in ("sync", "asyncio"):
+            seq = [r for r, _ in io[f"{side}-1"]]
+            conc = [r for r, _ in io[f"{side}-16"]]
+            tag = "" if side == "sync" else "_async"
+            result[f"io_handler_per_s{tag}"] = round(max(conc))
+            result[f"io_handler_sequential_per_s{tag}"] = round(max(seq))
+            result[f"io_handler_ratio_vs_sequential{tag}"] = round(max(conc) / max(seq), 2)
+            result[f"median_io_handler_ratio{tag}"] = round(
+                statistics.median(conc) / statistics.median(seq), 2
+            )
+            runs = io[f"{side}-1"] + io[f"{side}-16"]
+            result[f"io_order_violations{tag}"] = sum(v for _, v in runs)
+    if args.skip_consume:
+        print(json.dumps(result, separators=(",", ":")))
+        return
+    consume, raw_consume = rate(c_ours), rate(c_raw)
     if ours:
         produce, raw_produce, produce_batch = rate(ours), rate(raw), rate(batched)
         result.update(

@@ -18,6 +18,7 @@ import concurrent.futures
 import contextvars
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
@@ -366,15 +367,22 @@ class KafkaConsumer(Closing):
                 max_workers=self.concurrency, thread_name_prefix="mq-consumer"
             )
 
-        def run_chain(indexes: list[int]) -> None:
-            for i in indexes:
-                if self._stopping or not self._handle_traced(msgs[i], handler, None):
-                    return  # the rest of this key waits for redelivery, in order
-                finished[i] = True
+        pending = deque(chains(self.ordering_keys(msgs)))
+
+        def worker() -> None:
+            while not self._stopping:
+                try:
+                    chain = pending.popleft()
+                except IndexError:
+                    return
+                for i in chain:
+                    if self._stopping or not self._handle_traced(msgs[i], handler, None):
+                        break  # the rest of this key waits for redelivery, in order
+                    finished[i] = True
 
         futures = [
-            self._pool.submit(contextvars.copy_context().run, run_chain, chain)
-            for chain in chains(self.ordering_keys(msgs))
+            self._pool.submit(contextvars.copy_context().run, worker)
+            for _ in range(min(self.concurrency, len(pending)))
         ]
         try:
             concurrent.futures.wait(futures)
