@@ -640,8 +640,8 @@ def main() -> None:
             result[f"median_io_handler_ratio{tag}"] = round(
                 statistics.median(conc) / statistics.median(seq), 2
             )
-            runs = io[f"{side}-1"] + io[f"{side}-16"]
-            result[f"io_order_violations{tag}"] = sum(v for _, v in runs)
+            io_runs = io[f"{side}-1"] + io[f"{side}-16"]
+            result[f"io_order_violations{tag}"] = sum(v for _, v in io_runs)
     if args.skip_consume:
         print(json.dumps(result, separators=(",", ":")))
         return

@@ -45,6 +45,8 @@ def test_defaults_are_the_seed_document() -> None:
     # Beyond the seed: static membership, on by default, id derived unless set.
     assert dumped["consumer"].pop("staticMembership") is True
     assert dumped["consumer"].pop("groupInstanceId") == ""
+    assert dumped["consumer"].pop("concurrency") == 1
+    assert dumped["consumer"].pop("orderBy") == "key"
     assert dumped == SEED_DOC
 
 
