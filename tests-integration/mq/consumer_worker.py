@@ -20,7 +20,8 @@ from im_infra import clog, mq
 def main() -> None:
     brokers, topic, group, outfile, delay, max_poll_ms = sys.argv[1:7]
     instance = os.environ.get("MQ_IT_GROUP_INSTANCE_ID")
-    static = {"groupInstanceId": instance} if instance else {}
+    static: dict[str, object] = {"groupInstanceId": instance} if instance else {}
+    concurrency = int(os.environ.get("MQ_IT_CONCURRENCY", "1"))
     max_poll = int(max_poll_ms)
     clog.init(service="mq-it-worker", level=(os.environ.get("DBG") and "INFO") or "WARNING")
     consumer = mq.new_consumer(
@@ -32,6 +33,7 @@ def main() -> None:
             "heartbeatIntervalMs": 1500,
             "autoOffsetReset": "earliest",
             "autoCommitIntervalMs": 200,
+            "concurrency": concurrency,
             **static,
         },
         # The rebalance timeout: how long a join waits for a member that vanished (see the test).
