@@ -106,7 +106,9 @@ def workers() -> Iterator[Workers]:
 class TcpProxy:
     """Forwards 127.0.0.1:``port`` to ``upstream`` ("host:port"): one client's path to etcd, which
     ``cut()`` severs (connections closed, new ones refused) and ``restore()`` reopens, while
-    etcd itself stays up for everyone else (a network partition of one process)."""
+    etcd itself stays up for everyone else (a network partition of one process). ``stall()``
+    blackholes the path instead: connections stay open and new ones are accepted, but nothing
+    is forwarded (and nothing is lost: like TCP retransmitting) until ``resume()``."""
 
     def __init__(self, upstream: str) -> None:
         host, _, port = upstream.rpartition(":")
@@ -115,7 +117,15 @@ class TcpProxy:
         self._socks: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.restore()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     @property
     def endpoint(self) -> str:
@@ -161,10 +171,10 @@ class TcpProxy:
             for src, dst in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()  # stalled: hold the bytes (the kernel buffers the rest)
                 dst.sendall(data)
         except OSError:
             pass
@@ -186,4 +196,5 @@ def tcp_proxy() -> Iterator[Callable[[str], TcpProxy]]:
 
     yield make
     for proxy in proxies:
+        proxy.resume()
         proxy.cut()

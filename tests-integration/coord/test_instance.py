@@ -60,6 +60,16 @@ def test_on_lost_callback(provider: coord.EtcdProvider, etcd_endpoints: str) -> 
     assert 0 <= inst.get_instance_id() <= 1023  # a fresh allocation
 
 
+def test_worker_logs_never_come_before_its_result(workers: Any) -> None:
+    """The workers' stdout is their result channel: a log line there (e.g. a "lease lost"
+    warning on a loaded machine) was once read as the JSON result (KeyError: 'errors')."""
+    proc = workers.start("warn")
+    assert workers.read_line(proc, 30) == "done"
+    proc.wait(timeout=30)
+    assert proc.stderr is not None
+    assert "a warning before the result" in proc.stderr.read()
+
+
 def test_200_concurrent_allocations_across_4_processes(
     etcd_endpoints: str, unique: str, workers: Any, wait_for: Any
 ) -> None:

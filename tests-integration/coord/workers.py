@@ -6,9 +6,14 @@
   times, counting holders in FILE (the shared counter);
 - ``hold-lock ENDPOINTS NAME TTL``: take the lock, print "held", hold it until killed;
 - ``register ENDPOINTS SERVICE ID TTL``: register, print "registered", wait to be killed;
+- ``warn``: log one warning, print "done" (checks that logs stay off stdout);
 - ``serve ENDPOINTS SERVICE TTL``: register, take an instance ID and a lock (all with TTL), print
   them as one JSON object, and on SIGTERM close the provider (graceful shutdown), print
   "closed" and exit 0.
+
+stdout carries only these results, one per line, for the test to parse; the workers' own log
+lines (clog JSON: a "lease lost" warning when a loaded machine delays a keepalive, a retry) go to
+stderr. With both on stdout a log line could arrive first and be parsed as the result.
 """
 
 from __future__ import annotations
@@ -125,7 +130,7 @@ def serve(endpoints: str, service: str, ttl: int) -> None:
 
 
 def main() -> None:
-    clog.init(service="coord-test-worker", level="WARNING")
+    clog.init(service="coord-test-worker", level="WARNING", sink=sys.stderr)
     cmd, *args = sys.argv[1:]
     if cmd == "alloc":
         alloc(args[0], args[1], int(args[2]), int(args[3]))
@@ -135,6 +140,9 @@ def main() -> None:
         hold_lock(args[0], args[1], int(args[2]))
     elif cmd == "register":
         register(args[0], args[1], args[2], int(args[3]))
+    elif cmd == "warn":
+        clog.get_logger("worker").warning("a warning before the result")
+        print("done", flush=True)
     elif cmd == "serve":
         serve(args[0], args[1], int(args[2]))
     else:

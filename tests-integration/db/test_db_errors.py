@@ -91,8 +91,11 @@ def test_connection_errors(case: str, db_url: str, log_lines: LogLines) -> None:
     assert f"{fields['host']}:{fields['port']}" in str(error)
     assert error.server is not None
     _assert_no_secret(error, log_lines)
-    logged = [line for line in log_lines() if line["level"] == "error"]
+    lines = log_lines()
+    assert [line for line in lines if line["level"] in ("error", "critical")] == []
+    logged = [line for line in lines if line.get("error_type") == expected.__name__]
     assert logged
+    assert logged[-1]["level"] == "debug"  # raised to the caller: not also an error line
     assert logged[-1]["trace_id"] == "trace-err"
     assert logged[-1]["error_type"] == expected.__name__
 

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, insert, select, update
 
-from im_infra import db
+from im_infra import clog, db
 
-from .conftest import Schema
+from .conftest import LogLines, Schema
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +158,23 @@ async def test_async_commit_rollback_savepoint(
     await tx.session.execute(insert(schema.users).values(name="tx"))
     await tx.commit()
     assert await _anames(aprovider, schema) == ["kept", "outer", "tx"]
+
+
+def test_integrity_error_raised_to_the_caller_is_not_an_error_line(
+    provider: db.DBProvider, schema: Schema, log_lines: LogLines
+) -> None:
+    """The caller receives the IntegrityError: db writes a debug line for it, no error line."""
+    with provider.transaction() as s:
+        s.execute(insert(schema.users).values(name="a"))
+    with (
+        clog.trace_context("trace-dup"),
+        pytest.raises(db.IntegrityError),
+        provider.transaction() as s,
+    ):
+        s.execute(insert(schema.users).values(name="a"))
+    lines = log_lines()
+    assert [line for line in lines if line["level"] in ("error", "critical")] == []
+    failed = [line for line in lines if line["msg"] == "query failed"]
+    assert [(x["level"], x["trace_id"], x["error_type"]) for x in failed] == [
+        ("debug", "trace-dup", "IntegrityError")
+    ]

@@ -14,7 +14,7 @@ import pytest
 
 from im_infra import clog, mq
 
-#: Group timings from the test guidance (services.md): fast rebalances on the local broker.
+#: Group timings from the test guidance (docs/mq.md): fast rebalances on the local broker.
 GROUP_TIMINGS = {"sessionTimeoutMs": 6000, "heartbeatIntervalMs": 1500}
 
 

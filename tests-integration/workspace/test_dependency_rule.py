@@ -1,6 +1,6 @@
 """The dependency rule between im-infra packages, enforced from the pyprojects and the imports.
 
-Rule (docs: architecture.md): clog depends on no other im-infra package; coord may depend only
+Rule (docs/architecture.md): clog depends on no other im-infra package; coord may depend only
 on clog; db, mq, uid and cache may depend on clog and coord, never on each other.
 """
 

@@ -1,4 +1,4 @@
-"""Every package has the shape architecture.md fixes (checked for all of them, by name)."""
+"""Every package has the shape docs/architecture.md fixes (checked for all of them, by name)."""
 
 from __future__ import annotations
 

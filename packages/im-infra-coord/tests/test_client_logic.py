@@ -8,8 +8,8 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 import pytest
 
-from im_infra.coord import AuthenticationError, CoordError, CoordUnavailable
-from im_infra.coord._internal.etcd import EtcdClient
+from im_infra.coord import AuthenticationError, ConfigError, CoordError, CoordUnavailable
+from im_infra.coord._internal.etcd import EtcdClient, _channel_options
 
 
 class FakeRpcError(grpc.RpcError):  # type: ignore[misc]
@@ -101,7 +101,9 @@ def test_errors_are_translated_without_failover(
 
 
 def test_invalid_token_is_renewed_once() -> None:
-    c = EtcdClient(["127.0.0.1:1"], username="u", password="pw-not-logged", timeout=0.1)
+    # a deadline the fake RPC never nears: with 0.1 s a loaded machine (CI running the unit
+    # tests beside the integration tests) passed it before the first try ("no endpoint answered")
+    c = EtcdClient(["127.0.0.1:1"], username="u", password="pw-not-logged", timeout=5)
     tokens = iter(["t1", "t2"])
     auths = 0
 
@@ -132,3 +134,61 @@ def test_closed_client_refuses_calls(client: EtcdClient) -> None:
     client.close()
     with pytest.raises(CoordError, match="closed"):
         client._call(lambda ep, t: "never", "get")
+
+
+def test_each_attempt_is_bounded_below_the_call_timeout_and_doubles() -> None:
+    """A call the dead leader never answers is cut at attempt_timeout and retried on the next
+    member; every attempt that runs out doubles the bound (a slow etcd still gets its time)."""
+    c = EtcdClient(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"], timeout=5, attempt_timeout=0.2)
+    seen: list[tuple[str, float]] = []
+
+    def rpc(ep: Any, timeout: float) -> str:
+        seen.append((ep.target, round(timeout, 3)))
+        if len(seen) < 4:
+            raise FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        return "ok"
+
+    try:
+        assert c._call(rpc, "put 'k'") == "ok"
+    finally:
+        c.close()
+    assert seen == [
+        ("127.0.0.1:1", 0.2),
+        ("127.0.0.1:2", 0.4),
+        ("127.0.0.1:3", 0.8),
+        ("127.0.0.1:1", 1.6),
+    ]
+
+
+def test_attempt_timeout_never_exceeds_the_call_timeout_and_is_checked() -> None:
+    c = EtcdClient(["127.0.0.1:1"], timeout=0.5)
+    try:
+        assert c.attempt_timeout == 0.5
+    finally:
+        c.close()
+    with pytest.raises(ConfigError, match="attempt_timeout"):
+        EtcdClient(["127.0.0.1:1"], attempt_timeout=0)
+
+
+def test_keepalive_options_detect_a_blackholed_link() -> None:
+    """gRPC core >= 1.60 waits grpc.http2.ping_timeout_ms (60 s by default) for a ping's answer,
+    whatever keepalive_timeout_ms says, and stops pinging after 2 pings without data: both
+    must be set, or a watch on a blackholed link stays silent for a minute or more."""
+    options = dict(_channel_options(7.5, 3.0))
+    assert options["grpc.keepalive_time_ms"] == 7500
+    assert options["grpc.keepalive_timeout_ms"] == 3000
+    assert options["grpc.http2.ping_timeout_ms"] == 3000
+    assert options["grpc.http2.max_pings_without_data"] == 0
+    assert options["grpc.keepalive_permit_without_calls"] == 0
+    c = EtcdClient(["127.0.0.1:1"], keepalive_time=8, keepalive_timeout=2)
+    try:
+        assert (c.keepalive_time, c.keepalive_timeout) == (8, 2)
+    finally:
+        c.close()
+
+
+def test_bad_keepalive_settings() -> None:
+    with pytest.raises(ConfigError, match="keepalive_time"):
+        EtcdClient(["127.0.0.1:1"], keepalive_time=0.5)
+    with pytest.raises(ConfigError, match="keepalive_timeout"):
+        EtcdClient(["127.0.0.1:1"], keepalive_timeout=0)

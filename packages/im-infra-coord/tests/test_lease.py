@@ -108,8 +108,10 @@ def test_lost_exactly_at_the_deadline_and_reported_once() -> None:
     keeper._refresh(lease)
     lease.revoke()
     assert lost == [lease]
-    assert fake.revoked == []
     assert lease not in keeper._leases
+    # revoked once, by the keeper's revoker (a lost lease may still live in etcd)
+    wait_until(lambda: fake.revoked == [42] and keeper.pending_revocations == [])
+    keeper.close()
 
 
 def test_renewal_counts_from_the_send_time_of_the_keepalive() -> None:
@@ -160,7 +162,66 @@ def test_revoke_past_the_deadline_reports_the_loss() -> None:
     lease.revoke()
     assert lost == [lease]
     assert lease.lost
-    assert fake.revoked == []  # nothing revoked: the loss is what happened
+    wait_until(lambda: fake.revoked == [42])  # the lost lease is still revoked in etcd
+
+
+def wait_until(check: Any, timeout: float = 10) -> None:
+    done = threading.Event()
+    deadline = threading.Timer(timeout, done.set)
+    deadline.start()
+    try:
+        while not check():
+            assert not done.wait(0.01), "not within the time limit"
+    finally:
+        deadline.cancel()
+
+
+class FlakyRevokeClient(FakeLeaseClient):
+    """Revocations fail (etcd unreachable) until ``up`` is set."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        super().__init__(answers)
+        self.up = threading.Event()
+        self.attempts = 0
+
+    def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
+        self.attempts += 1
+        if not self.up.is_set():
+            raise CoordUnavailable("etcd lease revoke: no endpoint answered")
+        super().lease_revoke(lease_id, timeout=timeout)
+
+
+def test_a_lease_lost_while_etcd_is_away_is_revoked_once_etcd_answers() -> None:
+    """etcd restarts the TTL of every lease when it comes back: a lease given up by its
+    deadline must be revoked then, or its keys block others for another whole TTL."""
+    fake = FlakyRevokeClient([CoordUnavailable("down")] * 1000)
+    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
+    try:
+        lease = keeper.grant(1)
+        assert lease.wait_lost(10)
+        wait_until(lambda: fake.attempts >= 3)  # retried while etcd is away
+        assert fake.revoked == []
+        assert keeper.pending_revocations == [42]
+        fake.up.set()
+        wait_until(lambda: fake.revoked == [42])
+        assert keeper.pending_revocations == []
+        attempts = fake.attempts
+    finally:
+        keeper.close()
+    assert fake.attempts == attempts  # confirmed: not revoked again
+
+
+def test_pending_revocations_are_tried_again_at_shutdown() -> None:
+    fake = FlakyRevokeClient([CoordUnavailable("down")] * 1000)
+    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
+    try:
+        assert keeper.grant(1).wait_lost(10)
+        fake.up.set()
+        keeper.revoke_all()
+        assert 42 in fake.revoked
+        assert keeper.pending_revocations == []
+    finally:
+        keeper.close()
 
 
 def test_keeper_reports_a_lease_etcd_no_longer_has() -> None:
@@ -234,3 +295,36 @@ def test_revoked_lease_is_not_refreshed_or_reported() -> None:
     keeper.close()
     with pytest.raises(CoordError, match="closed"):
         keeper.grant(1)
+
+
+class RefusingRevokeClient(FakeLeaseClient):
+    def lease_revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
+        self.revoked.append(lease_id)
+        raise CoordError("etcd refused lease revoke: permission denied")
+
+
+def test_a_refused_revocation_is_not_retried_forever() -> None:
+    fake = RefusingRevokeClient([CoordUnavailable("down")] * 1000)
+    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
+    try:
+        assert keeper.grant(1).wait_lost(10)
+        wait_until(lambda: fake.revoked == [42] and keeper.pending_revocations == [])
+        threading.Event().wait(0.5)
+        assert fake.revoked == [42]
+    finally:
+        keeper.close()
+
+
+def test_a_revocation_that_fails_while_etcd_is_away_is_retried() -> None:
+    fake = FlakyRevokeClient([1] * 1000)
+    keeper = LeaseKeeper(fake)  # type: ignore[arg-type]
+    try:
+        lease = keeper.grant(5)
+        lease.revoke()  # etcd unreachable right now
+        assert fake.revoked == []
+        assert keeper.pending_revocations == [42]
+        assert not lease.lost  # revoked on purpose, not lost
+        fake.up.set()
+        wait_until(lambda: fake.revoked == [42] and keeper.pending_revocations == [])
+    finally:
+        keeper.close()

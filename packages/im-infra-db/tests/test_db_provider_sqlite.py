@@ -131,14 +131,19 @@ def test_begin_tx_context_manager_rolls_back_unless_committed(p: DBProvider) -> 
     assert names(p) == ["kept"]
 
 
-def test_integrity_error_is_translated_and_logged(p: DBProvider, log_lines: LogLines) -> None:
+def test_integrity_error_is_translated_and_logged_at_debug(
+    p: DBProvider, log_lines: LogLines
+) -> None:
     with p.transaction() as s:
         s.execute(insert(items).values(id=1, name="a"))
     with clog.trace_context("trace-int-1"), pytest.raises(db.IntegrityError) as info:
         _insert_then_fail(p, AssertionError("not reached"), id=1, name="dup")
     assert "sqlite" in str(info.value)
-    errors = [line for line in log_lines() if line["level"] == "error"]
+    lines = log_lines()
+    assert [line for line in lines if line["level"] in ("error", "critical")] == []
+    errors = [line for line in lines if line["msg"] == "query failed"]
     assert len(errors) == 1
+    assert errors[0]["level"] == "debug"  # raised to the caller: not also an error line
     assert errors[0]["trace_id"] == "trace-int-1"
     assert errors[0]["sql"].startswith("INSERT INTO items")
     assert errors[0]["error_type"] == "IntegrityError"

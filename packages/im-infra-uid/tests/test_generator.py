@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
 
-from im_infra import uid
+from im_infra import clog, uid
 
 NS_PER_MS = 1_000_000
 
@@ -336,3 +337,25 @@ def test_next_ids_uses_milliseconds_missed_while_descheduled(fake_clock: Any) ->
     assert ids == sorted(set(ids))
     # the next call does not reuse them
     assert gen.next_id() > ids[-1]
+
+
+def test_refused_backwards_step_is_one_warning_not_an_error_per_call(
+    fake_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller gets ClockMovedBackwards: uid itself writes one warning per episode."""
+    clog.shutdown()  # unconfigured clog: uid's lines are stdlib records caplog sees
+    caplog.set_level(logging.DEBUG, logger="im_infra")
+    gen = uid.new_generator(6, clock=fake_clock, sleep=fake_clock.sleep, max_backward_ms=5)
+    gen.next_id()
+    last_ms = fake_clock.ms
+    fake_clock.set_ms(last_ms - 6)
+    for _ in range(3):
+        with pytest.raises(uid.ClockMovedBackwards):
+            gen.next_id()
+    fake_clock.set_ms(last_ms + 1)
+    gen.next_id()
+    fake_clock.set_ms(last_ms - 10)  # a second episode is reported again
+    with pytest.raises(uid.ClockMovedBackwards):
+        gen.next_id()
+    mine = [(r.name, r.levelno) for r in caplog.records if r.name.startswith("im_infra.uid")]
+    assert mine == [("im_infra.uid", logging.WARNING)] * 2

@@ -1,12 +1,16 @@
-"""``im-infra-demo``: run GoChat's message pipeline end to end and report on it.
+"""im-infra-demo: run GoChat's message pipeline end to end and report on it.
 
-    im-infra-demo                 # 1000 messages through gateway -> Kafka -> worker -> DB + Redis
-    im-infra-demo --messages 200 --kill-worker-after 80    # SIGKILL the worker mid-run, restart it
-    im-infra-demo gateway --port 8080                       # the HTTP gateway alone
-    im-infra-demo worker                                    # a logic worker alone
+  im-infra-demo                  1000 messages: gateway -> Kafka -> worker -> DB + Redis
+  im-infra-demo --messages 200 --kill-worker-after 80
+                                 SIGKILL the worker mid-run; a new one takes over
+  im-infra-demo gateway --port 8080
+                                 the HTTP gateway alone
+  im-infra-demo worker           a logic worker alone
 
-Backends: ``IM_INFRA_*`` variables when set, else ``scripts/devstack up``. The database defaults
-to an embedded SQLite file in the run directory (``--db-url`` for PostgreSQL or MariaDB).
+Backends: the IM_INFRA_ETCD_ENDPOINTS, IM_INFRA_KAFKA_BROKERS and IM_INFRA_REDIS_URL variables
+when set, else scripts/devstack up --demo starts etcd, the broker and Redis (they stay up
+afterwards; scripts/devstack down stops them). The database is an embedded SQLite file in the
+run directory unless --db-url names PostgreSQL or MariaDB.
 """
 
 from __future__ import annotations
@@ -102,6 +106,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _process(
+    name: str, role: str, pid: int, log: Path, metrics_port: int, figures: list[Any]
+) -> dict[str, Any]:
+    """One process of the run, as the report shows it."""
+    return {
+        "name": name,
+        "role": role,
+        "pid": pid,
+        "log": str(log),
+        "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics",
+        "metrics": {f.name: f.text for f in figures},
+    }
+
+
 def _percentile(sorted_values: list[float], p: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -109,8 +127,7 @@ def _percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[idx]
 
 
-def run_demo(args: argparse.Namespace) -> dict[str, Any]:
-    backends = stack.ensure_backends()
+def run_demo(args: argparse.Namespace, backends: stack.Backends) -> dict[str, Any]:
     os.environ["IM_INFRA_ENV"] = ENV
     run_id = uuid.uuid4().hex[:12]
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix=f"gochat-{run_id}-"))
@@ -125,14 +142,14 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(
     args: argparse.Namespace,
-    backends: dict[str, str],
+    backends: stack.Backends,
     run_id: str,
     run_dir: Path,
     db_url: str,
     gateway_log: Path,
 ) -> dict[str, Any]:
     with coord.connect(service="im-gateway") as provider:
-        put_config(provider, db_url, backends["IM_INFRA_REDIS_URL"])
+        put_config(provider, db_url, backends.redis)
         with mq.new_admin_client("im-gateway", coord=provider) as admin:
             admin.create_topic(args.topic, partitions=4, replication_factor=1)
         store = db.new("im-demo-report", dsn=db_url)
@@ -195,13 +212,40 @@ def _run(
                 kill_and_restart_when_due(count)
                 time.sleep(0.05)
             # what the processes' Prometheus endpoints say, before the worker stops
-            scraped = [
-                ("gateway", args.gateway_metrics_port, scrape(args.gateway_metrics_port)),
-                ("worker", workers[-1].metrics_port, scrape(workers[-1].metrics_port)),
-            ]
+            scraped = {
+                "gateway": scrape(args.gateway_metrics_port),
+                **{
+                    f"worker-{n}": scrape(w.metrics_port)
+                    for n, w in enumerate(workers, 1)
+                    if w.proc.poll() is None
+                },
+            }
         finally:
             gateway.close()
             exit_codes = [w.stop() for w in workers if w.proc.poll() is None]
+        processes = [
+            _process(
+                "gateway",
+                "this process: accepts the messages, publishes them to Kafka",
+                os.getpid(),
+                gateway_log,
+                args.gateway_metrics_port,
+                scraped.get("gateway", []),
+            )
+        ]
+        for n, w in enumerate(workers, 1):
+            code = w.proc.returncode
+            how = "SIGKILLed mid-run" if code == -signal.SIGKILL else f"stopped, exit code {code}"
+            processes.append(
+                _process(
+                    f"worker-{n}",
+                    f"logic worker: consumes, stores, caches; {how}",
+                    w.proc.pid,
+                    w.log_path,
+                    w.metrics_port,
+                    scraped.get(f"worker-{n}", []),
+                )
+            )
         total_s = time.monotonic() - t0
         with store.session() as s:
             rows = s.execute(
@@ -243,16 +287,14 @@ def _run(
             "total_seconds": round(total_s, 3),
             "e2e_p50_ms": round(_percentile(latencies, 50), 2),
             "e2e_p99_ms": round(_percentile(latencies, 99), 2),
-            "metrics": {
-                f"{who} (http://127.0.0.1:{port}/metrics)": {f.name: f.text for f in figs}
-                for who, port, figs in scraped
-            },
+            "warmup_messages": 1,
+            "processes": processes,
             "sample_trace_id": sample,
             "sample_trace_lines": trace_lines,
         }
 
 
-def print_report(rep: dict[str, Any]) -> None:
+def print_report(rep: dict[str, Any], backends: stack.Backends) -> None:
     ok = rep["stored"] == rep["sent"] and rep["cached"] == rep["cached_expected"]
     print(f"GoChat pipeline on im-infra — run {rep['run_id']} ({'OK' if ok else 'INCOMPLETE'})")
     acked = f"acked by Kafka: {rep['acked']}, failed: {rep['publish_failed']}"
@@ -265,14 +307,37 @@ def print_report(rep: dict[str, Any]) -> None:
     print(f"  e2e latency  p50 {rep['e2e_p50_ms']} ms   p99 {rep['e2e_p99_ms']} ms")
     rate = f"{rep['rate_per_s']:g} msg/s" if rep["rate_per_s"] else "unpaced"
     print(f"  wall time    send {rep['send_seconds']} s ({rate})   total {rep['total_seconds']} s")
-    print(f"  logs in {rep['run_dir']}")
-    for endpoint, figures in rep["metrics"].items():
-        print(f"\nmetrics of the {endpoint}:")
-        for name, text in list(figures.items())[:8]:
-            print(f"  {name:<52} {text}")
+    warm, total = rep["warmup_messages"], rep["sent"] + rep["warmup_messages"]
+    pad = "\n" + " " * 15
+    print(
+        f"  warm-up      {warm} message went through the whole path before the timed run (so the"
+        f"{pad}worker had joined its consumer group); the counts above leave it out, the"
+        f"{pad}processes' own metrics below include it: {total} = {rep['sent']} + {warm}"
+    )
+    print(f"  run dir      {rep['run_dir']}")
+    for proc in rep["processes"]:
+        print(f"\n{proc['name']} (pid {proc['pid']}) — {proc['role']}")
+        print(f"  log      {proc['log']}")
+        if proc["metrics"]:
+            print(f"  metrics  {proc['metrics_url']}")
+            for name, text in list(proc["metrics"].items())[:8]:
+                print(f"    {name:<50} {text}")
+        else:
+            print("  metrics  (not scraped: the process was gone by the end of the run)")
     print(f"\nlog lines of one message (trace_id {rep['sample_trace_id']}):")
     for line in rep["sample_trace_lines"]:
         print("  " + line)
+    print("\nleft running:")
+    if backends.devstack is None:
+        print("  nothing: the demo used the servers named by the IM_INFRA_* variables")
+    else:
+        print(
+            f"  etcd {backends.etcd}, the Kafka-protocol broker {backends.kafka} and Redis"
+            f" {backends.redis},\n  started by scripts/devstack for the next run"
+            " (scripts/devstack status shows them)."
+            "\n  Stop them with: scripts/devstack down"
+        )
+    print(f"  the run's logs and SQLite file stay in {rep['run_dir']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,34 +346,63 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = ap.add_subparsers(dest="command")
-    ap.add_argument("--messages", type=int, default=1000)
-    ap.add_argument("--conversations", type=int, default=20)
+    sub = ap.add_subparsers(dest="command", title="commands (default: the end-to-end run)")
     ap.add_argument(
-        "--db-url", default=None, help="SQLAlchemy URL (default: SQLite in the run dir)"
+        "--messages", type=int, default=1000, help="chat messages to send (default: 1000)"
     )
-    ap.add_argument("--run-dir", default=None)
+    ap.add_argument(
+        "--conversations",
+        type=int,
+        default=20,
+        help="conversations the messages are spread over (default: 20)",
+    )
+    ap.add_argument(
+        "--db-url",
+        default=None,
+        help="SQLAlchemy URL of the message store (default: SQLite in the run directory)",
+    )
+    ap.add_argument(
+        "--run-dir",
+        default=None,
+        help="directory for the logs and the SQLite file (default: a new temporary directory)",
+    )
     ap.add_argument(
         "--kill-worker-after",
         type=int,
         default=0,
         metavar="N",
-        help="SIGKILL the worker once N messages are stored, then start another",
+        help="SIGKILL the worker once N messages are stored, then start another (default: off)",
     )
     ap.add_argument(
         "--rate",
         type=float,
         default=200,
-        help="messages per second the gateway accepts (0: as fast as possible)",
+        help="messages per second the gateway accepts; 0: as fast as possible (default: 200)",
     )
-    ap.add_argument("--timeout", type=float, default=120)
-    ap.add_argument("--topic", default=TOPIC)
-    ap.add_argument("--group", default=GROUP, help="the workers' consumer group id")
-    ap.add_argument("--metrics-port", type=int, default=0, help="gateway /metrics port (0: free)")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=120,
+        metavar="SECONDS",
+        help="how long to wait for every message to be stored (default: 120)",
+    )
+    ap.add_argument(
+        "--topic", default=TOPIC, help=f"the Kafka topic the gateway writes (default: {TOPIC})"
+    )
+    ap.add_argument(
+        "--group", default=GROUP, help=f"the workers' consumer group id (default: {GROUP})"
+    )
+    ap.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="port of the gateway's Prometheus /metrics endpoint (default: a free one)",
+    )
     ap.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    gw = sub.add_parser("gateway", help="run the HTTP gateway")
-    gw.add_argument("--host", default="127.0.0.1")
-    gw.add_argument("--port", type=int, default=8080)
+    gw = sub.add_parser("gateway", help="run the HTTP gateway (POST /messages)")
+    gw.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    gw.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
     sub.add_parser("worker", help="run one logic worker")
     args = ap.parse_args(argv)
 
@@ -334,11 +428,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.messages < 1 or args.conversations < 1:
         ap.error("--messages and --conversations must be >= 1")
-    rep = run_demo(args)
+    backends = stack.ensure_backends()
+    if not args.json:
+        print(f"im-infra-demo: sending {args.messages} messages ...", file=sys.stderr, flush=True)
+    rep = run_demo(args, backends)
     if args.json:
         print(json.dumps(rep))
     else:
-        print_report(rep)
+        print_report(rep, backends)
     return 0 if rep["stored"] == rep["sent"] else 1
 
 

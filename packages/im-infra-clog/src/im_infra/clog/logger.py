@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from loguru import logger as _loguru
 
+from im_infra.clog._internal import fallback as _fallback
 from im_infra.clog._internal.render import FIELDS_KEY, NS_KEY, TRACE_KEY
 from im_infra.clog._internal.state import STATE
 from im_infra.clog.context import trace_id
@@ -72,14 +73,20 @@ class StructLogger:
         fields: dict[str, Any],
         exc: tuple[Any, BaseException | None, Any] | None = None,
     ) -> None:
-        if not STATE.configured:
-            from im_infra.clog.setup import init
-
-            init()
-        if levelno < STATE.min_level:
-            return
         if self._fields:
             fields = {**self._fields, **fields}
+        if not STATE.configured:
+            # Before clog.init() nothing global is configured: stdlib logging carries the line.
+            pinned = self._tid
+            if "trace_id" in fields:
+                fields = dict(fields)
+                explicit = fields.pop("trace_id")
+                if explicit is not None:
+                    pinned = str(explicit)
+            _fallback.emit(levelno, msg, self._ns, pinned or trace_id(), fields, exc)
+            return
+        if levelno < STATE.min_level:
+            return
         direct = STATE.direct
         if direct is not None:
             direct.emit(level, msg, self._ns, self._tid, fields, exc)

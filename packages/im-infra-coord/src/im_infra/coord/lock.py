@@ -101,11 +101,15 @@ class DistributedLock:
             self._locker._delete(self.key)
         except CoordError as exc:
             if not lost:
+                # The session lease keeps the key alive for as long as the locker lives: retire
+                # the session so that its lease is revoked (once etcd answers again, and no
+                # other held lock needs it), which deletes the key.
                 _log.warning(
                     "could not delete the lock key; it goes with the session lease",
                     lock=self.name,
                     cause=str(exc),
                 )
+                self._locker._retire(self._lease)
         if lost:
             raise LockLost(f"lock {self.name!r} was lost while held: its lease expired")
 

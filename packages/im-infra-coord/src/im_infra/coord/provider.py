@@ -7,7 +7,12 @@ import threading
 from collections.abc import Sequence
 
 from im_infra.clog.lifecycle import Closing
-from im_infra.coord._internal.etcd import EtcdClient, TlsFiles
+from im_infra.coord._internal.etcd import (
+    DEFAULT_KEEPALIVE_TIME,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    EtcdClient,
+    TlsFiles,
+)
 from im_infra.coord._internal.lease import LeaseKeeper
 from im_infra.coord._internal.log import log
 from im_infra.coord.component_config import resolve_env
@@ -207,6 +212,9 @@ def connect(
     cert_key: str | None = None,
     timeout: float = 5.0,
     env: str | None = None,
+    attempt_timeout: float | None = None,
+    keepalive_time: float = DEFAULT_KEEPALIVE_TIME,
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
 ) -> EtcdProvider:
     """Connect to etcd and return a Provider.
 
@@ -214,7 +222,13 @@ def connect(
     TLS on); default ``$IM_INFRA_ETCD_ENDPOINTS``. Credentials and TLS files default to
     ``$IM_INFRA_ETCD_USERNAME``/``_PASSWORD`` and ``$IM_INFRA_ETCD_CA_CERT``/``_CERT``/``_KEY``;
     ``service`` to ``$IM_INFRA_SERVICE``; ``env`` to ``$IM_INFRA_ENV`` or "dev". ``timeout``
-    bounds every etcd call (per endpoint tried).
+    bounds every etcd call (per endpoint tried); ``attempt_timeout`` (default 1 s, at most
+    ``timeout``) bounds each attempt of a call, doubling at every attempt that runs out, so a
+    call the killed leader never answers fails over to another member within about that time.
+    ``keepalive_time``/``keepalive_timeout`` (6 s/4 s): gRPC pings on every connection with a
+    call open, so a dead link that neither resets nor closes (a blackhole) is noticed within
+    their sum, and a watch on it resumes elsewhere or once the link is back (keep
+    ``keepalive_time`` >= etcd's ``--grpc-keepalive-min-time``, 5 s by default).
 
     Connecting is lazy: an unreachable etcd is not an error here (calls then raise
     :class:`CoordUnavailable`), so a service can start degraded. Wrong credentials are: with a
@@ -228,7 +242,14 @@ def connect(
         cert_key=cert_key or os.environ.get(KEY_VAR) or None,
     )
     client = EtcdClient(
-        _endpoint_list(endpoints), username=user, password=secret, tls=tls, timeout=timeout
+        _endpoint_list(endpoints),
+        username=user,
+        password=secret,
+        tls=tls,
+        timeout=timeout,
+        attempt_timeout=attempt_timeout,
+        keepalive_time=keepalive_time,
+        keepalive_timeout=keepalive_timeout,
     )
     if user is not None:
         try:

@@ -89,6 +89,7 @@ class SnowflakeGenerator(Closing):
 
     __slots__ = (
         "__weakref__",
+        "_backward_logged",
         "_base",
         "_clock",
         "_close_lock",
@@ -146,6 +147,7 @@ class SnowflakeGenerator(Closing):
         self._close_lock = threading.Lock()  # close() only; never taken on the hot path
         self._pid = os.getpid()
         self._dead: tuple[type[UIDError], str] | None = None
+        self._backward_logged = -1  # the last issued ms of the backwards episode last logged
         # State of the current millisecond: the next ID to hand out and the last ID of the
         # millisecond. -1 forces the first call through _refill.
         self._ms = -1
@@ -299,12 +301,16 @@ class SnowflakeGenerator(Closing):
                 continue
             backward = last - ms
             if backward > self._max_backward:
-                _log.error(
-                    "clock moved backwards beyond the limit, refusing to issue IDs",
-                    worker=self._worker,
-                    backward_ms=backward,
-                    max_backward_ms=self._max_backward,
-                )
+                # The caller gets ClockMovedBackwards; one warning per episode (not per call,
+                # not at error level: the error is the caller's to report).
+                if self._backward_logged != last:
+                    self._backward_logged = last
+                    _log.warning(
+                        "clock moved backwards beyond the limit, refusing to issue IDs",
+                        worker=self._worker,
+                        backward_ms=backward,
+                        max_backward_ms=self._max_backward,
+                    )
                 raise ClockMovedBackwards(
                     f"clock moved backwards by {backward} ms (limit max_backward_ms="
                     f"{self._max_backward}); no ID is issued until the clock reaches the last "
@@ -331,7 +337,8 @@ class SnowflakeGenerator(Closing):
             self._after_fork_in_child()  # sets _dead: the check below raises GeneratorForked
         held = self._still_held
         if held is not None and not held():  # released, or lost before the callback arrived
-            self._worker_id_lost(self._worker)  # sets _dead: the check below raises WorkerIdLost
+            # sets _dead: the check below raises WorkerIdLost to the caller, so no error line
+            self._worker_id_lost(self._worker, reported_by_caller=True)
         base = (offset << TIMESTAMP_SHIFT) | self._worker_bits
         self._ver += 1
         self._issued += self._next - self._base  # the IDs of the millisecond that ends here
@@ -391,15 +398,24 @@ class SnowflakeGenerator(Closing):
         self._dead = (error, message)
         self._max = -1
 
-    def _worker_id_lost(self, instance_id: int) -> None:
-        """coord callback: the lease holding the worker ID is gone."""
+    def _worker_id_lost(self, instance_id: int, *, reported_by_caller: bool = False) -> None:
+        """coord callback: the lease holding the worker ID is gone (an ``error`` line: nobody
+        else reports it). With ``reported_by_caller`` the generator found the ID no longer held
+        (released by ``provider.close()`` at shutdown, or lost) while issuing, and the caller
+        gets :class:`WorkerIdLost`: an ``info`` line only, the error goes to the caller."""
         if self.closed:
             return
-        _log.error(
-            "worker ID lost in coord, the uid generator stops",
-            worker=self._worker,
-            instance_id=instance_id,
-        )
+        if reported_by_caller:
+            _log.info(
+                "worker ID no longer held in coord (released or lost), the uid generator stops",
+                worker=self._worker,
+            )
+        else:
+            _log.error(
+                "worker ID lost in coord, the uid generator stops",
+                worker=self._worker,
+                instance_id=instance_id,
+            )
         self._invalidate(
             WorkerIdLost,
             f"the worker ID {self._worker} was lost in coord (its lease expired or was "

@@ -141,6 +141,16 @@ class Renderer:
     ) -> str:
         """One output line (no newline). ``extra``: fields bound with loguru directly;
         ``span_id``: the active OpenTelemetry span's id."""
+        if fields and "trace_id" in fields:  # an explicit trace_id= is the line's trace id
+            fields = dict(fields)
+            explicit = fields.pop("trace_id")
+            if explicit is not None:
+                trace_id = str(explicit)
+        if extra and "trace_id" in extra:
+            extra = dict(extra)
+            explicit = extra.pop("trace_id")
+            if explicit is not None:
+                trace_id = str(explicit)
         out: dict[str, Any] = {"time": self._clock.format(ts), "level": level}
         if not self.console:
             out["service"] = self.service

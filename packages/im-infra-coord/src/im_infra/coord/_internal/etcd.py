@@ -5,7 +5,11 @@ this module only. What this layer adds over pyetcd's thin client:
 
 - failover: every call goes to the current endpoint; when it is unreachable (UNAVAILABLE,
   DEADLINE_EXCEEDED) the next endpoint is tried, until each endpoint was tried once;
-- a timeout on every call, so a dead etcd never hangs a caller;
+- a timeout on every call, so a dead etcd never hangs a caller, and a shorter bound on each
+  attempt (``attempt_timeout``, doubled at every attempt that runs out): a call in flight when
+  the leader dies (sent to it, or to a follower that forwarded it) is never answered, and
+  would otherwise stall for the whole call timeout although the election takes a fraction of
+  a second; cut short, it fails over to another member and is retried there;
 - username/password auth with a token that is re-acquired when etcd reports it invalid;
 - TLS (CA, client certificate and key) for every endpoint;
 - translation of gRPC errors into coord's exceptions.
@@ -34,19 +38,43 @@ else:  # imported on first use: `import im_infra.coord` must not load grpc (docs
 
 T = TypeVar("T")
 
-# Reconnect quickly once a member is back, and notice a dead peer on an idle stream.
-_CHANNEL_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 500),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.enable_retries", 0),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-]
+DEFAULT_KEEPALIVE_TIME = 6.0
+"""Seconds between gRPC keepalive pings on a connection with a call open (a watch stream, a
+call in flight). etcd's ``--grpc-keepalive-min-time`` (default 5 s) is the lower limit: pings
+more frequent than that make etcd close the connection ("too_many_pings")."""
+DEFAULT_KEEPALIVE_TIMEOUT = 4.0
+"""Seconds without the ping's answer after which the connection counts as dead."""
+
+
+def _channel_options(keepalive_time: float, keepalive_timeout: float) -> list[tuple[str, int]]:
+    """Reconnect quickly once a member is back, and notice a dead peer (a blackholed link: no
+    reset, no close) within ``keepalive_time + keepalive_timeout``: keepalive pings on every
+    connection with a call open, *also* while nothing is sent. Two gRPC defaults left an idle
+    watch on a blackholed link silent for 60 s and more: since gRPC core 1.60 (grpc/grpc#34647)
+    the wait for a ping's answer is ``grpc.http2.ping_timeout_ms`` (default 60 s), which
+    overrides ``keepalive_timeout_ms``, so both are set; and gRPC stops pinging after 2 pings
+    without data (``max_pings_without_data``; 0 lifts that limit). No pings while no call is
+    open (``keepalive_permit_without_calls`` stays 0): etcd counts those as abuse."""
+    return [
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 500),
+        ("grpc.keepalive_time_ms", round(keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", round(keepalive_timeout * 1000)),
+        ("grpc.http2.ping_timeout_ms", round(keepalive_timeout * 1000)),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.enable_retries", 0),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ]
+
+
 # UNIMPLEMENTED: the endpoint answers, but it is not etcd (a wrong port, a proxy).
 _FAILOVER_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "UNIMPLEMENTED"})
 _RETRY_PAUSE = 0.05
+DEFAULT_ATTEMPT_TIMEOUT = 1.0
+"""The first attempt of a call gets at most this long (never more than the call's timeout);
+each attempt that runs out doubles it for the next, so a slow but working etcd still answers."""
 
 
 @dataclass(frozen=True)
@@ -199,12 +227,12 @@ class TlsFiles:
 
 
 class _Endpoint:
-    def __init__(self, target: str, creds: Any | None) -> None:
+    def __init__(self, target: str, creds: Any | None, options: list[tuple[str, int]]) -> None:
         self.target = target
         if creds is not None:
-            self.channel = grpc.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
+            self.channel = grpc.secure_channel(target, creds, options=options)
         else:
-            self.channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            self.channel = grpc.insecure_channel(target, options=options)
         self.kv = etcdrpc.KVStub(self.channel)
         self.lease = etcdrpc.LeaseStub(self.channel)
         self.watch = etcdrpc.WatchStub(self.channel)
@@ -249,6 +277,9 @@ class EtcdClient:
         password: str | None = None,
         tls: TlsFiles | None = None,
         timeout: float = 5.0,
+        attempt_timeout: float | None = None,
+        keepalive_time: float = DEFAULT_KEEPALIVE_TIME,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
     ) -> None:
         if not endpoints:
             raise ConfigError(
@@ -256,6 +287,12 @@ class EtcdClient:
             )
         if timeout <= 0:
             raise ConfigError(f"etcd timeout must be > 0, got {timeout}")
+        if attempt_timeout is not None and not attempt_timeout > 0:
+            raise ConfigError(f"etcd attempt_timeout must be > 0, got {attempt_timeout}")
+        if not keepalive_time >= 1:
+            raise ConfigError(f"etcd keepalive_time must be >= 1 second, got {keepalive_time}")
+        if not keepalive_timeout > 0:
+            raise ConfigError(f"etcd keepalive_timeout must be > 0, got {keepalive_timeout}")
         if (username is None) != (password is None):
             raise ConfigError("etcd auth: username and password must be given together")
         parsed = [parse_endpoint(e) for e in endpoints]
@@ -263,8 +300,14 @@ class EtcdClient:
         use_tls = tls.enabled or any(t for _, t in parsed)
         creds = tls.credentials() if use_tls else None
         self.timeout = timeout
+        self.attempt_timeout = min(
+            timeout, attempt_timeout if attempt_timeout is not None else DEFAULT_ATTEMPT_TIMEOUT
+        )
         self.endpoints = [target for target, _ in parsed]
-        self._eps = [_Endpoint(target, creds) for target in self.endpoints]
+        self.keepalive_time = keepalive_time
+        self.keepalive_timeout = keepalive_timeout
+        options = _channel_options(keepalive_time, keepalive_timeout)
+        self._eps = [_Endpoint(target, creds, options) for target in self.endpoints]
         self._username = username
         self._password = password
         self._token: str | None = None
@@ -323,8 +366,11 @@ class EtcdClient:
         if authenticated and self._username is not None and self._token is None:
             self.authenticate(per_try)
         # Every endpoint may use up to per_try; endpoints that refuse at once (down, or a channel
-        # still backing off after an outage) are tried again until that budget is spent.
+        # still backing off after an outage) are tried again until that budget is spent. Each
+        # attempt is bounded by `attempt` (doubled whenever one runs out), so a call the dead
+        # leader will never answer moves to another member instead of using the whole budget.
         deadline = time.monotonic() + per_try * len(self._eps)
+        attempt = min(per_try, self.attempt_timeout)
         failures: dict[str, str] = {}
         reauthed = False
         while True:
@@ -335,9 +381,11 @@ class EtcdClient:
                 index = self._current
                 ep = self._eps[index]
                 try:
-                    return fn(ep, min(per_try, remaining))
+                    return fn(ep, min(attempt, remaining))
                 except grpc.RpcError as exc:
                     code = exc.code()
+                    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        attempt = min(per_try, attempt * 2)
                     if (
                         authenticated
                         and code == grpc.StatusCode.UNAUTHENTICATED

@@ -22,6 +22,12 @@ the clock, whatever the threads are doing). Lost callbacks are delivered by a wa
 separate from the thread that sends keepalives (which may be blocked in a slow call), as soon as
 the deadline passes; they must be quick (hand long work to another thread). A keepalive answer
 arriving after the deadline does not revive the lease: once lost, always lost.
+
+A lease lost by its deadline (etcd unreachable, or too slow) may still exist in etcd, and etcd
+restarts the TTL of every lease when it comes back (a restart or a new leader), so its keys (a
+lock's key, an instance ID) would block everyone for another whole TTL. The keeper therefore
+revokes every such lost lease as soon as etcd answers again, from a third thread that retries
+until etcd confirms (revoked, or not found) or the keeper is closed.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from collections.abc import Callable
 from im_infra.coord._internal import metrics as _metrics
 from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.log import log
-from im_infra.coord.errors import CoordError
+from im_infra.coord.errors import CoordError, CoordUnavailable
 
 REFRESH_FRACTION = 1 / 3
 """A keepalive is sent this fraction of the TTL after the send time of the last successful one."""
@@ -44,6 +50,10 @@ LOSS_FRACTION = 2 / 3
 (or grant) if no newer keepalive succeeded; the rest of the TTL is the safety margin."""
 
 _log = log.named("lease")
+
+_REVOKE_RETRY_MIN = 0.1
+_REVOKE_RETRY_MAX = 1.0
+_REVOKE_TIMEOUT = 1.0
 
 Clock = Callable[[], float]
 
@@ -108,9 +118,10 @@ class KeptLease:
         return self._lost.wait(timeout)
 
     def revoke(self, timeout: float | None = None) -> None:
-        """Stop refreshing and revoke the lease now (its keys go). Idempotent; best effort when
-        etcd is unreachable (the lease then expires by itself within its TTL). A lease already
-        past its deadline is reported lost instead (and not revoked)."""
+        """Stop refreshing and revoke the lease now (its keys go). Idempotent. When etcd is
+        unreachable the keeper revokes it once etcd answers again (until the keeper is closed;
+        after that it expires by itself within its TTL). A lease already past its deadline is
+        reported lost instead (and revoked the same way)."""
         with self._state:
             if self._done:
                 return
@@ -118,7 +129,7 @@ class KeptLease:
             if not expired:
                 self._done = True
         if expired:
-            self._mark_lost(self._overdue_reason())
+            self._mark_lost(self._overdue_reason())  # also revokes it once etcd answers
             return
         self._keeper._forget(self)
         try:
@@ -126,6 +137,13 @@ class KeptLease:
                 self.id,
                 timeout=timeout if timeout is not None else min(self._keeper.client.timeout, 2.0),
             )
+        except CoordUnavailable as exc:
+            _log.warning(
+                "could not revoke lease now; revoking it once etcd answers",
+                lease=self.id,
+                cause=str(exc),
+            )
+            self._keeper._revoke_when_reachable(self.id)
         except CoordError as exc:
             _log.warning(
                 "could not revoke lease; it expires by itself", lease=self.id, cause=str(exc)
@@ -151,9 +169,12 @@ class KeptLease:
     def _overdue_reason(self) -> str:
         return f"no keepalive succeeded within {LOSS_FRACTION:.2f} of its {self.ttl}s TTL"
 
-    def _mark_lost(self, reason: str, *, now: float | None = None) -> bool:
+    def _mark_lost(
+        self, reason: str, *, now: float | None = None, gone_in_etcd: bool = False
+    ) -> bool:
         """Report the lease lost and run the callbacks; with ``now``, only if ``now`` is past the
-        deadline. Returns True if the lease is finished (lost, now or before, or revoked)."""
+        deadline. Unless etcd said it is gone (``gone_in_etcd``), it is revoked once etcd
+        answers. Returns True if the lease is finished (lost, now or before, or revoked)."""
         with self._state:
             if self._done:
                 return True
@@ -163,6 +184,8 @@ class KeptLease:
             self._lost.set()
             callbacks = list(self._callbacks)
         self._keeper._forget(self)
+        if not gone_in_etcd:
+            self._keeper._revoke_when_reachable(self.id)
         _log.warning("lease lost", lease=self.id, ttl=self.ttl, purpose=self.purpose, reason=reason)
         _metrics.lease_lost(self.purpose)
         for callback in callbacks:
@@ -186,6 +209,9 @@ class LeaseKeeper:
         self._cond = threading.Condition()
         self._stopped = False
         self._threads: list[threading.Thread] = []
+        # lost leases to revoke once etcd answers: lease id -> (next attempt, retry pause)
+        self._to_revoke: dict[int, tuple[float, float]] = {}
+        self._revoker: threading.Thread | None = None
 
     def grant(self, ttl: int, *, timeout: float | None = None, purpose: str = "other") -> KeptLease:
         """Grant a lease of ``ttl`` seconds (>= 1) and keep it alive from now on; ``purpose``
@@ -278,7 +304,7 @@ class LeaseKeeper:
             self._reschedule(lease, now + min(0.5, max(0.05, remaining / 4)))
             return
         if ttl <= 0:
-            lease._mark_lost("etcd reports the lease expired or revoked")
+            lease._mark_lost("etcd reports the lease expired or revoked", gone_in_etcd=True)
             return
         if lease._renewed(sent, ttl, self.clock()):
             self._reschedule(lease, sent + ttl * REFRESH_FRACTION)
@@ -289,13 +315,81 @@ class LeaseKeeper:
                 heapq.heappush(self._heap, (due, next(self._seq), lease))
                 self._cond.notify_all()
 
+    def _revoke_when_reachable(self, lease_id: int) -> None:
+        """Queue a lost lease for revocation (retried until etcd confirms it)."""
+        with self._cond:
+            if self._stopped:
+                return
+            self._to_revoke[lease_id] = (self.clock(), _REVOKE_RETRY_MIN)
+            if self._revoker is None:
+                self._revoker = threading.Thread(
+                    target=self._revoke_lost, name="im-infra-coord-lease-revoker", daemon=True
+                )
+                self._revoker.start()
+            self._cond.notify_all()
+
+    @property
+    def pending_revocations(self) -> list[int]:
+        """IDs of lost leases not yet confirmed revoked by etcd."""
+        with self._cond:
+            return list(self._to_revoke)
+
+    def _revoke_lost(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped:
+                    now = self.clock()
+                    due = [i for i, (at, _) in self._to_revoke.items() if at <= now]
+                    if due:
+                        break
+                    soonest = min((at for at, _ in self._to_revoke.values()), default=None)
+                    self._cond.wait(None if soonest is None else soonest - now)
+                if self._stopped:
+                    return
+            for lease_id in due:
+                self._try_revoke(lease_id)
+
+    def _try_revoke(self, lease_id: int) -> bool:
+        """One attempt to revoke a lost lease; True (and forgotten) once etcd confirmed."""
+        try:
+            self.client.lease_revoke(lease_id, timeout=min(self.client.timeout, _REVOKE_TIMEOUT))
+        except CoordUnavailable as exc:  # etcd still away: again later
+            with self._cond:
+                entry = self._to_revoke.get(lease_id)
+                if entry is not None:
+                    pause = entry[1]
+                    self._to_revoke[lease_id] = (
+                        self.clock() + pause,
+                        min(pause * 2, _REVOKE_RETRY_MAX),
+                    )
+            _log.debug("lost lease not revoked yet", lease=lease_id, cause=str(exc))
+            return False
+        except Exception as exc:  # etcd answered with a refusal (auth, closed client): give up
+            with self._cond:
+                self._to_revoke.pop(lease_id, None)
+            _log.warning(
+                "could not revoke a lost lease; it expires by itself",
+                lease=lease_id,
+                cause=str(exc),
+            )
+            return False
+        with self._cond:
+            self._to_revoke.pop(lease_id, None)
+        _log.info("lost lease revoked in etcd (its keys are gone)", lease=lease_id)
+        return True
+
     def revoke_all(self) -> None:
-        """Revoke every lease still kept alive (their keys go now). For shutdown: owners revoke
-        their own leases first; this catches any left (e.g. granted directly on the keeper)."""
+        """Revoke every lease still kept alive (their keys go now), and try once more the lost
+        leases not revoked yet. For shutdown: owners revoke their own leases first; this
+        catches any left (e.g. granted directly on the keeper)."""
         with self._cond:
             leases = list(self._leases)
+            lost = list(self._to_revoke)
         for lease in leases:
             lease.revoke()
+        for lease_id in lost:
+            if not self._try_revoke(lease_id) and lease_id in self.pending_revocations:
+                break  # etcd is away: do not spend a timeout on each of the others
 
     def close(self) -> None:
         """Stop the keeper threads (leases are not revoked here: :meth:`revoke_all` does)."""
@@ -303,8 +397,11 @@ class LeaseKeeper:
             self._stopped = True
             self._heap.clear()
             self._leases.clear()
+            self._to_revoke.clear()
             self._cond.notify_all()
             threads = list(self._threads)
+            if self._revoker is not None:
+                threads.append(self._revoker)
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=self.client.timeout + 1)

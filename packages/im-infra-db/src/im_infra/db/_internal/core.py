@@ -134,12 +134,14 @@ class ProviderCore(Generic[S]):
             self.raise_translated(exc)
 
     def raise_translated(self, exc: BaseException) -> NoReturn:
-        """Raise the DBError for ``exc``, logging it (with the SQL and the trace id) first."""
+        """Raise the DBError for ``exc``, with a ``debug`` line (the SQL and the trace id) first:
+        the caller receives the error and decides whether it is one, so it is not also logged
+        at error level (a duplicate key the caller handles is not an incident)."""
         error = translate(exc, self.target)
         if error is not exc:
             metrics.record_error(error, self.target.backend)
             statement = getattr(exc, "statement", None)
-            self.log.error(
+            self.log.debug(
                 "query failed" if statement else "database error",
                 sql=redact_sql(statement),
                 error_type=type(error).__name__,
