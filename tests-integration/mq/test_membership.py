@@ -34,7 +34,7 @@ def test_explicit_id_escape_hatch_and_opt_out(
     kafka_brokers: str, etcd_endpoints: str, h: Any
 ) -> None:
     group = h.unique("g")
-    cfg = {"common": {"brokers": [kafka_brokers]}}
+    cfg: dict[str, Any] = {"common": {"brokers": [kafka_brokers]}}
     with coord.connect(etcd_endpoints) as provider:
         explicit = mq.new_consumer(
             "mq-it", group, coord=provider, consumer={"groupInstanceId": "pod-7"}, **cfg
