@@ -149,3 +149,19 @@ def test_close_with_a_slow_message_in_flight_never_commits_past_it(
     h.join_or_raise(t2)
     # Everything not handled before is delivered now; b"0" finished, so it is not.
     assert set(again.values()) >= {f"{i}".encode() for i in range(1, 31)} - set(handled)
+
+
+def test_close_from_a_concurrent_callback_returns_at_once(
+    kafka_brokers: str, make_topic: Any, h: Any
+) -> None:
+    topic = make_topic("conc-self", 3)
+    _produce_keyed(kafka_brokers, topic)
+    consumer = mq.new_consumer("mq-it", h.unique("g"), **h.overrides(kafka_brokers, concurrency=4))
+
+    def handle(msg: mq.Message) -> None:
+        consumer.close()  # from a worker thread: must not wait for the loop (it waits for us)
+
+    thread = h.run_in_thread(consumer, [topic], handle)
+    started = time.monotonic()
+    h.join_or_raise(thread, timeout=60)
+    assert time.monotonic() - started < 20  # close_timeout is 30 s: no deadlock wait

@@ -111,6 +111,7 @@ class KafkaConsumer(Closing):
         self._order_by = order_by
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._dlq_lock = threading.Lock()
+        self._in_worker = _WorkerFlag()  # set on the concurrency pool's threads
         self._log = (logger or clog.get_logger("mq")).named("consumer")
         self._consumer, self._properties = build_client(
             confluent_kafka.Consumer, "consumer", properties, self._log
@@ -166,7 +167,7 @@ class KafkaConsumer(Closing):
         # A close before subscribe still releases the client; one during subscribe lets the loop
         # finish the message in hand and shut down itself.
         if running:
-            if threading.current_thread() is self._loop_thread:
+            if threading.current_thread() is self._loop_thread or self._in_worker.active:
                 return  # the loop notices after the callback returns
             wait = self._close_timeout if timeout is None else timeout
             if not self._stopped.wait(wait):
@@ -370,6 +371,7 @@ class KafkaConsumer(Closing):
         pending = deque(chains(self.ordering_keys(msgs)))
 
         def worker() -> None:
+            self._in_worker.active = True
             while not self._stopping:
                 try:
                     chain = pending.popleft()
@@ -615,6 +617,12 @@ def _add_finished(
         count += 1
         last = kmsg.offset()
     _add_run(done, topic, partition, count, last)
+
+
+class _WorkerFlag(threading.local):
+    """Per thread: whether it is one of the consumer's concurrency workers."""
+
+    active = False
 
 
 class AbortedError(Exception):
