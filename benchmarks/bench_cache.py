@@ -12,9 +12,17 @@ hits both alike; the figure per case is the median over rounds.
 ``--otel-sdk`` installs the OpenTelemetry SDK (in-memory reader) first, so im-infra's metrics are
 recorded: compare the ratios with and without it for the cost of metrics. redis-py has none.
 
+Hot-path features, same run: ``stampede_loader_calls`` (loader calls for 1,000 concurrent misses
+of one key through cache-aside, as threads and as asyncio tasks: the larger of the two),
+``hot_get_client_cache_ratio_vs_redis_py`` (100k GETs of one hot key with client-side caching on,
+against plain redis-py GETs) and ``ratelimit_ratio_vs_raw_evalsha`` (a token-bucket limiter call
+against the same Lua script run by raw redis-py ``evalsha``); each ratio as the median over
+rounds, and ``*_best`` as the ratio of each side's best round.
+
 Last line: one JSON object {"bench":"cache","otel_sdk":…,"set_ratio_vs_redis_py":…,
-"get_ratio_vs_redis_py":…,"async_get_ratio_vs_redis_py":…,"pipeline_ratio_vs_redis_py":…}
-(ratio = im-infra / redis-py).
+"get_ratio_vs_redis_py":…,"async_get_ratio_vs_redis_py":…,"pipeline_ratio_vs_redis_py":…,
+"stampede_loader_calls":…,"hot_get_client_cache_ratio_vs_redis_py":…,
+"ratelimit_ratio_vs_raw_evalsha":…, …} (ratio = im-infra / redis-py).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import asyncio
 import json
 import os
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +42,7 @@ import redis
 import redis.asyncio
 
 from im_infra import cache
+from im_infra.cache import ratelimit
 
 SERVICE = "bench-cache"
 KEYS = 1000
@@ -66,6 +76,82 @@ def interleaved(
                 spent[side] += time.perf_counter() - start
         times.append((spent[0], spent[1]))
     return _summary(times, batch * BATCHES)
+
+
+def stampede(address: str, db: int) -> dict[str, int]:
+    """Loader calls for 1,000 concurrent misses of one key: threads, then asyncio tasks."""
+    calls = {"threads": 0, "tasks": 0}
+    lock = threading.Lock()
+    c = cache.new(SERVICE, address=address, db=db)
+    c.delete("stampede")
+
+    def loader() -> str:
+        with lock:
+            calls["threads"] += 1
+        time.sleep(0.2)
+        return "value"
+
+    aside = c.aside(ttl=60)
+    start = threading.Barrier(1000)
+
+    def worker() -> None:
+        start.wait()
+        aside.get("stampede", loader)
+
+    threads = [threading.Thread(target=worker) for _ in range(1000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    c.delete("stampede")
+    c.close()
+
+    async def tasks() -> None:
+        ac = cache.new_async(SERVICE, address=address, db=db)
+
+        async def aloader() -> str:
+            calls["tasks"] += 1
+            await asyncio.sleep(0.2)
+            return "value"
+
+        a = ac.aside(ttl=60)
+        await asyncio.gather(*(a.get("stampede", aloader) for _ in range(1000)))
+        await ac.delete("stampede")
+        await ac.close()
+
+    asyncio.run(tasks())
+    return calls
+
+
+def hot_get(address: str, db: int, host: str, port: int, ops: int, rounds: int) -> dict[str, Any]:
+    """GETs of one hot key: im-infra with client-side caching vs plain redis-py (ops/s)."""
+    ours = cache.new(SERVICE, address=address, db=db, local_cache={"prefixes": ["hot:"]})
+    raw = redis.Redis(host=host, port=port, db=db, decode_responses=True)
+    ours.set("hot:1", VALUE)
+    ours.get("hot:1")
+    deadline = time.monotonic() + 5
+    while ours.local_cache is None or not ours.local_cache.enabled:
+        if time.monotonic() > deadline:
+            raise SystemExit("client-side cache tracking did not come up")
+        time.sleep(0.01)
+    ours.get("hot:1")
+    g, rg, key = ours.get, raw.get, SERVICE + ":hot:1"
+    rates: dict[str, list[float]] = {"ours": [], "raw": []}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(ops):
+            g("hot:1")
+        rates["ours"].append(ops / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for _ in range(ops // 10):  # the raw side is ~30x slower: a tenth of the calls
+            rg(key)
+        rates["raw"].append(ops // 10 / (time.perf_counter() - start))
+    assert ours.local_cache is not None
+    hits = ours.local_cache.hits
+    ours.delete("hot:1")
+    ours.close()
+    raw.close()
+    return {**rates, "hits": hits}
 
 
 def install_otel_sdk() -> None:
@@ -176,12 +262,39 @@ def main() -> None:
     loop.run_until_complete(araw.aclose())
     loop.close()
 
+    # rate limiter vs the same script through raw redis-py EVALSHA (token bucket, all allowed)
+    spec = cache.TokenBucket(rate=1_000_000, burst=1_000_000)
+    limiter = ours.limiter("bench", spec)
+    raw_key = f"{prefix}ratelimit:raw:u"
+    sha = raw.script_load(ratelimit.TOKEN_BUCKET_LUA)
+
+    def ours_limit(n: int) -> None:
+        allow = limiter.allow
+        for _ in range(n):
+            allow("u")
+
+    def raw_limit(n: int) -> None:
+        ev = raw.evalsha
+        for _ in range(n):
+            ev(sha, 1, raw_key, spec.rate, spec.burst, 1)
+
+    ours_limit(args.ops // 10)
+    raw_limit(args.ops // 10)
+    results["ratelimit"] = interleaved(ours_limit, raw_limit, args.ops, args.rounds)
+    ours.delete("ratelimit:bench:u", "ratelimit:raw:u")
+
     ours.delete(*keys)
     ours.close()
     raw.close()
 
+    calls = stampede(address, db)
+    hot_ops = max(1000, args.ops * 100 // 3)  # 100k with the default --ops
+    hot = hot_get(
+        address, db, parts.hostname or "127.0.0.1", parts.port or 6379, hot_ops, args.rounds
+    )
+
     summary: dict[str, Any] = {"bench": "cache", "otel_sdk": args.otel_sdk}
-    for name in ("set", "get", "async_get", "pipeline"):
+    for name in ("set", "get", "async_get", "pipeline", "ratelimit"):
         per = results[name]
         ours_rate, raw_rate = statistics.median(per["ours"]), statistics.median(per["raw"])
         ratio = statistics.median(per["ratio"])
@@ -189,7 +302,24 @@ def main() -> None:
             f"{name:10s} im-infra {ours_rate:9.0f} ops/s   redis-py {raw_rate:9.0f} ops/s"
             f"   ratio {ratio:.3f}"
         )
-        summary[f"{name}_ratio_vs_redis_py"] = round(ratio, 3)
+        label = (
+            "ratelimit_ratio_vs_raw_evalsha" if name == "ratelimit" else f"{name}_ratio_vs_redis_py"
+        )
+        summary[label] = round(ratio, 3)
+        summary[f"{label}_best"] = round(max(per["ours"]) / max(per["raw"]), 3)
+    print(f"stampede   loader calls: threads {calls['threads']}, tasks {calls['tasks']}")
+    hot_median = statistics.median(hot["ours"]) / statistics.median(hot["raw"])
+    hot_best = max(hot["ours"]) / max(hot["raw"])
+    print(
+        f"hot get    im-infra+local {statistics.median(hot['ours']):9.0f} ops/s   redis-py "
+        f"{statistics.median(hot['raw']):9.0f} ops/s   ratio {hot_median:.1f} (local hits "
+        f"{hot['hits']})"
+    )
+    summary["stampede_loader_calls"] = max(calls.values())
+    summary["stampede_loader_calls_threads"] = calls["threads"]
+    summary["stampede_loader_calls_tasks"] = calls["tasks"]
+    summary["hot_get_client_cache_ratio_vs_redis_py"] = round(hot_median, 1)
+    summary["hot_get_client_cache_ratio_vs_redis_py_best"] = round(hot_best, 1)
     print(json.dumps(summary, separators=(",", ":")))
 
 

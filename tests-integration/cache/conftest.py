@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,19 @@ import redis
 
 from im_infra import cache
 
-_WRAP = (cache.Lock, cache.AsyncLock, cache.Pipeline, cache.AsyncPipeline, cache.Script)
+_WRAP = (
+    cache.Lock,
+    cache.AsyncLock,
+    cache.Pipeline,
+    cache.AsyncPipeline,
+    cache.Script,
+    cache.Aside,
+    cache.AsyncAside,
+    cache.Limiter,
+    cache.AsyncLimiter,
+    cache.Once,
+    cache.AsyncOnce,
+)
 
 
 class Uniform:
@@ -45,6 +58,14 @@ class Uniform:
     @property
     def target(self) -> Any:
         return self._target
+
+
+def pause(c: Uniform, seconds: float) -> None:
+    """Sleep; on the asyncio flavour by running the cache's loop (its background tasks run)."""
+    if c._loop is not None:
+        c.wait(asyncio.sleep(seconds))
+    else:
+        time.sleep(seconds)
 
 
 def address_of(url: str) -> dict[str, Any]:

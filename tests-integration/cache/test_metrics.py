@@ -141,3 +141,45 @@ def test_durations_are_sampled_but_counts_are_exact(metrics_probe: Any, cc: Any)
     d = delta(before, take())
     assert d["ops:get"] == 300
     assert 1 <= d["durations:get"] <= int(elapsed_ms) + 2
+
+
+def test_hot_path_features_report_metrics(make_cache: Any, metrics_probe: Any) -> None:
+    """Client-side cache hits/misses, limiter decisions, aside loads and once claims: exact
+    deltas of a known workload."""
+    c = make_cache(local_cache={"prefixes": ["user:"]})
+    service = c.service
+
+    def local(name: str) -> float:
+        return float(metrics_probe.value(f"im_infra.cache.local.{name}", service=service))
+
+    c.set("user:1", "ann")
+    c.set("user:2", "bob")  # written before tracking is on: no invalidation can race the fill
+    c.get("user:1")
+    deadline = time.monotonic() + 5
+    while not c.local_cache.enabled:
+        assert time.monotonic() < deadline
+        c.get("user:1")  # (this loop may fill user:1 locally; user:2 is never read before)
+    before = (local("hits"), local("misses"))
+    c.get("user:2")  # fill
+    for _ in range(5):
+        c.get("user:2")
+    assert local("hits") - before[0] == 5
+    assert local("misses") - before[1] == 1
+
+    name = f"m-{uuid.uuid4().hex[:8]}"
+    limiter = c.limiter(name, cache.SlidingWindow(limit=2, window=10))
+    for _ in range(3):
+        limiter.allow("u")
+    decisions = "im_infra.cache.ratelimit.decisions"
+    assert metrics_probe.value(decisions, limiter=name, allowed="true") == 2
+    assert metrics_probe.value(decisions, limiter=name, allowed="false") == 1
+
+    loads = metrics_probe.value("im_infra.cache.aside.loads", result="value")
+    c.aside().get("k", lambda: 1)
+    c.aside().get("k", lambda: 2)
+    assert metrics_probe.value("im_infra.cache.aside.loads", result="value") - loads == 1
+
+    done = metrics_probe.value("im_infra.cache.once.claims", state="done")
+    c.once("n").run("k", lambda: 1)
+    c.once("n").run("k", lambda: 1)
+    assert metrics_probe.value("im_infra.cache.once.claims", state="done") - done == 1

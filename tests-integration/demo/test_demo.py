@@ -58,6 +58,7 @@ def test_worker_sigkilled_mid_run_stores_every_message_exactly_once(
     assert rep["sent"] == rep["acked"] == 400
     assert rep["stored"] == 400  # one row per message id: nothing lost, nothing twice
     assert rep["cached"] == rep["cached_expected"]
+    assert rep["recent_page"] == rep["recent_page_expected"]  # read through cache-aside
     # The second worker re-read what the first had consumed but not committed: those
     # redeliveries were recognised as duplicates (at-least-once delivery, exactly-once storage).
     stored_lines = log_lines(tmp_path, '"message stored"')

@@ -13,7 +13,7 @@ import pytest
 from gochat_demo.gateway import Gateway, serve
 from gochat_demo.schema import ChatMessage
 
-from im_infra import coord, mq
+from im_infra import cache, coord, mq
 
 
 def _post(port: int, body: bytes, trace: str | None = None) -> tuple[int, dict[str, object]]:
@@ -33,7 +33,10 @@ def test_post_publishes_with_the_request_trace_id(etcd_endpoints: str, kafka_bro
     with coord.connect(etcd_endpoints, service="im-gateway") as provider:
         with mq.new_admin_client("test", **overrides) as admin:
             admin.create_topic(topic, partitions=1, replication_factor=1)
-        gateway = Gateway(provider, "http-test", topic)
+        sender = f"flooder-{uuid.uuid4().hex[:8]}"
+        gateway = Gateway(
+            provider, "http-test", topic, send_limit=cache.TokenBucket(rate=0.01, burst=3)
+        )
         server = serve(gateway, "127.0.0.1", 0)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -45,6 +48,10 @@ def test_post_publishes_with_the_request_trace_id(etcd_endpoints: str, kafka_bro
             assert doc["trace_id"] == "trace-http-1"
             assert _post(port, b'{"sender": "x"}')[0] == 400
             assert _post(port, b"not json")[0] == 400
+            # per-sender rate limit: the gateway's limiter allows 3 at once here
+            flood = json.dumps({"conversation": "c2", "sender": sender, "text": "x"}).encode()
+            codes = [_post(port, flood)[0] for _ in range(5)]
+            assert codes == [202, 202, 202, 429, 429]
             gateway.producer.flush()
         finally:
             server.shutdown()

@@ -11,7 +11,7 @@ from redis import exceptions as rex
 from im_infra import cache
 from im_infra.cache._internal import bloom
 from im_infra.cache._internal.errors import translate
-from im_infra.cache._internal.flow import Done, Flow, Runner, Sleep, script_flow
+from im_infra.cache._internal.flow import Cmd, Done, Flow, Runner, script_flow
 
 
 def drive(flow: Flow[Any], server: Callable[[tuple[Any, ...]], Any]) -> Any:
@@ -20,7 +20,7 @@ def drive(flow: Flow[Any], server: Callable[[tuple[Any, ...]], Any]) -> Any:
     step = runner.advance()
     while not isinstance(step, Done):
         reply, error = None, None
-        if not isinstance(step, Sleep):
+        if isinstance(step, Cmd):
             try:
                 reply = server(step.args)
             except Exception as exc:

@@ -6,7 +6,9 @@ import contextlib
 import threading
 from typing import Any
 
+import confluent_kafka
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from im_infra import clog
 from im_infra.mq import DeliveryError, KafkaProducer, Message, MQError, ProducerClosedError
@@ -175,5 +177,64 @@ def test_send_batch_adds_the_trace_headers_without_overriding_the_callers() -> N
         assert _with_trace(plain, trace) == {"trace_id": b"t-42"}
         assert _with_trace(own, trace) == {"trace_id": b"mine", "app": b"1"}
         assert _with_trace(plain, None) is None
+    finally:
+        producer.close()
+
+
+class _FatalRdk:
+    """Stands in for a librdkafka producer that hit a fatal error: produce raises _FATAL, poll
+    raises the real cause (as confluent-kafka does), the purge reports the queued message."""
+
+    def __init__(self, queued: Any) -> None:
+        self.queued = queued  # (hook, kmsg) of one message queued before the error
+        self.purged = False
+
+    def produce(self, *args: Any) -> None:
+        raise KafkaException(KafkaError(KafkaError._FATAL, "Local: Fatal error"))
+
+    def poll(self, timeout: float) -> int:
+        if not self.purged:
+            raise KafkaException(
+                KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "out of order", fatal=True)
+            )
+        if self.queued is not None:
+            hook, kmsg = self.queued
+            self.queued = None
+            hook(KafkaError(KafkaError._PURGE_QUEUE), kmsg)
+        return 0
+
+    def purge(self, **kwargs: Any) -> None:
+        self.purged = True
+
+    def __len__(self) -> int:
+        return 0 if self.queued is None else 1
+
+
+def test_send_after_a_fatal_error_replaces_the_client_and_reports_the_old_queue() -> None:
+    producer = KafkaProducer(UNREACHABLE, close_timeout=0.1)
+    reports: list[MQError | None] = []
+    done = threading.Event()
+
+    def record(err: MQError | None) -> None:
+        reports.append(err)
+        done.set()
+
+    hook = producer._hook(record, None)
+    kmsg = confluent_kafka.Message(topic="t", value=b"queued before the error")
+    real, old_generation = producer._producer, producer._generation
+    with producer._lock:
+        producer._producer = _FatalRdk((hook, kmsg))
+    real.purge()
+    try:
+        producer.send(Message("t", value=b"after"))  # no exception: sent by the replacement
+        assert producer._generation is not old_generation
+        assert isinstance(producer._producer, confluent_kafka.Producer)
+        assert done.wait(10), "the queued message was never reported"
+        [err] = reports
+        assert isinstance(err, DeliveryError)
+        # The real cause, raised by the old client's poll, not the generic _FATAL of produce.
+        assert err.code == "OUT_OF_ORDER_SEQUENCE_NUMBER"
+        assert err.retriable
+        assert "was replaced" in str(err)
     finally:
         producer.close()

@@ -32,7 +32,8 @@ from sqlalchemy import func, select
 
 from gochat_demo import stack
 from gochat_demo.gateway import Gateway, serve
-from gochat_demo.schema import TOPIC, Base, StoredMessage, cache_key, tune_sqlite
+from gochat_demo.history import recent_messages
+from gochat_demo.schema import CACHE_KEEP, TOPIC, Base, StoredMessage, cache_key, tune_sqlite
 from gochat_demo.telemetry import scrape, serve_metrics
 from gochat_demo.worker import GROUP
 from im_infra import cache, clog, coord, db, mq
@@ -253,9 +254,10 @@ def _run(
                 .where(StoredMessage.run_id == run_id)
                 .order_by(StoredMessage.msg_id)
             ).all()
-        store.close()
         with cache.new("im-logic", coord=provider) as c:
             cached = sum(min(c.zcard(cache_key(conv)), 50) for conv in conversations)
+            recent = recent_messages(c, store, conversations[0])  # read through cache-aside
+        store.close()
         latencies = sorted((r.stored_at - r.sent_at) * 1000 for r in rows)
         sample = rows[len(rows) // 2].trace_id if rows else ""
         logs = [gateway_log, *(w.log_path for w in workers)]
@@ -279,6 +281,8 @@ def _run(
             "stored": len(rows),
             "cached": cached,
             "cached_expected": sum(min(50, n) for n in per_conv),
+            "recent_page": len(recent),
+            "recent_page_expected": min(CACHE_KEEP, per_conv[0]),
             "worker_killed": killed,
             "workers_started": len(workers),
             "worker_exit_codes": exit_codes,
@@ -302,6 +306,8 @@ def print_report(rep: dict[str, Any], backends: stack.Backends) -> None:
     print(f"  stored    {rep['stored']:>7}   (exactly once: one row per message id)")
     expected = f"last 50 per conversation; expected {rep['cached_expected']}"
     print(f"  cached    {rep['cached']:>7}   ({expected})")
+    page = f"first conversation, via cache-aside; expected {rep['recent_page_expected']}"
+    print(f"  recent    {rep['recent_page']:>7}   ({page})")
     if rep["worker_killed"]:
         print(f"  worker SIGKILLed mid-run and restarted ({rep['workers_started']} started)")
     print(f"  e2e latency  p50 {rep['e2e_p50_ms']} ms   p99 {rep['e2e_p99_ms']} ms")

@@ -2,7 +2,8 @@
 
 Usable in-process (:meth:`Gateway.accept`, what the demo's load generator calls) and over HTTP
 (:func:`serve`: ``POST /messages`` with ``{"conversation", "sender", "text"}``; an
-``X-Trace-Id`` request header is honoured, else a new trace id is made).
+``X-Trace-Id`` request header is honoured, else a new trace id is made). Over HTTP each sender is
+rate limited (``429`` with ``Retry-After`` beyond the limit).
 """
 
 from __future__ import annotations
@@ -15,18 +16,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from gochat_demo.schema import TOPIC, ChatMessage
-from im_infra import clog, coord, mq, uid
+from im_infra import cache, clog, coord, mq, uid
 
 SERVICE = "im-gateway"
+SEND_LIMIT = cache.TokenBucket(rate=20, burst=40)
+"""Sends per user over HTTP, unless redis.yaml configures ``rateLimit.limits.send``."""
 
 
 class Gateway:
-    def __init__(self, provider: coord.Provider, run_id: str = "http", topic: str = TOPIC) -> None:
+    def __init__(
+        self,
+        provider: coord.Provider,
+        run_id: str = "http",
+        topic: str = TOPIC,
+        send_limit: cache.TokenBucket | cache.SlidingWindow | None = None,
+    ) -> None:
         self.topic = topic
         self.log = clog.get_logger("gateway")
         self.run_id = run_id
         self.ids = uid.from_coord(provider, SERVICE)
         self.producer = mq.new_producer(SERVICE, coord=provider)
+        self.cache = cache.new(SERVICE, coord=provider)
+        configured = "send" in self.cache.config.rate_limit.limits
+        self.sends = self.cache.limiter("send", send_limit or (None if configured else SEND_LIMIT))
         self._lock = threading.Lock()
         self.acked = 0
         self.failed = 0
@@ -73,6 +85,7 @@ class Gateway:
 
     def close(self) -> None:
         self.producer.close()
+        self.cache.close()
         self.ids.close()
 
 
@@ -92,13 +105,25 @@ def serve(gateway: Gateway, host: str, port: int) -> ThreadingHTTPServer:
             except (ValueError, KeyError, TypeError) as exc:
                 self._reply(400, {"error": f"bad request: {exc}"})
                 return
+            limit = gateway.sends.allow(fields[1])  # per sender
+            if not limit.allowed:
+                self._reply(
+                    429,
+                    {"error": "too many messages", "retry_after": limit.retry_after},
+                    {"Retry-After": str(max(1, round(limit.retry_after)))},
+                )
+                return
             with clog.trace_context(self.headers.get("X-Trace-Id") or None) as tid:
                 chat = gateway.accept(*fields)
             self._reply(202, {"msg_id": chat.msg_id, "trace_id": tid})
 
-        def _reply(self, status: int, doc: dict[str, Any]) -> None:
+        def _reply(
+            self, status: int, doc: dict[str, Any], headers: dict[str, str] | None = None
+        ) -> None:
             data = json.dumps(doc).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -19,6 +19,7 @@ from types import FrameType
 
 from sqlalchemy.exc import IntegrityError
 
+from gochat_demo.history import page_key
 from gochat_demo.schema import (
     CACHE_KEEP,
     TOPIC,
@@ -47,6 +48,11 @@ class Worker:
         tune_sqlite(self.db.engine)
         self.db.create_all(Base.metadata)
         self.cache = cache.new(SERVICE, coord=provider)
+        # idempotency keys, per consumer group and topic: a message redelivered after a crash
+        # or a rebalance is skipped before it reaches the database (whose primary key stays
+        # the last guard)
+        self.once = self.cache.once(f"{group}:{topic}")
+        self.pages = self.cache.aside()
         # Static group membership (KIP-345): a worker restarted under the same name takes
         # over its predecessor's partitions at once, instead of the group waiting for the
         # dead member's session to expire (which the local broker, noida-db, never does).
@@ -62,7 +68,13 @@ class Worker:
         assert msg.value is not None
         raw = msg.value if isinstance(msg.value, bytes) else msg.value.encode()
         chat = ChatMessage.from_json(raw)
-        stored = self._store(chat)
+        try:
+            outcome = self.once.run(str(chat.msg_id), lambda: self._store(chat))
+            stored = outcome.value and not outcome.duplicate
+        except cache.OnceInProgress:  # a worker that died mid-message holds the mark
+            stored = self._store(chat)
+        if stored:
+            self.pages.invalidate(page_key(chat.conversation))  # readers reload the page
         # ZADD is idempotent (member = the message's canonical JSON), so a redelivered message
         # that was already cached changes nothing; the trim keeps the newest CACHE_KEEP.
         key = cache_key(chat.conversation)

@@ -11,12 +11,15 @@
 ``new_async`` returns the asyncio twin with the same (awaitable) methods.
 """
 
+from im_infra.cache.aside import Aside, AsyncAside, Invalidation
 from im_infra.cache.client import AsyncRedisCache, RedisCache
 from im_infra.cache.config import RedisConfig, RetryConfig, TLSConfig
 from im_infra.cache.errors import (
+    CacheArgumentError,
     CacheAuthError,
     CacheConfigError,
     CacheError,
+    CacheOutcomeUnknown,
     CachePermissionError,
     CacheResponseError,
     CacheTimeout,
@@ -25,43 +28,73 @@ from im_infra.cache.errors import (
     LockAcquireTimeout,
     LockError,
     LockNotOwned,
+    OnceInProgress,
     SerializationError,
 )
 from im_infra.cache.factory import load_config, new, new_async
+from im_infra.cache.features import (
+    AsideConfig,
+    LocalCacheConfig,
+    OnceConfig,
+    RateLimitConfig,
+    SlidingWindow,
+    TokenBucket,
+)
 from im_infra.cache.lock import AsyncLock, Lock
+from im_infra.cache.once import AsyncOnce, Claim, Once, Outcome
 from im_infra.cache.pipeline import AsyncPipeline, Pipeline
 from im_infra.cache.protocols import AsyncCache, Cache
+from im_infra.cache.ratelimit import AsyncLimiter, Limiter, RateLimitResult
 from im_infra.cache.script import Script
 from im_infra.cache.serializer import JsonSerializer, PickleSerializer, Serializer
 
 __all__ = [
+    "Aside",
+    "AsideConfig",
+    "AsyncAside",
     "AsyncCache",
+    "AsyncLimiter",
     "AsyncLock",
+    "AsyncOnce",
     "AsyncPipeline",
     "AsyncRedisCache",
     "Cache",
+    "CacheArgumentError",
     "CacheAuthError",
     "CacheConfigError",
     "CacheError",
+    "CacheOutcomeUnknown",
     "CachePermissionError",
     "CacheResponseError",
     "CacheTimeout",
     "CacheUnavailable",
     "CacheWatchError",
+    "Claim",
+    "Invalidation",
     "JsonSerializer",
+    "Limiter",
+    "LocalCacheConfig",
     "Lock",
     "LockAcquireTimeout",
     "LockError",
     "LockNotOwned",
+    "Once",
+    "OnceConfig",
+    "OnceInProgress",
+    "Outcome",
     "PickleSerializer",
     "Pipeline",
+    "RateLimitConfig",
+    "RateLimitResult",
     "RedisCache",
     "RedisConfig",
     "RetryConfig",
     "Script",
     "SerializationError",
     "Serializer",
+    "SlidingWindow",
     "TLSConfig",
+    "TokenBucket",
     "load_config",
     "new",
     "new_async",

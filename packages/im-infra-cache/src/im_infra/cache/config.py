@@ -8,24 +8,18 @@ a number or Go-style strings (``"500ms"``, ``"3s"``, ``"1m30s"``): coord's share
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
 
+from im_infra.cache._internal.model import Model as _Model
+from im_infra.cache._internal.model import Seconds
+from im_infra.cache.features import AsideConfig, LocalCacheConfig, OnceConfig, RateLimitConfig
 from im_infra.coord import Duration, parse_duration
 
 __all__ = ["RedisConfig", "RetryConfig", "TLSConfig", "parse_duration"]
-
-Seconds = Annotated[Duration, Field(gt=0)]
-"""Positive seconds; also Go duration strings such as ``"500ms"`` (:func:`coord.parse_duration`)."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
 
 
 class TLSConfig(_Model):
@@ -92,6 +86,15 @@ class RedisConfig(_Model):
     bloom: Literal["auto", "module", "lua"] = "auto"
     """Bloom filter backend: RedisBloom (``module``), the bitmap + Lua fallback (``lua``), or
     ``auto`` (the module when the server has it)."""
+    # -- the hot-path features (sub-models in im_infra.cache.features; each says what is live) ---
+    aside: AsideConfig = Field(default_factory=AsideConfig)
+    """Cache-aside defaults (:mod:`im_infra.cache.aside`)."""
+    local_cache: LocalCacheConfig = Field(default_factory=LocalCacheConfig)
+    """Client-side caching (:mod:`im_infra.cache.local`); off by default."""
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    """Named rate limits, and the fallback while Redis is unreachable (:mod:`.ratelimit`)."""
+    once: OnceConfig = Field(default_factory=OnceConfig)
+    """Idempotency keys (:mod:`im_infra.cache.once`)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -144,6 +147,10 @@ class RedisConfig(_Model):
                 raise ValueError(f"address {addr!r} is not host:port")
         if self.mode == "cluster" and self.db != 0:
             raise ValueError("db must be 0 in cluster mode (Redis Cluster has one database)")
+        if self.local_cache.prefixes and self.mode != "single":
+            raise ValueError(
+                f"localCache: client-side caching needs mode 'single' (got {self.mode!r})"
+            )
         return self
 
     def nodes(self) -> list[tuple[str, int]]:

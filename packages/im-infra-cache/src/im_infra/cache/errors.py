@@ -9,9 +9,11 @@ from __future__ import annotations
 from im_infra.coord.errors import ConfigError as _CoordConfigError
 
 __all__ = [
+    "CacheArgumentError",
     "CacheAuthError",
     "CacheConfigError",
     "CacheError",
+    "CacheOutcomeUnknown",
     "CachePermissionError",
     "CacheResponseError",
     "CacheTimeout",
@@ -20,12 +22,19 @@ __all__ = [
     "LockAcquireTimeout",
     "LockError",
     "LockNotOwned",
+    "OnceInProgress",
     "SerializationError",
 ]
 
 
 class CacheError(Exception):
     """Base class of every error raised by im_infra.cache."""
+
+
+class CacheArgumentError(CacheError, ValueError):
+    """An argument cannot be sent to Redis: a key that is not a ``str`` or not encodable as
+    UTF-8, a ``None`` value (a miss reads as None, so None is not stored), exclusive options.
+    Names the argument, never its value. Also a ``ValueError``."""
 
 
 class CacheConfigError(CacheError, _CoordConfigError):
@@ -37,8 +46,22 @@ class CacheUnavailable(CacheError):  # noqa: N818 - names from the issue
     """Redis could not be reached (refused, reset, closed) after the configured retries."""
 
 
-class CacheTimeout(CacheUnavailable):
-    """Connecting to or reading from Redis took longer than the configured timeout."""
+class CacheTimeout(CacheUnavailable, TimeoutError):  # noqa: N818 - names from the issue
+    """Connecting to or reading from Redis took longer than the configured timeout (also the
+    builtin ``TimeoutError``)."""
+
+
+class CacheOutcomeUnknown(CacheUnavailable):
+    """A command that is not safe to repeat (``INCR``, ``LPUSH``, ``SET NX``, a script, a
+    pipeline with such a command...) was sent, then the connection timed out or broke before
+    its reply came: it may or may not have run, and it was NOT retried. Read the state back (or
+    make the write idempotent) before deciding to run it again. ``__cause__`` is redis-py's
+    error; :attr:`timed_out` tells a late reply from a broken connection."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+        """True when the reply did not come within ``readTimeout``."""
 
 
 class CacheAuthError(CacheError):
@@ -69,5 +92,11 @@ class LockNotOwned(LockError):  # noqa: N818 - names from the issue
     """The lock is not held by this owner token (expired, or held by someone else)."""
 
 
-class LockAcquireTimeout(LockError):  # noqa: N818 - names from the issue
-    """The lock could not be acquired within the given timeout."""
+class LockAcquireTimeout(LockError, TimeoutError):  # noqa: N818 - names from the issue
+    """The lock could not be acquired within the given timeout, including when Redis was too
+    slow or unreachable to answer before it (also the builtin ``TimeoutError``)."""
+
+
+class OnceInProgress(CacheError):  # noqa: N818 - reads as a state, like LockNotOwned
+    """An idempotency key is being handled by another caller (its in-progress mark has not
+    expired): do not acknowledge the message, it will be delivered again."""

@@ -12,6 +12,8 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from redis import exceptions as rex
+
 from im_infra.cache._internal.codec import milliseconds
 from im_infra.cache._internal.flow import Cmd, Flow, Sleep, script_flow, sha1
 from im_infra.cache.errors import LockAcquireTimeout, LockNotOwned
@@ -32,6 +34,7 @@ return 0
 RELEASE_SHA, EXTEND_SHA = sha1(RELEASE_LUA), sha1(EXTEND_LUA)
 
 _FIRST_POLL, _MAX_POLL = 0.005, 0.2
+_UNANSWERED = (rex.ConnectionError, rex.TimeoutError)
 _UNSET: Any = object()
 
 
@@ -63,8 +66,25 @@ class _LockOps:
         pause = _FIRST_POLL
         command = ("SET", self._key, self.token, "PX", self._ttl_ms, "NX")
         while True:
-            if (yield Cmd(command)):
-                return True
+            try:
+                if (yield Cmd(command)):
+                    return True
+            except _UNANSWERED as exc:
+                # SET NX is not retried (a second run answers "not set" even when the first
+                # took the lock): the key tells whether it ran. Past the deadline of acquire()
+                # a slow or unreachable Redis is the lock's timeout; without one, its error.
+                try:
+                    if (yield from self._owned_flow()):
+                        return True
+                except _UNANSWERED:
+                    pass
+                if deadline is None or not raise_on_timeout:
+                    raise exc
+                if time.monotonic() >= deadline:
+                    raise LockAcquireTimeout(
+                        f"lock {self.name!r} not acquired within {timeout} s (Redis did not"
+                        f" answer in time: {type(exc).__name__})"
+                    ) from exc
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 if raise_on_timeout:

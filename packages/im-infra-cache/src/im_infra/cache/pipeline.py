@@ -7,10 +7,12 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from im_infra.cache._internal import metrics
+from im_infra.cache._internal.args import unencodable
 from im_infra.cache._internal.codec import Transform, decode_any
 from im_infra.cache._internal.errors import BACKEND_ERRORS, translate
 from im_infra.cache._internal.flow import ensure_scripts_flow
 from im_infra.cache._internal.ops import Ops
+from im_infra.cache._internal.retry import SAFE, is_safe
 
 if TYPE_CHECKING:
     from im_infra.cache._internal.base import CacheBase
@@ -31,24 +33,30 @@ class _PipelineBase(Ops):
         self._transaction = transaction
         self._transforms: list[Transform] = []
         self._scripts: dict[str, str] = {}
+        self._safe = True
+        """Every queued command is safe to repeat (the pipeline is retried as a whole)."""
 
     def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         self._scripts[script.sha] = script.lua
         return self._run(("EVALSHA", script.sha, len(keys), *keys, *args), decode_any)
 
-    def _queued(self, reply: Any, transform: Transform) -> bool:
+    def _queued(self, args: tuple[Any, ...], reply: Any, transform: Transform) -> bool:
         if reply is self._pipe:
             self._transforms.append(transform)
+            if self._safe and not is_safe(args):
+                self._safe = False
             return True
         return False
 
-    def _take(self) -> tuple[list[Transform], dict[str, str]]:
-        transforms, scripts = self._transforms, self._scripts
-        self._transforms, self._scripts = [], {}
-        return transforms, scripts
+    def _take(self) -> tuple[list[Transform], dict[str, str], bool]:
+        """The queued transforms and scripts, and whether all queued commands are safe."""
+        transforms, scripts, safe = self._transforms, self._scripts, self._safe
+        self._transforms, self._scripts, self._safe = [], {}, True
+        return transforms, scripts, safe
 
-    def _error(self, exc: Exception, command: str = "EXEC") -> Exception:
-        return translate(exc, command if self._transaction else "pipeline", self._secrets)
+    def _error(self, exc: Exception, command: str = "EXEC", *, unsafe: bool = False) -> Exception:
+        name = command if self._transaction else "pipeline"
+        return translate(exc, name, self._secrets, unsafe=unsafe)
 
     @staticmethod
     def _results(transforms: list[Transform], replies: list[Any]) -> list[Any]:
@@ -73,7 +81,9 @@ class Pipeline(_PipelineBase):
             reply = self._pipe.execute_command(*args)
         except BACKEND_ERRORS as exc:
             raise metrics.failed(self._error(exc, args[0]), args[0], started) from exc
-        if self._queued(reply, transform):
+        except UnicodeEncodeError as exc:
+            raise unencodable(args[0], args, exc) from exc
+        if self._queued(args, reply, transform):
             return self
         metrics.observe(args[0], started)  # ran at once (after WATCH, before MULTI)
         return reply if transform is None else transform(reply)
@@ -90,14 +100,20 @@ class Pipeline(_PipelineBase):
     def execute(self) -> list[Any]:
         """Send the queued commands; their transformed replies, in order. A command error raises
         (after all ran); a changed WATCHed key raises CacheWatchError."""
-        transforms, scripts = self._take()
+        transforms, scripts, safe = self._take()
         if scripts:
             self._cache._drive(ensure_scripts_flow(scripts))
         started = perf_counter()
+        token = SAFE.set(safe)
         try:
             replies = self._pipe.execute()
         except BACKEND_ERRORS as exc:
-            raise metrics.failed(self._error(exc), metrics.PIPELINE, started) from exc
+            failure = self._error(exc, unsafe=not safe)
+            raise metrics.failed(failure, metrics.PIPELINE, started) from exc
+        except UnicodeEncodeError as exc:
+            raise unencodable(metrics.PIPELINE, (), exc) from exc
+        finally:
+            SAFE.reset(token)
         metrics.observe(metrics.PIPELINE, started)
         return self._results(transforms, replies)
 
@@ -120,35 +136,49 @@ class AsyncPipeline(_PipelineBase):
 
     def _run(self, args: tuple[Any, ...], transform: Transform = None) -> Any:
         reply = self._pipe.execute_command(*args)
-        if self._queued(reply, transform):
+        if self._queued(args, reply, transform):
             return self
-        return self._immediate(reply, args[0], transform)
+        return self._immediate(reply, args[0], transform, safe=is_safe(args))
 
     async def _immediate(
-        self, pending: Any, command: str, transform: Transform, operation: str | None = None
+        self,
+        pending: Any,
+        command: str,
+        transform: Transform,
+        operation: str | None = None,
+        *,
+        safe: bool = False,
     ) -> Any:
         """Await ``pending`` (a command run at once, WATCH, or the EXEC of ``execute``, then
-        measured as ``operation``)."""
+        measured as ``operation``; ``safe``: it may be repeated after a failure)."""
         started = perf_counter()
         operation = operation or command
+        token = SAFE.set(safe)
         try:
             reply = await pending
         except BACKEND_ERRORS as exc:
-            raise metrics.failed(self._error(exc, command), operation, started) from exc
+            failure = self._error(exc, command, unsafe=not safe)
+            raise metrics.failed(failure, operation, started) from exc
+        except UnicodeEncodeError as exc:
+            raise unencodable(operation, (), exc) from exc
+        finally:
+            SAFE.reset(token)
         metrics.observe(operation, started)
         return reply if transform is None else transform(reply)
 
     async def watch(self, *keys: str) -> None:
         """WATCH ``keys`` (prefixed): :meth:`execute` raises CacheWatchError if one changes."""
-        await self._immediate(self._pipe.watch(*self._keys(keys)), "WATCH", None)
+        await self._immediate(self._pipe.watch(*self._keys(keys)), "WATCH", None, safe=True)
 
     async def execute(self) -> list[Any]:
         """Send the queued commands; their transformed replies, in order."""
-        transforms, scripts = self._take()
+        transforms, scripts, safe = self._take()
         if scripts:
             await self._cache._drive(ensure_scripts_flow(scripts))
         async with self._cache._slots:  # type: ignore[attr-defined]
-            replies = await self._immediate(self._pipe.execute(), "EXEC", None, metrics.PIPELINE)
+            replies = await self._immediate(
+                self._pipe.execute(), "EXEC", None, metrics.PIPELINE, safe=safe
+            )
         return self._results(transforms, replies)
 
     async def reset(self) -> None:

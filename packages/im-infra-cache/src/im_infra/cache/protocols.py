@@ -9,16 +9,21 @@ Errors: every method raises a :class:`~im_infra.cache.CacheError` subclass.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from im_infra.cache.aside import Aside, AsyncAside
     from im_infra.cache.config import RedisConfig
+    from im_infra.cache.features import SlidingWindow, TokenBucket
+    from im_infra.cache.local import LocalCache
     from im_infra.cache.lock import AsyncLock, Lock
+    from im_infra.cache.once import AsyncOnce, Once
     from im_infra.cache.pipeline import AsyncPipeline, Pipeline
+    from im_infra.cache.ratelimit import AsyncLimiter, Limiter
     from im_infra.cache.script import Script
     from im_infra.cache.serializer import Serializer
 
@@ -373,6 +378,33 @@ class Cache(Protocol):
         """A distributed lock with an owner token."""
         ...
 
+    def aside(
+        self,
+        *,
+        ttl: float | None = None,
+        not_found_ttl: float | None = None,
+        stale_ttl: float | None = None,
+        jitter: float | None = None,
+        lock: bool | None = None,
+        on_undeleted: Callable[[tuple[str, ...]], None] | None = None,
+    ) -> Aside:
+        """Cache-aside (get-or-load with single flight, invalidation); defaults from
+        ``redis.yaml`` ``aside``."""
+        ...
+
+    def limiter(self, name: str, spec: TokenBucket | SlidingWindow | None = None) -> Limiter:
+        """A rate limiter: ``spec``, else ``rateLimit.limits[name]`` from ``redis.yaml``."""
+        ...
+
+    def once(self, namespace: str) -> Once:
+        """Idempotency keys under ``namespace``."""
+        ...
+
+    @property
+    def local_cache(self) -> LocalCache | None:
+        """The client-side cache (None unless ``localCache.prefixes`` is configured)."""
+        ...
+
     def bf_reserve(self, key: str, error_rate: float = 0.01, capacity: int = 100) -> None:
         """Create a bloom filter."""
         ...
@@ -541,6 +573,22 @@ class AsyncCache(Protocol):
         timeout: float | None = None,
         token: str | None = None,
     ) -> AsyncLock: ...
+    def aside(
+        self,
+        *,
+        ttl: float | None = None,
+        not_found_ttl: float | None = None,
+        stale_ttl: float | None = None,
+        jitter: float | None = None,
+        lock: bool | None = None,
+        on_undeleted: Callable[[tuple[str, ...]], None] | None = None,
+    ) -> AsyncAside: ...
+    def limiter(
+        self, name: str, spec: TokenBucket | SlidingWindow | None = None
+    ) -> AsyncLimiter: ...
+    def once(self, namespace: str) -> AsyncOnce: ...
+    @property
+    def local_cache(self) -> LocalCache | None: ...
     async def bf_reserve(self, key: str, error_rate: float = 0.01, capacity: int = 100) -> None: ...
     async def bf_add(self, key: str, item: Any) -> bool: ...
     async def bf_madd(self, key: str, items: Iterable[Any]) -> list[bool]: ...

@@ -15,6 +15,7 @@ from im_infra.db.aio import AsyncDBProvider, AsyncDBTransaction, new_async
 from im_infra.db.config import DBConfig, Driver, Duration, TLSConfig
 from im_infra.db.errors import (
     AuthenticationError,
+    CommitOutcomeUnknownError,
     ConfigError,
     ConnectionLostError,
     DBConnectionError,
@@ -48,6 +49,7 @@ __all__ = [
     "AsyncProvider",
     "AsyncTransaction",
     "AuthenticationError",
+    "CommitOutcomeUnknownError",
     "ConfigError",
     "ConnectionLostError",
     "DBConfig",

@@ -12,6 +12,7 @@ from im_infra.coord import errors as _coord_errors
 
 __all__ = [
     "AuthenticationError",
+    "CommitOutcomeUnknownError",
     "ConfigError",
     "ConnectionLostError",
     "DBConnectionError",
@@ -81,12 +82,21 @@ class ConnectionLostError(DBConnectionError):
     """An established connection broke (server restart, KILL, pg_terminate_backend).
 
     The pool discards the connection; the next use gets a fresh one. The statement that was
-    running is not retried: a transaction in progress is lost.
+    running is not retried: a transaction in progress before its COMMIT is lost (rolled back by
+    the server). A connection lost during the COMMIT itself is :class:`CommitOutcomeUnknownError`.
     """
 
 
-class PoolTimeoutError(DBError):
-    """No pooled connection became free within ``poolTimeout``."""
+class CommitOutcomeUnknownError(ConnectionLostError):
+    """The connection broke (or timed out) while COMMIT was in flight: the server may have
+    committed the transaction or not, and the client cannot tell. Do not assume either: check
+    (read back a row the transaction wrote, or an idempotency key stored in it) before running
+    the transaction again. See docs/db.md, "Commit outcome unknown"."""
+
+
+class PoolTimeoutError(DBError, TimeoutError):
+    """No pooled connection became free within ``poolTimeout`` (also the builtin
+    ``TimeoutError``)."""
 
 
 class QueryError(DBError):
@@ -101,8 +111,9 @@ class NotFoundError(QueryError):
     """A query that must return a row returned none (``Result.scalar_one()``, ``get_one()``)."""
 
 
-class StatementTimeoutError(QueryError):
-    """The statement ran longer than ``statementTimeout`` and the server cancelled it."""
+class StatementTimeoutError(QueryError, TimeoutError):
+    """The statement ran longer than ``statementTimeout`` and the server cancelled it (also the
+    builtin ``TimeoutError``)."""
 
 
 class TransactionConflictError(QueryError):

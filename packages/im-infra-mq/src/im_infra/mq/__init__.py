@@ -29,9 +29,11 @@ from .consumer import KafkaConsumer
 from .dead_letter import DeadLetter, read_dead_letter
 from .errors import (
     AdminError,
+    AdminTimeoutError,
     ConfigError,
     ConsumerError,
     DeliveryError,
+    InvalidArgumentError,
     MQError,
     ProducerClosedError,
     QueueFullError,
@@ -67,6 +69,7 @@ __all__ = [
     "TRACE_ID_HEADER",
     "AdminClient",
     "AdminError",
+    "AdminTimeoutError",
     "AsyncConsumeCallback",
     "AsyncConsumer",
     "AsyncProducer",
@@ -79,6 +82,7 @@ __all__ = [
     "DeadLetter",
     "DeliveryCallback",
     "DeliveryError",
+    "InvalidArgumentError",
     "KafkaAdminClient",
     "KafkaAsyncConsumer",
     "KafkaAsyncProducer",

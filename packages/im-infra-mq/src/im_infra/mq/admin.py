@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -15,8 +16,9 @@ from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
 from ._internal.client import build_client
+from ._internal.validate import check_topic
 from .admin_types import TopicInfo
-from .errors import AdminError, TopicExistsError, TopicNotFoundError
+from .errors import AdminError, AdminTimeoutError, TopicExistsError, TopicNotFoundError
 
 __all__ = ["KafkaAdminClient"]
 
@@ -60,7 +62,13 @@ class KafkaAdminClient(Closing):
         different count raises :class:`TopicExistsError` naming both counts.
         """
         self._check_open()
-        if partitions < 1 or replication_factor < 1:
+        check_topic(name, "name")
+        if (
+            type(partitions) is not int
+            or type(replication_factor) is not int
+            or partitions < 1
+            or replication_factor < 1
+        ):
             raise AdminError(
                 f"topic {name!r}: partitions ({partitions}) and replication_factor "
                 f"({replication_factor}) must be >= 1"
@@ -68,7 +76,7 @@ class KafkaAdminClient(Closing):
         topic = NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
         future = self._admin.create_topics([topic], operation_timeout=self._timeout)[name]
         try:
-            self._wait(future)
+            self._wait(future, f"create topic {name!r}")
         except KafkaException as exc:
             err = _kafka_error(exc)
             if err is None or err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
@@ -85,9 +93,10 @@ class KafkaAdminClient(Closing):
     def delete_topic(self, name: str) -> None:
         """Delete topic ``name``; :class:`TopicNotFoundError` when it does not exist."""
         self._check_open()
+        check_topic(name, "name")
         future = self._admin.delete_topics([name], operation_timeout=self._timeout)[name]
         try:
-            self._wait(future)
+            self._wait(future, f"delete topic {name!r}")
         except KafkaException as exc:
             err = _kafka_error(exc)
             if err is not None and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
@@ -102,6 +111,7 @@ class KafkaAdminClient(Closing):
 
     def describe_topic(self, name: str) -> TopicInfo:
         """Partition count and replication factor of ``name``."""
+        check_topic(name, "name")
         metadata = self._metadata()
         topic = metadata.topics.get(name)
         if topic is None:
@@ -129,17 +139,27 @@ class KafkaAdminClient(Closing):
             # Whole-cluster metadata: asking for one topic could auto-create it on some brokers.
             return self._admin.list_topics(timeout=self._timeout)
         except KafkaException as exc:
+            err = _kafka_error(exc)
+            if err is not None and err.code() == KafkaError._TIMED_OUT:
+                raise AdminTimeoutError(
+                    f"cannot read cluster metadata: no answer within {self._timeout:.1f}s"
+                ) from exc
             raise AdminError(f"cannot read cluster metadata: {exc}") from exc
         finally:
             self._serve_logs()
 
-    def _wait(self, future: Future[Any]) -> Any:
+    def _wait(self, future: Future[Any], what: str) -> Any:
         """The future's result, serving librdkafka's log lines while waiting."""
         deadline = time.monotonic() + self._timeout
         while not future.done() and time.monotonic() < deadline:
             self._admin.poll(0.05)
         self._serve_logs()
-        return future.result(timeout=max(deadline - time.monotonic(), 0.0))
+        try:
+            return future.result(timeout=max(deadline - time.monotonic(), 0.0))
+        except concurrent.futures.TimeoutError:
+            raise AdminTimeoutError(
+                f"{what}: the broker did not answer within {self._timeout:.1f}s"
+            ) from None
 
     def _serve_logs(self) -> None:
         self._admin.poll(0)

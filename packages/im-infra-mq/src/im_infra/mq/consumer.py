@@ -32,6 +32,7 @@ from ._internal.client import build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
 from ._internal.ordering import chains, committable
 from ._internal.tracing import bound_from
+from ._internal.validate import check_topics
 from .dead_letter import dead_letter_headers
 from .errors import ConfigError, ConsumerError, MQError
 from .interfaces import ConsumeCallback
@@ -49,7 +50,8 @@ _CLOCK_EVERY = 16
 _NO_TIMESTAMP = confluent_kafka.TIMESTAMP_NOT_AVAILABLE
 _IGNORED_COMMIT_ERRORS = {KafkaError._NO_OFFSET}
 
-#: Processes one message; raising marks it failed. The core is shared by the sync and the asyncio
+#: Processes one message; raising (or returning an exception instance, the seed's Go form) marks
+#: it failed. The core is shared by the sync and the asyncio
 #: consumers, which differ only in how they run the user's callback.
 Handler = Callable[[Message], object]
 
@@ -148,8 +150,9 @@ class KafkaConsumer(Closing):
     def subscribe(self, topics: Sequence[str], callback: ConsumeCallback) -> None:
         """Join the group on ``topics`` and call ``callback(msg)`` per message until closed.
 
-        Blocks the calling thread. A callback that raises is logged with topic/partition/offset
-        (and retried / dead-lettered when a :class:`RetryPolicy` was given); consumption continues.
+        Blocks the calling thread. A callback that raises, or returns an exception instance (the
+        seed's "returns an error"), has failed: it is logged with topic/partition/offset (and
+        retried / dead-lettered when a :class:`RetryPolicy` was given); consumption continues.
         Returns after :meth:`close`; raises :class:`ConsumerError` on an unrecoverable error.
         """
         self.run(topics, callback)
@@ -199,6 +202,7 @@ class KafkaConsumer(Closing):
         """
         if isinstance(topics, str):
             topics = [topics]
+        topics = check_topics(topics)
         if not topics:
             raise ConsumerError("subscribe needs at least one topic")
         with self._lock:
@@ -279,7 +283,8 @@ class KafkaConsumer(Closing):
                 if plain and not msg.headers:
                     # The hot path: no trace context to bind, no retries.
                     try:
-                        handler(msg)
+                        if (result := handler(msg)) is not None and isinstance(result, Exception):
+                            raise result
                     except Exception as exc:
                         if not self._failed(msg, exc, 1, 1):
                             break
@@ -463,7 +468,8 @@ class KafkaConsumer(Closing):
         while True:
             if failed is None:
                 try:
-                    handler(msg)
+                    if (result := handler(msg)) is not None and isinstance(result, Exception):
+                        raise result  # the seed's Go form: returning an error is a failure
                     return True
                 except Exception as exc:
                     if not self._failed(msg, exc, attempt, attempts):

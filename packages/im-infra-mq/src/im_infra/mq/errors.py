@@ -8,9 +8,11 @@ from __future__ import annotations
 
 __all__ = [
     "AdminError",
+    "AdminTimeoutError",
     "ConfigError",
     "ConsumerError",
     "DeliveryError",
+    "InvalidArgumentError",
     "MQError",
     "ProducerClosedError",
     "QueueFullError",
@@ -34,6 +36,13 @@ class ConfigError(MQError):
     """The ``kafka.yaml`` configuration (or an override) is invalid."""
 
 
+class InvalidArgumentError(MQError, ValueError):
+    """An argument cannot be used as given: a message whose topic, key, value, partition or
+    headers have the wrong type or cannot be encoded as UTF-8, an empty topic name in
+    ``subscribe``. Names the argument and what is wrong with it (never a value's contents).
+    Also a ``ValueError``."""
+
+
 class DeliveryError(MQError):
     """A message could not be delivered to the broker.
 
@@ -51,8 +60,9 @@ class QueueFullError(DeliveryError):
     """The producer's local queue stayed full for the whole back-pressure wait."""
 
 
-class SendTimeoutError(DeliveryError):
-    """``send_sync`` did not get a delivery report within its timeout."""
+class SendTimeoutError(DeliveryError, TimeoutError):
+    """``send_sync`` did not get a delivery report within its timeout (also the builtin
+    ``TimeoutError``)."""
 
 
 class ProducerClosedError(MQError):
@@ -65,6 +75,11 @@ class ConsumerError(MQError):
 
 class AdminError(MQError):
     """An administrative operation (topic create/delete/describe) failed."""
+
+
+class AdminTimeoutError(AdminError, TimeoutError):
+    """The broker did not finish an administrative operation within the admin ``timeout``.
+    Also the builtin ``TimeoutError``."""
 
 
 class TopicExistsError(AdminError):

@@ -7,6 +7,11 @@ Design:
   ``backpressure_timeout`` seconds, for the poller to drain it, then raise :class:`QueueFullError`.
 - ``close`` flushes for ``close_timeout`` seconds, then purges what is left: librdkafka reports each
   purged message, so every callback gets an error; nothing is dropped silently.
+- A fatal librdkafka error (e.g. ``OUT_OF_ORDER_SEQUENCE_NUMBER`` of the idempotent producer after
+  a broker lost acknowledged messages) makes the librdkafka producer unusable for good; its rule
+  is to replace it. The producer does that itself: a new librdkafka producer takes the sends from
+  then on, and every message still queued or in flight in the old one is reported to its callback
+  with a DeliveryError carrying the fatal cause (``code`` = the fatal error's name).
 - The current clog trace id is added as the ``trace_id`` header unless the message has one; while
   an OpenTelemetry span is active, its W3C ``traceparent`` (and ``tracestate``/``baggage``) too,
   again never replacing a header the caller set.
@@ -16,6 +21,7 @@ Design:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -27,9 +33,10 @@ from confluent_kafka import KafkaError, KafkaException
 from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
-from ._internal.client import build_client
+from ._internal.client import build_client, log_client_error
 from ._internal.metrics import ProducerMetrics
 from ._internal.tracing import inject_headers
+from ._internal.validate import check_headers, explain
 from .errors import (
     DeliveryError,
     MQError,
@@ -47,12 +54,57 @@ _POLL_INTERVAL_S = 0.1
 _BATCH_CHUNK = 1000
 _DEFAULT_MESSAGE_TIMEOUT_MS = 300_000
 _PURGED = {"_PURGE_QUEUE", "_PURGE_INFLIGHT"}
+#: How long the poller waits for a replaced producer to report its purged messages.
+_DRAIN_TIMEOUT_S = 10.0
 
 _Headers = dict[str, str | bytes | None]
 _Pending = tuple[_Headers | None, "_Delivery"]
 
 
-def _delivery_error(err: KafkaError, topic: str) -> DeliveryError:
+def _is_fatal(err: KafkaError) -> bool:
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
+
+
+#: Delivery-report errors that only occur as the cause of a fatal error of the idempotent
+#: producer (the per-message copy of the error does not carry the fatal flag).
+_FATAL_CAUSES = frozenset(
+    {
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.PRODUCER_FENCED,
+    }
+)
+
+
+def _fatal_delivery_error(fatal: KafkaError, topic: str) -> DeliveryError:
+    return DeliveryError(
+        f"message for topic {topic!r} was not delivered: the producer hit a fatal error "
+        f"({fatal.name()}: {fatal.str()}) and was replaced; send it again (the broker may "
+        "already have written it)",
+        code=fatal.name(),
+        retriable=True,
+    )
+
+
+class _Generation:
+    """One librdkafka producer's lifetime; ``fatal`` is set when a fatal error ended it, so the
+    delivery reports of its messages carry that cause."""
+
+    __slots__ = ("fatal",)
+
+    def __init__(self) -> None:
+        self.fatal: KafkaError | None = None
+
+
+def _delivery_error(err: KafkaError, topic: str, fatal: KafkaError | None = None) -> DeliveryError:
+    """The DeliveryError for a failed message; ``fatal``: the fatal error that ended the
+    librdkafka producer it was queued in (then purged and fatal reports carry that cause)."""
+    if (_is_fatal(err) or err.code() in _FATAL_CAUSES) and (
+        fatal is None or err.code() != KafkaError._FATAL
+    ):
+        return _fatal_delivery_error(err, topic)
+    if fatal is not None and (err.name() in _PURGED or _is_fatal(err)):
+        return _fatal_delivery_error(fatal, topic)
     name = err.name()
     if name in _PURGED:
         return DeliveryError(
@@ -68,16 +120,21 @@ def _delivery_error(err: KafkaError, topic: str) -> DeliveryError:
 
 
 def _with_trace(msg: Message, trace: _Headers | None) -> _Headers | None:
-    """The headers to send ``msg`` with: its own, plus the ``trace`` headers it does not set."""
+    """The headers to send ``msg`` with: its own (checked: a bad one is an
+    InvalidArgumentError, never a crash in the client), plus the ``trace`` headers it does not
+    set."""
+    own = msg.headers
+    if own:
+        check_headers(own)
     if trace is None:
-        return msg.headers or None  # type: ignore[return-value]  # read-only: never mutated
-    return {**trace, **msg.headers}
+        return own or None  # type: ignore[return-value]  # read-only: never mutated
+    return {**trace, **own}
 
 
 class _Delivery:
     """The delivery hook handed to librdkafka: runs the user's callback with the result."""
 
-    __slots__ = ("callback", "log", "metrics", "tid")
+    __slots__ = ("callback", "generation", "log", "metrics", "tid")
 
     def __init__(
         self,
@@ -85,18 +142,20 @@ class _Delivery:
         tid: str | None,
         log: clog.Logger,
         metrics: ProducerMetrics,
+        generation: _Generation,
     ) -> None:
         self.callback = callback
         self.tid = tid
         self.log = log
         self.metrics = metrics
+        self.generation = generation
 
     def __call__(self, err: KafkaError | None, kmsg: Any) -> None:
         if err is None:
             self.metrics.delivered(kmsg)
             error = None
         else:
-            error = _delivery_error(err, kmsg.topic())
+            error = _delivery_error(err, kmsg.topic(), self.generation.fatal)
             self.metrics.delivery_failed(kmsg, err.name())
         callback = self.callback
         if callback is None:
@@ -152,9 +211,10 @@ class KafkaProducer(Closing):
     ) -> None:
         """Create the producer from ready librdkafka ``properties`` and start its poller."""
         self._log = (logger or clog.get_logger("mq")).named("producer")
-        self._producer, self._properties = build_client(
-            confluent_kafka.Producer, "producer", properties, self._log
-        )
+        self._raw_properties = dict(properties)
+        self._fatal_pending: tuple[_Generation, KafkaError] | None = None
+        self._retired: list[tuple[Any, _Generation]] = []  # replaced, not drained yet
+        self._producer, self._properties, self._generation = self._build()
         timeout_ms = int(properties.get("message.timeout.ms", _DEFAULT_MESSAGE_TIMEOUT_MS))
         self._message_timeout_s = timeout_ms / 1000.0
         self._backpressure_timeout = backpressure_timeout
@@ -230,6 +290,8 @@ class KafkaProducer(Closing):
                         msg = next(pending, None)
                         if msg is None:
                             return queued
+                        if hook.generation is not self._generation:  # replaced after a fatal
+                            hook = self._hook(callback, tid)
                         # (_with_trace's own first case, inlined: no call on the hot path)
                         headers = (
                             None if trace is None and not msg.headers else _with_trace(msg, trace)
@@ -310,6 +372,7 @@ class KafkaProducer(Closing):
         self._stop.set()
         if self._poller is not threading.current_thread():
             self._poller.join()
+        self._drain_retired()
         self._producer.close()
         self._metrics.close()
 
@@ -353,8 +416,15 @@ class KafkaProducer(Closing):
         # sends) avoids one tracked object per message, which would otherwise trigger costly
         # full garbage collections at high send rates.
         hook = self._last_hook
-        if hook is None or hook.callback is not callback or hook.tid != tid:
-            hook = self._last_hook = _Delivery(callback, tid, self._log, self._metrics)
+        if (
+            hook is None
+            or hook.callback is not callback
+            or hook.tid != tid
+            or hook.generation is not self._generation
+        ):
+            hook = self._last_hook = _Delivery(
+                callback, tid, self._log, self._metrics, self._generation
+            )
         return hook
 
     def try_produce(self, msg: Message, pending: _Pending) -> bool:
@@ -382,8 +452,17 @@ class KafkaProducer(Closing):
                 )
         except BufferError:
             return False
+        except (TypeError, ValueError) as exc:  # a field of the wrong type, not UTF-8
+            raise explain(msg, exc) from exc
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and _is_fatal(err) and not self._closed:
+                # The librdkafka producer is dead for good: replace it and send there.
+                pending = self._fatal_pending
+                cause = pending[1] if pending and pending[0] is self._generation else err
+                self._replace_locked(self._generation, cause)
+                hook = self._hook(on_delivery.callback, on_delivery.tid)
+                return self._produce_locked(msg, headers, hook)
             if isinstance(err, KafkaError):
                 self._metrics.failed(msg.topic, err.name())
                 raise _delivery_error(err, msg.topic) from exc
@@ -391,12 +470,95 @@ class KafkaProducer(Closing):
             raise DeliveryError(f"cannot send to topic {msg.topic!r}: {exc}") from exc
         return True
 
-    def _poll_loop(self) -> None:
-        producer = self._producer
-        while not self._stop.is_set():
-            try:
-                producer.poll(_POLL_INTERVAL_S)
-            except Exception:  # a callback bug must not kill delivery reporting
-                if self._stop.is_set():
-                    return  # closed from inside a callback: the client is gone
+    def _build(self) -> tuple[Any, dict[str, Any], _Generation]:
+        """A librdkafka producer from the properties, whose fatal errors are noted for the
+        poller (which replaces it), and its generation."""
+        generation = _Generation()
+        props = dict(self._raw_properties)
+        user_cb = props.get("error_cb")
+        log = self._log
+
+        def on_error(err: KafkaError) -> None:
+            log_client_error(log, "producer", err)
+            if err.fatal():
+                self._note_fatal(generation, err)
+            if callable(user_cb):
+                user_cb(err)
+
+        props["error_cb"] = on_error
+        producer, masked = build_client(confluent_kafka.Producer, "producer", props, log)
+        return producer, masked, generation
+
+    def _note_fatal(self, generation: _Generation, err: KafkaError) -> None:
+        """A fatal error of ``generation``'s producer (from error_cb, or raised by its poll):
+        the poller replaces it; when a send already did (it only saw the generic ``_FATAL``),
+        ``err`` becomes the cause its messages are reported with."""
+        if generation.fatal is not None:
+            if generation.fatal.code() == KafkaError._FATAL:
+                generation.fatal = err
+        else:
+            self._fatal_pending = (generation, err)
+
+    def _replace_locked(self, generation: _Generation, cause: KafkaError) -> None:
+        """Replace the librdkafka producer of ``generation`` after the fatal ``cause`` (caller
+        holds the lock; a no-op when it was already replaced). The old one is drained by the
+        poller: its messages are reported with the cause."""
+        if generation is not self._generation:
+            return
+        old = self._producer
+        self._producer, _, self._generation = self._build()
+        generation.fatal = cause
+        self._last_hook = None
+        self._retired.append((old, generation))
+        self._log.error(
+            "fatal producer error: replaced the librdkafka producer; its queued and in-flight "
+            "messages are reported as failed with this cause",
+            cause=cause.str(),
+            code=cause.name(),
+            undelivered=len(old),
+        )
+
+    def _drain_retired(self) -> None:
+        """Fail every message left in replaced producers: each callback gets the fatal cause.
+
+        The old producer is polled first (its own fatal error, when a send saw only the
+        generic ``_FATAL``, names the real cause), then purged, then polled until it has reported
+        every message (bounded: a poll of a fatal producer may raise instead of serving).
+        """
+        while self._retired:
+            old, generation = self._retired.pop(0)
+            self._serve(old, generation, 0)
+            with contextlib.suppress(KafkaException):
+                old.purge(in_queue=True, in_flight=True, blocking=False)
+            deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+            while len(old) and time.monotonic() < deadline:
+                self._serve(old, generation, _POLL_INTERVAL_S)
+
+    def _serve(self, producer: Any, generation: _Generation, timeout: float) -> None:
+        """Poll ``producer`` (serving its delivery reports and errors); a fatal error it raises
+        is noted for ``generation``."""
+        try:
+            producer.poll(timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and _is_fatal(err):
+                self._note_fatal(generation, err)
+            elif not self._stop.is_set():
                 self._log.exception("producer poll failed")
+        except Exception:  # a callback bug must not kill delivery reporting
+            if not self._stop.is_set():
+                self._log.exception("producer poll failed")
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:  # the pair, consistently (a send may replace the producer)
+                producer, generation = self._producer, self._generation
+            self._serve(producer, generation, _POLL_INTERVAL_S)
+            pending = self._fatal_pending
+            if pending is not None:
+                with self._lock:
+                    self._fatal_pending = None
+                    if not self._closed:
+                        self._replace_locked(*pending)
+            if self._retired:
+                self._drain_retired()

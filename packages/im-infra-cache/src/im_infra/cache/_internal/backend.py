@@ -10,13 +10,12 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.asyncio.connection
-import redis.asyncio.retry
 import redis.asyncio.sentinel
 import redis.cluster
-import redis.retry
 import redis.sentinel
 from redis.backoff import ExponentialBackoff
 
+from im_infra.cache._internal.retry import AsyncGatedRetry, GatedRetry
 from im_infra.cache.config import RedisConfig
 
 
@@ -34,6 +33,7 @@ class Flavor:
     cluster: Any
     cluster_node: Any
     retry: Any
+    """Retry class: redis-py's, gated to what is safe to repeat (``_internal/retry.py``)."""
 
 
 SYNC = Flavor(
@@ -44,7 +44,7 @@ SYNC = Flavor(
     sentinel=redis.sentinel.Sentinel,
     cluster=redis.cluster.RedisCluster,
     cluster_node=redis.cluster.ClusterNode,
-    retry=redis.retry.Retry,
+    retry=GatedRetry,
 )
 ASYNC = Flavor(
     redis=redis.asyncio.Redis,
@@ -54,7 +54,7 @@ ASYNC = Flavor(
     sentinel=redis.asyncio.sentinel.Sentinel,
     cluster=redis.asyncio.cluster.RedisCluster,
     cluster_node=redis.asyncio.cluster.ClusterNode,
-    retry=redis.asyncio.retry.Retry,
+    retry=AsyncGatedRetry,
 )
 
 

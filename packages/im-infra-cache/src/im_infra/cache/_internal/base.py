@@ -3,18 +3,24 @@ bloom filters. Multi-step operations are flows handed to the flavour's ``_drive`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from im_infra.cache._internal import bloom
+from im_infra.cache._internal import bloom, codec
+from im_infra.cache._internal.args import KeyPrefix
 from im_infra.cache._internal.backend import secrets_of
-from im_infra.cache._internal.codec import decode_any
-from im_infra.cache._internal.flow import Flow, script_flow
+from im_infra.cache._internal.codec import Transform, decode_any
+from im_infra.cache._internal.flow import Cmd, Flow, script_flow
 from im_infra.cache._internal.ops import Ops
+from im_infra.cache._internal.tracking import Tracker
 from im_infra.cache.config import RedisConfig
 from im_infra.cache.errors import CacheError
+from im_infra.cache.local import MISS, LocalCache
 from im_infra.cache.script import Script
 from im_infra.cache.serializer import Serializer
+
+if TYPE_CHECKING:
+    from im_infra.cache.features import SlidingWindow, TokenBucket
 
 
 def _first(flow: Flow[list[bool]]) -> Flow[bool]:
@@ -29,6 +35,9 @@ class CacheBase(Ops):
     """State and flow-based operations common to Cache and AsyncCache."""
 
     _lock_class: ClassVar[type[Any]]
+    _aside_class: ClassVar[type[Any]]
+    _limiter_class: ClassVar[type[Any]]
+    _once_class: ClassVar[type[Any]]
 
     def __init__(
         self, client: Any, *, config: RedisConfig, service: str, serializer: Serializer
@@ -37,11 +46,79 @@ class CacheBase(Ops):
         self._execute = client.execute_command
         self._config = config
         self._service = service
-        self._prefix = config.prefix_for(service)
+        self._prefix = KeyPrefix(config.prefix_for(service))
         self._serializer = serializer
         self._secrets = secrets_of(config)
         self._bloom = bloom.BloomState(config.bloom)
         self._closed = False
+        self._local: LocalCache | None = None
+        self._tracker: Tracker | None = None
+        if config.local_cache.prefixes:
+            self._enable_local_cache()
+
+    # -- client-side caching (im_infra.cache.local) ---
+    def _enable_local_cache(self) -> None:
+        cfg = self._config
+        local = self._local = LocalCache(cfg.local_cache, self._prefix, self._service)
+        self._tracker = Tracker(
+            local, cfg.local_cache.ping_interval, cfg.read_timeout, self._secrets
+        )
+        # the GETs of covered keys go through the local cache; writes drop their keys locally
+        self.get = self._local_get_text  # type: ignore[method-assign]
+        self.get_bytes = self._local_get_bytes  # type: ignore[method-assign]
+        self.get_obj = self._local_get_obj  # type: ignore[method-assign]
+        self._run = self._run_tracked  # type: ignore[method-assign]
+
+    @property
+    def local_cache(self) -> LocalCache | None:
+        """The client-side cache (None unless ``localCache.prefixes`` is configured)."""
+        return self._local
+
+    def _local_get_text(self, key: str) -> Any:
+        return self._local_get(key, codec.text)
+
+    def _local_get_bytes(self, key: str) -> Any:
+        return self._local_get(key, None)
+
+    def _local_get_obj(self, key: str) -> Any:
+        return self._local_get(key, self._load)
+
+    def _local_get(self, key: str, transform: Transform) -> Any:
+        full = self._prefix + key
+        local = self._local
+        assert local is not None
+        if not full.startswith(local.prefixes):
+            return self._run(("GET", full), transform)
+        reply = local.lookup(full)
+        if reply is not MISS:
+            return self._ready(reply if transform is None else transform(reply))
+        return self._drive(self._fill_flow(local, full, transform))
+
+    def _fill_flow(self, local: LocalCache, full: str, transform: Transform) -> Flow[Any]:
+        self._start_tracking()  # (here: inside the asyncio driver, the loop is running)
+        token = local.begin(full)
+        try:
+            reply = yield Cmd(("GET", full))
+        except BaseException:
+            if token is not None:
+                local.abort(full, token)
+            raise
+        if token is not None:
+            local.put(full, token, reply)
+        return reply if transform is None else transform(reply)
+
+    def _ready(self, value: Any) -> Any:
+        """``value`` as this flavour returns results (itself, or an awaitable of it)."""
+        raise NotImplementedError
+
+    def _start_tracking(self) -> None:
+        """Start the tracking connection's loop (once)."""
+        raise NotImplementedError
+
+    def _run_tracked(
+        self, args: tuple[Any, ...], transform: Transform = None, node: Any = None
+    ) -> Any:
+        raise NotImplementedError
 
     # -- introspection ---
     @property
@@ -80,6 +157,66 @@ class CacheBase(Ops):
     def _check_open(self) -> None:
         if self._closed:
             raise CacheError("cache is closed")
+
+    def _attempt(
+        self,
+        args: tuple[Any, ...],
+        transform: Callable[[Any], Any],
+        recover: Callable[[BaseException, tuple[Any, ...]], Flow[Any] | None],
+        context: tuple[Any, ...] = (),
+    ) -> Any:
+        """Run one command and ``transform`` its reply; if it fails, run the flow
+        ``recover(redis-py error, context)`` instead (None: raise the CacheError). The fast path of
+        operations whose error handling needs several steps (a limiter's NOSCRIPT reload and
+        fallback): no flow machinery unless something went wrong. The failed command counts
+        as an error in the metrics even when the flow recovers."""
+        raise NotImplementedError
+
+    def _single(self, key: str, make: Callable[[], Flow[Any]]) -> Any:
+        """Run ``make()``'s flow once for every concurrent caller of ``key`` (single flight)."""
+        raise NotImplementedError
+
+    def _spawn(self, flow: Flow[Any]) -> None:
+        """Run ``flow`` in the background."""
+        raise NotImplementedError
+
+    def _close_features(self) -> None:
+        """Stop the features' background machinery (blocking cache)."""
+
+    async def _aclose_features(self) -> None:
+        """Stop the features' background machinery (asyncio cache)."""
+
+    # -- cache-aside, rate limits, idempotency keys ---
+    def aside(
+        self,
+        *,
+        ttl: float | None = None,
+        not_found_ttl: float | None = None,
+        stale_ttl: float | None = None,
+        jitter: float | None = None,
+        lock: bool | None = None,
+        on_undeleted: Callable[[tuple[str, ...]], None] | None = None,
+    ) -> Any:
+        """Cache-aside over this cache (see :mod:`im_infra.cache.aside`); unset arguments come
+        from ``redis.yaml`` ``aside`` on every call (live)."""
+        return self._aside_class(
+            self,
+            ttl=ttl,
+            not_found_ttl=not_found_ttl,
+            stale_ttl=stale_ttl,
+            jitter=jitter,
+            lock=lock,
+            on_undeleted=on_undeleted,
+        )
+
+    def limiter(self, name: str, spec: TokenBucket | SlidingWindow | None = None) -> Any:
+        """A rate limiter named ``name`` (keys ``ratelimit:{name}:{key}``): ``spec``, else the
+        limit ``rateLimit.limits[name]`` of ``redis.yaml`` (read on every call: live)."""
+        return self._limiter_class(self, name, spec)
+
+    def once(self, namespace: str) -> Any:
+        """Idempotency keys under ``namespace`` (keys ``once:{namespace}:{key}``)."""
+        return self._once_class(self, namespace)
 
     # -- scripts ---
     def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:

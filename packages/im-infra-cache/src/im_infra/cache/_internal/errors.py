@@ -5,6 +5,7 @@ from __future__ import annotations
 from redis import exceptions as rex
 
 from im_infra.cache import errors as e
+from im_infra.cache._internal.retry import may_have_run
 
 BACKEND_ERRORS = (rex.RedisError, rex.RedisClusterException)
 """What redis-py raises (RedisClusterException is not a RedisError)."""
@@ -18,11 +19,20 @@ def scrub(message: str, secrets: tuple[str, ...]) -> str:
     return message
 
 
-def translate(exc: BaseException, command: object, secrets: tuple[str, ...]) -> e.CacheError:
+def translate(
+    exc: BaseException, command: object, secrets: tuple[str, ...], *, unsafe: bool = False
+) -> e.CacheError:
     """The CacheError for a redis-py exception raised while running ``command`` (no arguments or
-    values are ever put in the message)."""
+    values are ever put in the message). ``unsafe``: the command is not safe to repeat, so a
+    failure after it may have been sent is a CacheOutcomeUnknown."""
     name = command.decode() if isinstance(command, bytes) else str(command)
     detail = scrub(str(exc) or type(exc).__name__, secrets)
+    if unsafe and may_have_run(exc):
+        return e.CacheOutcomeUnknown(
+            f"redis {name}: outcome unknown, the command may have run and was not retried"
+            f" ({detail})",
+            timed_out=isinstance(exc, rex.TimeoutError),
+        )
     upper = detail.upper()
     cls: type[e.CacheError]
     if isinstance(exc, rex.NoPermissionError) or upper.startswith("NOPERM"):

@@ -1,7 +1,8 @@
 """Sans-I/O flows: multi-step operations written once, run by a blocking or an asyncio driver.
 
-A flow is a generator that yields :class:`Cmd` (run this Redis command, send me the reply) or
-:class:`Sleep` steps; a redis-py exception from a command is thrown into the generator so the flow
+A flow is a generator that yields :class:`Cmd` (run this Redis command, send me the reply),
+:class:`Sleep` or :class:`Call` (run this user function: a loader, a handler) steps; a redis-py
+exception from a command (or the function's exception) is thrown into the generator so the flow
 can react (NOSCRIPT -> reload). :class:`Runner` holds the stepping logic both drivers share; the
 drivers only do the I/O (``execute_command`` / ``time.sleep`` vs their awaitable twins).
 """
@@ -9,7 +10,7 @@ drivers only do the I/O (``execute_command`` / ``time.sleep`` vs their awaitable
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, TypeVar
@@ -37,13 +38,21 @@ class Sleep:
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """Call ``fn()`` (the asyncio driver awaits an awaitable result); the flow receives its
+    result, or its exception thrown in."""
+
+    fn: Callable[[], Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     """The flow returned ``value``."""
 
     value: Any
 
 
-Step = Cmd | Sleep
+Step = Cmd | Sleep | Call
 Flow = Generator[Step, Any, T]
 
 
@@ -63,10 +72,13 @@ class Runner:
         self._command: object = "?"
         self._started: float | None = None
 
-    def advance(self, reply: Any = None, error: BaseException | None = None) -> Cmd | Sleep | Done:
+    def advance(
+        self, reply: Any = None, error: BaseException | None = None, *, unsafe: bool = False
+    ) -> Step | Done:
         """Feed ``reply`` (or throw ``error``) into the flow; return its next step or Done.
 
-        A redis-py exception the flow does not handle is translated into a CacheError here.
+        A redis-py exception the flow does not handle is translated into a CacheError here
+        (``unsafe``: the failed command is not safe to repeat, see ``translate``).
         """
         started, self._started = self._started, None
         if started is not None and error is None:
@@ -76,7 +88,7 @@ class Runner:
         except StopIteration as stop:
             return Done(stop.value)
         except BACKEND_ERRORS as exc:
-            failure = translate(exc, self._command, self._secrets)
+            failure = translate(exc, self._command, self._secrets, unsafe=unsafe)
             if started is not None and error is not None:
                 metrics.failed(failure, self._command, started)
             raise failure from exc

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from im_infra.cache._internal import codec as c
-from im_infra.cache.errors import CacheError, SerializationError
+from im_infra.cache.errors import CacheArgumentError, SerializationError
 
 if TYPE_CHECKING:
     from im_infra.cache.script import Script
@@ -50,6 +50,11 @@ class Ops:
         cls = type(value)
         if cls is str or cls is bytes or cls is int or cls is float:
             return value
+        if value is None:
+            raise CacheArgumentError(
+                "value is None: a miss reads as None, so None cannot be stored"
+                " (delete the key, or store a value of your own that means 'nothing')"
+            )
         if not isinstance(value, bool):  # a bool is not a number here: it is serialized
             if isinstance(value, str | bytes | bytearray | memoryview):
                 return value
@@ -99,7 +104,7 @@ class Ops:
         if expiration:
             args += ("PX", c.milliseconds(expiration))
         if nx and xx:
-            raise CacheError("set: nx and xx are mutually exclusive")
+            raise CacheArgumentError("set: nx and xx are mutually exclusive")
         if nx:
             args.append("NX")
         elif xx:

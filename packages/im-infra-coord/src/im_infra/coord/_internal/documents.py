@@ -33,8 +33,8 @@ def parse_document(raw: bytes | str, source: str) -> dict[str, Any]:
     An empty document is an empty mapping. Anything else that is not a mapping, or that does not
     parse, raises :class:`ConfigError` naming ``source``.
     """
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         if source.endswith(".json"):
             data = json.loads(text) if text.strip() else None
         else:

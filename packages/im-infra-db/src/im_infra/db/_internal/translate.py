@@ -10,6 +10,7 @@ from im_infra.db._internal.sqltext import redact_sql
 from im_infra.db._internal.target import Target
 from im_infra.db.errors import (
     AuthenticationError,
+    CommitOutcomeUnknownError,
     ConnectionLostError,
     DBConnectionError,
     DBError,
@@ -74,6 +75,21 @@ def _reason(orig: BaseException | None, target: Target) -> str:
     return target.scrub(text)
 
 
+_COMMIT_FRAMES = frozenset({"_commit_impl", "_commit_twophase_impl"})
+"""SQLAlchemy's Connection methods that send COMMIT (a DBAPIError raised inside one of them
+happened during the commit; its ``statement`` is None, as for a failed connect)."""
+
+
+def at_commit(exc: BaseException) -> bool:
+    """True when ``exc`` was raised while a COMMIT was in flight."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name in _COMMIT_FRAMES:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _classify_dbapi(exc: sa_exc.DBAPIError, target: Target) -> DBError:
     orig = exc.orig if isinstance(exc.orig, BaseException) else None
     code = _mysql_code(orig)
@@ -81,7 +97,8 @@ def _classify_dbapi(exc: sa_exc.DBAPIError, target: Target) -> DBError:
     reason = _reason(orig, target)
     lower = reason.lower()
     server = target.server
-    connecting = exc.statement is None
+    committing = exc.statement is None and at_commit(exc)
+    connecting = exc.statement is None and not committing
 
     if (
         code in _MYSQL_AUTH
@@ -120,14 +137,21 @@ def _classify_dbapi(exc: sa_exc.DBAPIError, target: Target) -> DBError:
         code in _MYSQL_UNREACHABLE or any(text in lower for text in _UNREACHABLE_TEXT)
     ):
         return ServerUnreachableError(f"cannot reach {server}: {reason}", server=server)
-    if (
+    lost = (
         exc.connection_invalidated
         or code in _MYSQL_LOST
         or (
             isinstance(sqlstate, str)
             and (sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"))
         )
-    ):
+    )
+    if committing and (lost or any(text in lower for text in _UNREACHABLE_TEXT)):
+        return CommitOutcomeUnknownError(
+            f"{server}: connection lost during COMMIT: the transaction may or may not have been"
+            f" committed (check before running it again): {reason}",
+            server=server,
+        )
+    if lost:
         return ConnectionLostError(
             f"{server}: connection lost (the pool will reconnect on next use): {reason}",
             server=server,

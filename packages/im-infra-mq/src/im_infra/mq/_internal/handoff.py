@@ -64,6 +64,13 @@ class CallbackSlot:
         return task is not None and (task is self.task or task in self.workers)
 
 
+async def _checked(callback: Callable[[Message], Awaitable[object]], msg: Message) -> None:
+    """Await ``callback(msg)``; a returned exception instance (the seed's "returns an error")
+    is raised, so that it counts as a failure like a raised one."""
+    if (result := await callback(msg)) is not None and isinstance(result, Exception):
+        raise result
+
+
 class BatchRunner:
     """The ``batch_handler`` of ``subscribe``: runs a batch through ``callback`` on ``loop``.
 
@@ -111,14 +118,17 @@ class BatchRunner:
                 if msg.headers:
                     with bound_from(msg.headers):
                         try:
-                            await callback(msg)
+                            await _checked(callback, msg)
                         except Exception as exc:
                             core.report_failure(msg, exc)
                             if core.retries:
                                 return i, exc
                 else:
-                    try:
-                        await callback(msg)
+                    try:  # the hot path: _checked inlined
+                        if (result := await callback(msg)) is not None and isinstance(
+                            result, Exception
+                        ):
+                            raise result
                     except Exception as exc:
                         core.report_failure(msg, exc)
                         if core.retries:
@@ -204,7 +214,7 @@ class ConcurrentRunner:
                 msg = msgs[i]
                 with bound_from(msg.headers):
                     try:
-                        await callback(msg)
+                        await _checked(callback, msg)
                     except Exception as exc:
                         core.report_failure(msg, exc)
                         if core.retries and not await self.loop.run_in_executor(

@@ -1,0 +1,141 @@
+"""Which commands are retried after a connection error or a timeout, and how that is enforced.
+
+A command whose reply did not come back may have run: the request reached Redis and only the
+reply was late or lost. Running it again is harmless for a read or for a write that sets an
+absolute state with a reply that does not depend on the previous state (``SET k v``), but it runs
+``INCR`` twice. So redis-py's retry loop (its ``Retry`` object, used for connecting, for every
+command and for pipelines) is replaced by :class:`GatedRetry` / :class:`AsyncGatedRetry`, which
+retry an error only when
+
+* it happened while connecting (the command was not sent yet), or
+* the operation in progress is marked safe to repeat (:data:`SAFE`, set by the cache's drivers
+  from :func:`is_safe` of the command, or of every command of a pipeline).
+
+An unsafe command that failed after it may have been sent is reported as
+``CacheOutcomeUnknown`` (see :func:`may_have_run`). docs/cache.md lists the commands retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, TypeVar
+
+import redis.asyncio.retry
+import redis.retry
+from redis import exceptions as rex
+
+T = TypeVar("T")
+
+SAFE: ContextVar[bool] = ContextVar("im_infra_cache_retry_safe", default=False)
+"""True while an operation that is safe to repeat is in progress in this thread/task."""
+
+READS = frozenset(
+    {
+        "BITCOUNT", "DBSIZE", "EXISTS", "GET", "GETBIT", "GETRANGE", "HEXISTS", "HGET",
+        "HGETALL", "HKEYS", "HLEN", "HMGET", "HSTRLEN", "HVALS", "LINDEX", "LLEN", "LRANGE",
+        "MGET", "PFCOUNT", "PING", "PTTL", "SCAN", "SCARD", "SCRIPT EXISTS", "SISMEMBER",
+        "SMEMBERS", "SMISMEMBER", "STRLEN", "TTL", "TYPE", "ZCARD", "ZCOUNT", "ZMSCORE",
+        "ZRANGE", "ZRANGEBYSCORE", "ZRANK", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZREVRANK",
+        "ZSCORE",
+    }
+)  # fmt: skip
+"""Commands that only read."""
+
+IDEMPOTENT_WRITES = frozenset({"MSET", "PEXPIRE", "EXPIRE", "LTRIM", "SCRIPT LOAD"})
+"""Writes that leave the same state and give the same reply when run twice in a row (PEXPIRE /
+EXPIRE without NX/XX/GT/LT: the second run restarts the same TTL a moment later)."""
+
+_SET_UNSAFE_OPTIONS = frozenset({"NX", "GET"})
+"""SET with NX answers "not set" the second time; with GET it returns the value just written."""
+_EXPIRE_OPTIONS = frozenset({"NX", "XX", "GT", "LT"})
+
+_CONNECT_FRAMES = frozenset(
+    {"connect", "connect_check_health", "_connect", "get_connection", "on_connect", "check_health"}
+)
+"""redis-py functions that run before a command is written (connecting, the periodic PING): an
+error raised inside one of them means the command was not sent."""
+
+
+def _name(value: Any) -> str:
+    return (value.decode() if isinstance(value, bytes) else str(value)).upper()
+
+
+def is_safe(args: tuple[Any, ...]) -> bool:
+    """True when the command ``args`` may be run again after an unanswered attempt."""
+    name = _name(args[0])
+    if name in READS:
+        return True
+    if name == "SET":
+        return not any(_name(a) in _SET_UNSAFE_OPTIONS for a in args[3:] if type(a) is not int)
+    if name in {"PEXPIRE", "EXPIRE"}:
+        return not any(_name(a) in _EXPIRE_OPTIONS for a in args[3:])
+    return name in IDEMPOTENT_WRITES
+
+
+def all_safe(commands: Iterable[tuple[Any, ...]]) -> bool:
+    """True when every command may be run again (a pipeline)."""
+    return all(is_safe(args) for args in commands)
+
+
+def connect_phase(exc: BaseException) -> bool:
+    """True when ``exc`` was raised while connecting (the command was not sent)."""
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name in _CONNECT_FRAMES:
+            return True
+        tb = tb.tb_next
+    return isinstance(exc, rex.MaxConnectionsError)
+
+
+def may_have_run(exc: BaseException) -> bool:
+    """True when ``exc`` (a redis-py error) leaves it unknown whether the command ran: the
+    connection failed or timed out after the command may have been written."""
+    return isinstance(exc, rex.ConnectionError | rex.TimeoutError) and not connect_phase(exc)
+
+
+def retryable(exc: Exception) -> bool:
+    """The gate of both retry classes."""
+    return SAFE.get() or connect_phase(exc)
+
+
+def _gate(is_retryable: Callable[[Exception], bool] | None) -> Callable[[Exception], bool]:
+    if is_retryable is None:
+        return retryable
+    inner = is_retryable
+    return lambda exc: inner(exc) and retryable(exc)
+
+
+class GatedRetry(redis.retry.Retry):
+    """redis-py's Retry, repeating only what :func:`retryable` allows."""
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        return super().call_with_retry(do, fail, _gate(is_retryable), with_failure_count)
+
+    def get_retries(self) -> int:
+        """(RedisCluster asks this for its own loop: no retry of an unsafe command there.)"""
+        return super().get_retries() if SAFE.get() else 0
+
+
+class AsyncGatedRetry(redis.asyncio.retry.Retry):
+    """redis.asyncio's Retry, repeating only what :func:`retryable` allows."""
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        return await super().call_with_retry(do, fail, _gate(is_retryable), with_failure_count)
+
+    def get_retries(self) -> int:
+        """(redis.asyncio's RedisCluster asks this for its own loop.)"""
+        return super().get_retries() if SAFE.get() else 0
