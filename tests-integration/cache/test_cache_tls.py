@@ -1,15 +1,17 @@
-"""TLS to an own redis-server (self-signed certificate made with openssl): server verification,
-mutual TLS, the rediss:// URL form, and a typed error when the certificate is not trusted."""
+"""TLS to an own redis-server that accepts TLS only (``--port 0 --tls-port``), with certificates
+from a throwaway CA (``tls_files``): server verification, mutual TLS (``--tls-auth-clients yes``),
+the rediss:// URL form, and :class:`cache.CacheTLSError` (a ``CacheUnavailable``) saying it is a
+certificate problem for a wrong CA, a host name the certificate does not name, and a missing client
+certificate. Both flavours (blocking, asyncio) run every test (``make_cache``)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from backends import free_port
+import redis
+from tls_servers import TLSFiles
 
 from im_infra import cache
 
@@ -22,60 +24,76 @@ FAST = {
 }
 
 
-@pytest.fixture
-def certs(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (it is its own CA) and its key."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("openssl is needed to make the test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-        timeout=60,
+def tls_server(factory: Any, files: TLSFiles, *, mutual: bool) -> int:
+    server = factory(
+        "--tls-cert-file", str(files.server_cert), "--tls-key-file", str(files.server_key),
+        "--tls-ca-cert-file", str(files.ca.cert), "--tls-auth-clients", "yes" if mutual else "no",
+        tls_only=True,
     )  # fmt: skip
-    return cert, key
+    return int(server.port)
 
 
-def tls_server(factory: Any, certs: tuple[Path, Path], *, mutual: bool) -> int:
-    cert, key = certs
-    port = free_port()
-    factory(
-        "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-        "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "yes" if mutual else "no",
-    )  # fmt: skip
-    return int(port)
+def test_server_refuses_plaintext(redis_server_factory: Any, tls_files: TLSFiles) -> None:
+    port = tls_server(redis_server_factory, tls_files, mutual=False)
+    raw = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=2)
+    with pytest.raises(redis.ConnectionError):
+        raw.ping()  # the TLS port does not speak RESP in the clear
+    raw.close()
 
 
 def test_tls_with_server_verification(
-    make_cache: Any, redis_server_factory: Any, certs: tuple[Path, Path]
+    make_cache: Any, redis_server_factory: Any, tls_files: TLSFiles
 ) -> None:
-    port = tls_server(redis_server_factory, certs, mutual=False)
-    cert = str(certs[0])
-    c = make_cache(address=f"127.0.0.1:{port}", tls={"enabled": True, "ca_cert": cert}, **FAST)
+    port = tls_server(redis_server_factory, tls_files, mutual=False)
+    ca = str(tls_files.ca.cert)
+    c = make_cache(address=f"127.0.0.1:{port}", tls={"enabled": True, "ca_cert": ca}, **FAST)
     assert c.set("k", "v") is True
     assert c.get("k") == "v"
-    url = make_cache(address=f"rediss://127.0.0.1:{port}/0", tls={"caCert": cert}, **FAST)
+    url = make_cache(address=f"rediss://127.0.0.1:{port}/0", tls={"caCert": ca}, **FAST)
     assert url.config.tls.enabled
     assert url.ping() is True
-    untrusted = make_cache(address=f"127.0.0.1:{port}", tls={"enabled": True}, **FAST)
-    with pytest.raises(cache.CacheUnavailable):
-        untrusted.get("k")  # self-signed: not in the system store
     insecure = make_cache(
         address=f"127.0.0.1:{port}", tls={"enabled": True, "insecureSkipVerify": True}, **FAST
     )
-    assert insecure.ping() is True
+    assert insecure.ping() is True  # testing only: any certificate, still encrypted
 
 
-def test_mutual_tls(make_cache: Any, redis_server_factory: Any, certs: tuple[Path, Path]) -> None:
-    port = tls_server(redis_server_factory, certs, mutual=True)
-    cert, key = str(certs[0]), str(certs[1])
-    tls = {"enabled": True, "ca_cert": cert, "cert_file": cert, "key_file": key}
+BAD: dict[str, Callable[[TLSFiles], tuple[str, dict[str, str]]]] = {
+    "wrong CA": lambda f: ("127.0.0.1", {"caCert": str(f.wrong_ca.cert)}),
+    "system CAs only": lambda f: ("127.0.0.1", {}),
+    "wrong host name": lambda f: (f.wrong_host, {"caCert": str(f.ca.cert)}),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_certificate_problems_are_typed(
+    make_cache: Any, redis_server_factory: Any, tls_files: TLSFiles, case: str
+) -> None:
+    port = tls_server(redis_server_factory, tls_files, mutual=False)
+    host, tls = BAD[case](tls_files)
+    c = make_cache(address=f"{host}:{port}", tls={"enabled": True, **tls}, **FAST)
+    with pytest.raises(cache.CacheTLSError, match="TLS certificate problem") as info:
+        c.get("k")
+    assert isinstance(info.value, cache.CacheUnavailable)
+    expected = "mismatch" if case == "wrong host name" else "certificate"
+    assert expected in str(info.value).lower()
+
+
+def test_mutual_tls(make_cache: Any, redis_server_factory: Any, tls_files: TLSFiles) -> None:
+    port = tls_server(redis_server_factory, tls_files, mutual=True)
+    ca = str(tls_files.ca.cert)
+    tls = {
+        "enabled": True,
+        "ca_cert": ca,
+        "cert_file": str(tls_files.client_cert),
+        "key_file": str(tls_files.client_key),
+    }
     c = make_cache(address=f"127.0.0.1:{port}", tls=tls, **FAST)
     assert c.set("k", "v") is True
-    anonymous = make_cache(address=f"127.0.0.1:{port}", tls={"enabled": True, "caCert": cert})
-    with pytest.raises(cache.CacheUnavailable):
-        anonymous.get("k")  # no client certificate
+    anonymous = make_cache(address=f"127.0.0.1:{port}", tls={"enabled": True, "caCert": ca}, **FAST)
+    # No client certificate: the server ends the TLS 1.3 session after the client's side of the
+    # handshake completed, so the client reads either the "certificate required" alert or a bare
+    # EOF, depending on timing (a retried connect usually sees the EOF). Either way it is a
+    # CacheTLSError whose message points at the certificate settings.
+    with pytest.raises(cache.CacheTLSError, match=r"tls\.certFile"):
+        anonymous.get("k")

@@ -150,7 +150,7 @@ def test_bad_endpoints_fail_fast_with_typed_errors(tmp_path: Path) -> None:
 
 
 def _enable_auth(endpoint: str, password: str) -> None:
-    import grpc  # type: ignore[import-untyped]
+    import grpc
 
     with grpc.insecure_channel(endpoint) as channel:
         auth = etcdrpc.AuthStub(channel)

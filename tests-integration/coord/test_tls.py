@@ -1,4 +1,9 @@
-"""TLS: an etcd started by this test with server and client certificates (made with openssl)."""
+"""TLS: an etcd started by this test with server and client certificates from the throwaway CA
+of ``tls_servers`` (``tls_files``), requiring client certificates (``--client-cert-auth``).
+
+A wrong CA and a server certificate that does not name the endpoint's host both fail with
+:class:`coord.TLSError` (a ``CoordUnavailable``) saying it is a certificate problem.
+"""
 
 from __future__ import annotations
 
@@ -9,74 +14,26 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backends import free_port
+from tls_servers import TLSFiles
 
 from im_infra import coord
 from im_infra.coord import CoordUnavailable
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _make_certs(d: Path) -> None:
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl(
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=im-infra-test-ca",
-        cwd=d,
-    )
-    for name, usage in (("server", "serverAuth,clientAuth"), ("client", "clientAuth")):
-        (d / f"{name}.ext").write_text(
-            f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"
-        )
-        _openssl(
-            "req",
-            *ec,
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={name}",
-            cwd=d,
-        )
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "1",
-            "-extfile",
-            f"{name}.ext",
-            cwd=d,
-        )
+StartEtcd = Callable[[Path, Path], str]
 
 
-def _healthy(port: int, d: Path) -> bool:
-    ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
-    ctx.load_cert_chain(str(d / "client.pem"), str(d / "client.key"))
+def _healthy(port: int, files: TLSFiles) -> bool:
+    ctx = ssl.create_default_context(cafile=str(files.ca.cert))
+    ctx.check_hostname = False  # the server certificate may name another host on purpose
+    ctx.load_cert_chain(str(files.client_cert), str(files.client_key))
     try:
         with (
             socket.create_connection(("127.0.0.1", port), timeout=1) as raw,
@@ -88,93 +45,96 @@ def _healthy(port: int, d: Path) -> bool:
 
 
 @pytest.fixture
-def tls_etcd(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is needed to make the test certificates (apt-get install openssl)")
+def start_etcd(tmp_path: Path, tls_files: TLSFiles) -> Iterator[StartEtcd]:
+    """start_etcd(server_cert, server_key) -> "127.0.0.1:port" of a TLS-only etcd."""
     etcd = shutil.which("etcd")
     if etcd is None:
         pytest.fail("no etcd binary: run `scripts/devstack up` first")
-    _make_certs(tmp_path)
-    port, peer = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
-    log = (tmp_path / "etcd.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            etcd,
-            "--name",
-            "tls",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--listen-client-urls",
-            f"https://127.0.0.1:{port}",
-            "--advertise-client-urls",
-            f"https://127.0.0.1:{port}",
-            "--listen-peer-urls",
-            f"http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls",
-            f"http://127.0.0.1:{peer}",
-            "--initial-cluster",
-            f"tls=http://127.0.0.1:{peer}",
-            "--cert-file",
-            str(tmp_path / "server.pem"),
-            "--key-file",
-            str(tmp_path / "server.key"),
-            "--trusted-ca-file",
-            str(tmp_path / "ca.pem"),
-            "--client-cert-auth",
-            "--heartbeat-interval",
-            "10",
-            "--election-timeout",
-            "100",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    try:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(cert: Path, key: Path) -> str:
+        root = tmp_path / f"etcd{len(procs)}"
+        root.mkdir()
+        port, peer = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+        with (root / "etcd.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [etcd, "--name", "tls", "--data-dir", str(root / "data"),
+                 "--listen-client-urls", f"https://127.0.0.1:{port}",
+                 "--advertise-client-urls", f"https://127.0.0.1:{port}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                 "--initial-cluster", f"tls=http://127.0.0.1:{peer}",
+                 "--cert-file", str(cert), "--key-file", str(key),
+                 "--trusted-ca-file", str(tls_files.ca.cert), "--client-cert-auth",
+                 "--heartbeat-interval", "10", "--election-timeout", "100"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+        procs.append(proc)
         deadline = time.monotonic() + 30
-        while not _healthy(port, tmp_path):
+        while not _healthy(port, tls_files):
             if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail("TLS etcd did not start:\n" + (tmp_path / "etcd.log").read_text())
+                pytest.fail("TLS etcd did not start:\n" + (root / "etcd.log").read_text())
             time.sleep(0.1)
-        yield f"127.0.0.1:{port}", tmp_path
-    finally:
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for proc in procs:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        log.close()
 
 
-def test_tls_with_client_certificate(tls_etcd: tuple[str, Path]) -> None:
-    endpoint, d = tls_etcd
-    with coord.connect(
-        endpoint,
-        ca_cert=str(d / "ca.pem"),
-        cert_cert=str(d / "client.pem"),
-        cert_key=str(d / "client.key"),
-        timeout=3,
-    ) as p:
+@pytest.fixture
+def tls_etcd(start_etcd: StartEtcd, tls_files: TLSFiles) -> str:
+    return start_etcd(tls_files.server_cert, tls_files.server_key)
+
+
+def _client(files: TLSFiles, **changes: str) -> dict[str, Any]:
+    return {
+        "ca_cert": str(files.ca.cert),
+        "cert_cert": str(files.client_cert),
+        "cert_key": str(files.client_key),
+        **changes,
+    }
+
+
+def test_tls_with_client_certificate(tls_etcd: str, tls_files: TLSFiles) -> None:
+    with coord.connect(tls_etcd, timeout=3, **_client(tls_files)) as p:
         p.config.set("tls.yaml", "secure: true\n")
         assert p.config.get_document("tls.yaml") == {"secure": True}
         with p.lock.acquire("tls-lock", ttl=2, timeout=3):
             pass
     # https:// in the endpoint also turns TLS on
-    with coord.connect(
-        f"https://{endpoint}",
-        ca_cert=str(d / "ca.pem"),
-        cert_cert=str(d / "client.pem"),
-        cert_key=str(d / "client.key"),
-        timeout=3,
-    ) as p:
+    with coord.connect(f"https://{tls_etcd}", timeout=3, **_client(tls_files)) as p:
         assert p.config.get_document("tls.yaml") == {"secure": True}
 
 
-def test_tls_refused_without_client_cert_or_tls(tls_etcd: tuple[str, Path]) -> None:
-    endpoint, d = tls_etcd
-    with coord.connect(endpoint, ca_cert=str(d / "ca.pem"), timeout=1) as p:
+def test_tls_refused_without_client_cert_or_tls(tls_etcd: str, tls_files: TLSFiles) -> None:
+    with coord.connect(tls_etcd, ca_cert=str(tls_files.ca.cert), timeout=1) as p:
         start = time.monotonic()
-        with pytest.raises(CoordUnavailable, match=endpoint):
+        with pytest.raises(CoordUnavailable, match=tls_etcd):
             p.config.get("tls.yaml")
         assert time.monotonic() - start < 3
-    with coord.connect(endpoint, timeout=1) as p, pytest.raises(CoordUnavailable):
+    with coord.connect(tls_etcd, timeout=1) as p, pytest.raises(CoordUnavailable):
         p.config.get("tls.yaml")
+
+
+def test_wrong_ca_is_a_certificate_error(tls_etcd: str, tls_files: TLSFiles) -> None:
+    client = _client(tls_files, ca_cert=str(tls_files.wrong_ca.cert))
+    with coord.connect(tls_etcd, timeout=1, **client) as p:
+        with pytest.raises(coord.TLSError, match="TLS certificate problem") as info:
+            p.config.get("tls.yaml")
+        assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+        assert isinstance(info.value, CoordUnavailable)
+
+
+def test_wrong_host_is_a_certificate_error(
+    start_etcd: StartEtcd, tls_files: TLSFiles, tmp_path: Path
+) -> None:
+    """The server's certificate names another host (the CA is right)."""
+    cert, key = tls_files.ca.issue(tmp_path, "other", "DNS:other.invalid", "serverAuth,clientAuth")
+    endpoint = start_etcd(cert, key)
+    with coord.connect(endpoint, timeout=1, **_client(tls_files)) as p:
+        with pytest.raises(coord.TLSError, match="TLS certificate problem") as info:
+            p.config.get("tls.yaml")
+        assert "hostname verification" in str(info.value).lower()

@@ -23,6 +23,11 @@ BENCHES: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["lock_p50_ms"],
     ),
     "cache": (["--rounds", "1", "--ops", "200"], ["IM_INFRA_REDIS_URL"], []),
+    "grpc": (
+        ["--rounds", "1", "--calls", "200"],
+        ["IM_INFRA_ETCD_ENDPOINTS"],
+        ["call_ratio_vs_plain_channel", "aio_call_ratio_vs_plain_channel"],
+    ),
     "db": (["--ops", "50", "--no-bare"], ["IM_INFRA_PG_URL", "IM_INFRA_MYSQL_URL"], []),
     "mq": (
         [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -158,3 +159,28 @@ def test_translation(exc: Exception, cls: type[cache.CacheError]) -> None:
     assert type(err) is cls
     assert "pw1" not in str(err)
     assert str(err).startswith("redis GET: ")
+
+
+def _raised_from(cause: BaseException) -> rex.ConnectionError:
+    """A ConnectionError raised while handling ``cause``, as redis-py's connect() does."""
+    try:
+        try:
+            raise cause
+        except OSError as exc:
+            raise rex.ConnectionError("Error 1 connecting to h:6380.") from exc
+    except rex.ConnectionError as wrapped:
+        return wrapped
+
+
+def test_tls_failures_are_typed() -> None:
+    verify = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED]")
+    verify.verify_message = "Hostname mismatch, certificate is not valid for 'h'."
+    err = translate(_raised_from(verify), "GET", ())
+    assert type(err) is cache.CacheTLSError
+    assert isinstance(err, cache.CacheUnavailable)
+    assert "TLS certificate problem: Hostname mismatch" in str(err)
+    alert = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED]")
+    alert.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert "certificate required" in str(translate(_raised_from(alert), "GET", ()))
+    plain = _raised_from(ConnectionRefusedError(111, "Connection refused"))
+    assert type(translate(plain, "GET", ())) is cache.CacheUnavailable

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
+import grpc
 import pytest
 
-from im_infra.coord import AuthenticationError, ConfigError, CoordError, CoordUnavailable
+from im_infra.coord import (
+    AuthenticationError,
+    ConfigError,
+    CoordError,
+    CoordUnavailable,
+    TLSError,
+)
 from im_infra.coord._internal.etcd import EtcdClient, _channel_options
 
 
-class FakeRpcError(grpc.RpcError):  # type: ignore[misc]
+class FakeRpcError(grpc.RpcError):
     def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
         super().__init__()
         self._code = code
@@ -60,6 +66,27 @@ def test_all_endpoints_down_names_each(client: EtcdClient) -> None:
     assert "put 'k'" in msg
     for port in (1, 2, 3):
         assert f"127.0.0.1:{port}: slow 127.0.0.1:{port}" in msg
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:2: Tls handshake"
+        " failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: CERTIFICATE_VERIFY_FAILED",
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:2: Custom "
+        "verification check failed with error: UNAUTHENTICATED: Hostname Verification Check "
+        "failed.",
+    ],
+)
+def test_tls_failure_on_any_endpoint_is_a_tls_error(client: EtcdClient, detail: str) -> None:
+    def rpc(ep: Any, timeout: float) -> str:
+        text = detail if ep.target == "127.0.0.1:2" else "connection refused"
+        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, text)
+
+    with pytest.raises(TLSError, match="TLS certificate problem") as info:
+        client._call(rpc, "get 'k'")
+    assert isinstance(info.value, CoordUnavailable)
+    assert "127.0.0.1:1: connection refused" in str(info.value)  # every endpoint still named
 
 
 def test_endpoint_coming_back_within_the_budget_is_used(client: EtcdClient) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import psycopg
 import pymysql  # type: ignore[import-untyped]
 import pytest
@@ -147,3 +149,45 @@ def test_sqlite_missing_file_is_unknown_database() -> None:
     error = translate(_wrap(sqlite3.OperationalError("unable to open database file"), None), target)
     assert type(error) is db.UnknownDatabaseError
     assert "sqlite /no/such/dir/x.db" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("orig", "target"),
+    [
+        (
+            psycopg.OperationalError(
+                'connection failed: connection to server at "::1", port 5432 failed: Connection '
+                'refused\nconnection to server at "10.0.0.6", port 5432 failed: server certificate'
+                ' for "10.0.0.6" does not match host name "db"'
+            ),
+            PG,
+        ),
+        (
+            pymysql.err.OperationalError(
+                2003,
+                "Can't connect to MySQL server on 'db' ([SSL: CERTIFICATE_VERIFY_FAILED] "
+                "certificate verify failed: Hostname mismatch (_ssl.c:1006))",
+            ),
+            MYSQL,
+        ),
+    ],
+)
+def test_certificate_problems(orig: Exception, target: Target) -> None:
+    """Any line about a certificate wins over the first line (libpq: one per address tried)."""
+    error = translate(_wrap(orig, None), target)
+    assert type(error) is db.TLSCertificateError
+    assert "TLS certificate problem" in str(error)
+    assert "does not match" in str(error) or "Hostname mismatch" in str(error)
+
+
+def test_certificate_error_found_in_the_cause() -> None:
+    """aiomysql keeps the ssl error only as the cause of a generic 2003."""
+    orig = pymysql.err.OperationalError(2003, "Can't connect to MySQL server on 'db'")
+    cause = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] ...")
+    cause.verify_message = "self-signed certificate in certificate chain"
+    orig.__cause__ = cause
+    error = translate(_wrap(orig, None), MYSQL)
+    assert type(error) is db.TLSCertificateError
+    assert "self-signed certificate" in str(error)
+    plain = pymysql.err.OperationalError(2003, "Can't connect to MySQL server on 'db' (111)")
+    assert type(translate(_wrap(plain, None), MYSQL)) is db.ServerUnreachableError

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from confluent_kafka import KafkaError
 
-from im_infra.mq import Message, RetryPolicy
-from im_infra.mq._internal.client import redacted
+from im_infra.mq import (
+    AdminError,
+    AuthenticationError,
+    ConsumerError,
+    DeliveryError,
+    Message,
+    RetryPolicy,
+)
+from im_infra.mq._internal.client import AuthFailure, redacted
 
 
 def test_message_defaults_and_trace_id() -> None:
@@ -51,3 +59,20 @@ def test_redacted_masks_secrets_and_drops_callbacks() -> None:
         "sasl.username": "u",
         "linger.ms": 5,
     }
+
+
+def test_auth_failure_records_only_authentication_errors() -> None:
+    auth = AuthFailure()
+    auth.record(KafkaError(KafkaError._TRANSPORT, "connection refused"))
+    assert auth.error("x") is None
+    assert auth.take_fresh() is False
+    auth.record(KafkaError(KafkaError._AUTHENTICATION, "SCRAM failed: unknown-user"))
+    assert auth.take_fresh() is True
+    assert auth.take_fresh() is False  # acted on once
+    error = auth.error("send to 't'")
+    assert isinstance(error, AuthenticationError)
+    # one type, caught by each operation family's handler
+    assert isinstance(error, DeliveryError | AdminError | ConsumerError)
+    assert error.code == "_AUTHENTICATION"
+    assert error.retriable is False
+    assert "SASL authentication failed: SCRAM failed: unknown-user" in str(error)

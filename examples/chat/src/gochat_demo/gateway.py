@@ -3,7 +3,10 @@
 Usable in-process (:meth:`Gateway.accept`, what the demo's load generator calls) and over HTTP
 (:func:`serve`: ``POST /messages`` with ``{"conversation", "sender", "text"}``; an
 ``X-Trace-Id`` request header is honoured, else a new trace id is made). Over HTTP each sender is
-rate limited (``429`` with ``Retry-After`` beyond the limit).
+rate limited (``429`` with ``Retry-After`` beyond the limit). ``GET
+/conversations/{id}/messages`` asks the logic workers over gRPC, by service name through the
+registry (coord's balanced channel: round robin over the live workers, retried on another
+worker if one dies, the trace id in the call's metadata).
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from gochat_demo.schema import TOPIC, ChatMessage
+import grpc
+
+from gochat_demo.schema import GET_MESSAGES, LOGIC_SERVICE, TOPIC, ChatMessage
 from im_infra import cache, clog, coord, mq, uid
+from im_infra.coord import rpc
 
 SERVICE = "im-gateway"
 SEND_LIMIT = cache.TokenBucket(rate=20, burst=40)
@@ -30,7 +36,10 @@ class Gateway:
         run_id: str = "http",
         topic: str = TOPIC,
         send_limit: cache.TokenBucket | cache.SlidingWindow | None = None,
+        logic_group: str | None = None,
     ) -> None:
+        """``logic_group``: call only the logic workers of that consumer group (their
+        registration's ``group`` metadata); default: every registered worker."""
         self.topic = topic
         self.log = clog.get_logger("gateway")
         self.run_id = run_id
@@ -39,6 +48,15 @@ class Gateway:
         self.cache = cache.new(SERVICE, coord=provider)
         configured = "send" in self.cache.config.rate_limit.limits
         self.sends = self.cache.limiter("send", send_limit or (None if configured else SEND_LIMIT))
+        self.logic = rpc.channel(
+            provider.registry,
+            LOGIC_SERVICE,
+            idempotent={GET_MESSAGES},
+            filters=None if logic_group is None else {"group": logic_group},
+        )
+        self._get_messages: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.logic.unary_unary(
+            GET_MESSAGES
+        )
         self._lock = threading.Lock()
         self.acked = 0
         self.failed = 0
@@ -83,7 +101,15 @@ class Gateway:
         self.log.info("message accepted", msg_id=chat.msg_id, conversation=conversation)
         return chat
 
+    def messages(self, conversation: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The conversation's newest messages, from a logic worker over gRPC."""
+        reply: dict[str, Any] = json.loads(
+            self._get_messages(conversation.encode(), timeout=timeout)
+        )
+        return reply
+
     def close(self) -> None:
+        self.logic.close()
         self.producer.close()
         self.cache.close()
         self.ids.close()
@@ -93,6 +119,19 @@ def serve(gateway: Gateway, host: str, port: int) -> ThreadingHTTPServer:
     """An HTTP front for :class:`Gateway` (returns the server; call ``serve_forever``)."""
 
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = self.path.strip("/").split("/")
+            if len(parts) != 3 or parts[0] != "conversations" or parts[2] != "messages":
+                self._reply(404, {"error": "not found"})
+                return
+            with clog.trace_context(self.headers.get("X-Trace-Id") or None) as tid:
+                try:
+                    doc = gateway.messages(parts[1])
+                except grpc.RpcError as exc:
+                    self._reply(503, {"error": f"logic unavailable: {exc.code().name}"})
+                    return
+            self._reply(200, {**doc, "trace_id": tid})
+
         def do_POST(self) -> None:
             if self.path != "/messages":
                 self._reply(404, {"error": "not found"})

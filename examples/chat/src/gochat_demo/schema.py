@@ -11,6 +11,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 TOPIC = "gochat.messages.upstream"
 CACHE_KEEP = 50
+LOGIC_SERVICE = "im-logic"
+#: The logic workers' gRPC method: conversation id (UTF-8) in, JSON
+#: ``{"served_by": worker, "messages": [ChatMessage fields + trace_id, newest first]}`` out.
+GET_MESSAGES = "/gochat.Logic/GetMessages"
 
 
 @dataclass(frozen=True)

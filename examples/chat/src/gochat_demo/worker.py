@@ -1,27 +1,37 @@
 """The logic worker: consume chat messages, store each once, keep recent ones in Redis.
 
 Run as its own process (``python -m gochat_demo.worker``): the demo starts one, and the
-integration test SIGKILLs it mid-stream and starts another. SIGTERM/SIGINT stop it gracefully in
-the documented order: the consumer finishes the message in hand and commits, then the cache and
-db close, then coord deregisters and revokes its leases.
+integration test SIGKILLs it mid-stream and starts another. Each worker also serves
+:data:`~gochat_demo.schema.GET_MESSAGES` over gRPC (a conversation's stored messages),
+registered under ``im-logic`` with coord's ``rpc.register_server``; the gateway calls it by
+name. SIGTERM/SIGINT stop it gracefully: the consumer finishes the message in hand and commits,
+then the gRPC server deregisters and drains its calls, then the cache and db close, then coord
+revokes its leases.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
+from typing import Any
 
+import grpc
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from gochat_demo.history import page_key
 from gochat_demo.schema import (
     CACHE_KEEP,
+    GET_MESSAGES,
+    LOGIC_SERVICE,
     TOPIC,
     Base,
     ChatMessage,
@@ -31,8 +41,9 @@ from gochat_demo.schema import (
 )
 from gochat_demo.telemetry import serve_metrics
 from im_infra import cache, clog, coord, db, mq
+from im_infra.coord import rpc
 
-SERVICE = "im-logic"
+SERVICE = LOGIC_SERVICE
 GROUP = "im-logic"
 
 
@@ -112,6 +123,27 @@ class Worker:
             return False
         return True
 
+    def recent(self, conversation: str, limit: int = CACHE_KEEP) -> list[dict[str, Any]]:
+        """The conversation's newest stored messages, newest first."""
+        query = (
+            select(StoredMessage)
+            .where(StoredMessage.conversation == conversation)
+            .order_by(StoredMessage.msg_id.desc())
+            .limit(limit)
+        )
+        with self.db.session() as s:
+            return [
+                {
+                    "msg_id": m.msg_id,
+                    "conversation": m.conversation,
+                    "sender": m.sender,
+                    "text": m.text,
+                    "sent_at": m.sent_at,
+                    "trace_id": m.trace_id,
+                }
+                for m in s.scalars(query)
+            ]
+
     def run(self) -> None:
         self.consumer.subscribe([self.topic], self.handle)
 
@@ -119,6 +151,28 @@ class Worker:
         self.consumer.close()
         self.cache.close()
         self.db.close()
+
+
+def serve_rpc(worker: Worker, name: str, host: str) -> tuple[grpc.Server, int]:
+    """A started gRPC server for :data:`GET_MESSAGES` on a free port of ``host``."""
+
+    def get_messages(request: bytes, context: grpc.ServicerContext) -> bytes:
+        conversation = request.decode()
+        messages = worker.recent(conversation)
+        worker.log.info("messages read", conversation=conversation, count=len(messages))
+        return json.dumps({"served_by": name, "messages": messages}).encode()
+
+    service, method = GET_MESSAGES.strip("/").split("/")
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(get_messages)
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=8), interceptors=[rpc.TraceServerInterceptor()]
+    )
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(service, {method: handler})]
+    )
+    port = server.add_insecure_port(f"{host}:0")
+    server.start()
+    return server, port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,15 +183,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--metrics-port", type=int, default=0, help="Prometheus /metrics port (0: a free one)"
     )
+    ap.add_argument("--rpc-host", default="127.0.0.1", help="the address the gRPC server binds")
     args = ap.parse_args(argv)
     clog.init(service=SERVICE)
     log = clog.get_logger("logic")
     metrics_port = serve_metrics(args.metrics_port)
     with coord.connect(service=SERVICE) as provider:
         worker = Worker(provider, args.name, args.topic, args.group)
-        me = coord.ServiceInstance(SERVICE, args.name, f"pid:{os.getpid()}", {"group": args.group})
-        provider.registry.register(me, ttl=10)
-        log.info("worker started", instance=args.name, metrics_port=metrics_port)
+        server, rpc_port = serve_rpc(worker, args.name, args.rpc_host)
+        reg = rpc.register_server(
+            provider.registry,
+            server,
+            SERVICE,
+            f"{args.rpc_host}:{rpc_port}",
+            instance_id=args.name,
+            metadata={"group": args.group},
+            drain_delay=0.5,
+            grace=5,
+        )
+        log.info("worker started", instance=args.name, metrics_port=metrics_port, rpc_port=rpc_port)
 
         def stop(signum: int, _frame: FrameType | None) -> None:
             log.info("stopping", signal=signal.Signals(signum).name)
@@ -150,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             worker.run()
         finally:
+            reg.stop()  # deregister, then drain the gRPC calls in flight (they read the db)
             worker.close()
-            provider.registry.deregister(me)
             log.info("worker stopped", instance=args.name)
     return 0
 

@@ -16,6 +16,7 @@ __all__ = [
     "CacheOutcomeUnknown",
     "CachePermissionError",
     "CacheResponseError",
+    "CacheTLSError",
     "CacheTimeout",
     "CacheUnavailable",
     "CacheWatchError",
@@ -62,6 +63,12 @@ class CacheOutcomeUnknown(CacheUnavailable):
         super().__init__(message)
         self.timed_out = timed_out
         """True when the reply did not come within ``readTimeout``."""
+
+
+class CacheTLSError(CacheUnavailable):
+    """The TLS handshake with Redis failed: most often a certificate problem (the server's is
+    not signed by ``tls.caCert`` or does not name the host connected to, or the server refused
+    or wanted a client certificate). The message says which."""
 
 
 class CacheAuthError(CacheError):

@@ -30,6 +30,7 @@ from im_infra.coord.errors import (
     LockLost,
     LockTimeout,
     NoInstanceAvailable,
+    TLSError,
 )
 from im_infra.coord.instance import EtcdInstancer
 from im_infra.coord.lock import DistributedLock, EtcdLocker
@@ -65,6 +66,7 @@ __all__ = [
     "Provider",
     "ServiceInstance",
     "ServiceRegistry",
+    "TLSError",
     "WatchHandle",
     "connect",
     "load_component_config",

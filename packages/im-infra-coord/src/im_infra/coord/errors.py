@@ -15,6 +15,7 @@ __all__ = [
     "LockLost",
     "LockTimeout",
     "NoInstanceAvailable",
+    "TLSError",
 ]
 
 
@@ -24,6 +25,12 @@ class CoordError(Exception):
 
 class CoordUnavailable(CoordError):  # noqa: N818 (names fixed by the shared contract)
     """No etcd endpoint answered within the timeout (all down, unreachable or too slow)."""
+
+
+class TLSError(CoordUnavailable):
+    """No endpoint could be reached because the TLS handshake failed: the server certificate is
+    not signed by ``ca_cert`` or does not name the endpoint's host, or the client certificate was
+    refused. The message says "TLS certificate problem" and what the handshake reported."""
 
 
 class AuthenticationError(CoordError):

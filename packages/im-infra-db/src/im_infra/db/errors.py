@@ -25,6 +25,7 @@ __all__ = [
     "QueryError",
     "ServerUnreachableError",
     "StatementTimeoutError",
+    "TLSCertificateError",
     "TLSError",
     "TransactionConflictError",
     "TransactionError",
@@ -76,6 +77,11 @@ class UnknownDatabaseError(DBConnectionError):
 
 class TLSError(DBConnectionError):
     """TLS was required but could not be established (server without TLS, bad certificate)."""
+
+
+class TLSCertificateError(TLSError):
+    """A certificate was not accepted: the server's is not signed by ``tls.caFile`` or does not
+    name the host connected to, or the client certificate was refused or is missing."""
 
 
 class ConnectionLostError(DBConnectionError):

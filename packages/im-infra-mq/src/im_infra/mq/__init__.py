@@ -30,6 +30,7 @@ from .dead_letter import DeadLetter, read_dead_letter
 from .errors import (
     AdminError,
     AdminTimeoutError,
+    AuthenticationError,
     ConfigError,
     ConsumerError,
     DeliveryError,
@@ -73,6 +74,7 @@ __all__ = [
     "AsyncConsumeCallback",
     "AsyncConsumer",
     "AsyncProducer",
+    "AuthenticationError",
     "CommonConfig",
     "ConfigError",
     "ConsumeCallback",

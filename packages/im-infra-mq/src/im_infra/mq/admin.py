@@ -15,7 +15,7 @@ from confluent_kafka.cimpl import NewTopic
 from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
-from ._internal.client import build_client
+from ._internal.client import AuthFailure, build_client
 from ._internal.validate import check_topic
 from .admin_types import TopicInfo
 from .errors import AdminError, AdminTimeoutError, TopicExistsError, TopicNotFoundError
@@ -45,8 +45,9 @@ class KafkaAdminClient(Closing):
         # librdkafka's log lines go to stdlib logging (so clog) like the other clients'; an
         # admin client has no poller thread, so they are served while waiting for each
         # operation and after it (confluent-kafka-python#1734).
+        self._auth = AuthFailure()
         self._admin, self._properties = build_client(
-            _RdkAdminClient, "admin", properties, self._log
+            _RdkAdminClient, "admin", properties, self._log, auth=self._auth
         )
         self._closed = False
 
@@ -137,16 +138,21 @@ class KafkaAdminClient(Closing):
         self._check_open()
         try:
             # Whole-cluster metadata: asking for one topic could auto-create it on some brokers.
-            return self._admin.list_topics(timeout=self._timeout)
+            metadata = self._admin.list_topics(timeout=self._timeout)
         except KafkaException as exc:
+            self._serve_logs()  # error_cb reports (an authentication refusal) come with poll
+            what = "cannot read cluster metadata"
+            refused = self._auth.error(what)
+            if refused is not None:
+                raise refused from exc
             err = _kafka_error(exc)
             if err is not None and err.code() == KafkaError._TIMED_OUT:
-                raise AdminTimeoutError(
-                    f"cannot read cluster metadata: no answer within {self._timeout:.1f}s"
-                ) from exc
-            raise AdminError(f"cannot read cluster metadata: {exc}") from exc
+                raise AdminTimeoutError(f"{what}: no answer within {self._timeout:.1f}s") from exc
+            raise AdminError(f"{what}: {exc}") from exc
         finally:
             self._serve_logs()
+        self._auth.reason = None  # the broker answered: any earlier refusal is over
+        return metadata
 
     def _wait(self, future: Future[Any], what: str) -> Any:
         """The future's result, serving librdkafka's log lines while waiting."""
@@ -155,11 +161,18 @@ class KafkaAdminClient(Closing):
             self._admin.poll(0.05)
         self._serve_logs()
         try:
-            return future.result(timeout=max(deadline - time.monotonic(), 0.0))
-        except concurrent.futures.TimeoutError:
-            raise AdminTimeoutError(
-                f"{what}: the broker did not answer within {self._timeout:.1f}s"
-            ) from None
+            result = future.result(timeout=max(deadline - time.monotonic(), 0.0))
+        except (KafkaException, concurrent.futures.TimeoutError) as exc:
+            refused = self._auth.error(what)
+            if refused is not None:
+                raise refused from exc
+            if isinstance(exc, concurrent.futures.TimeoutError):
+                raise AdminTimeoutError(
+                    f"{what}: the broker did not answer within {self._timeout:.1f}s"
+                ) from None
+            raise
+        self._auth.reason = None
+        return result
 
     def _serve_logs(self) -> None:
         self._admin.poll(0)

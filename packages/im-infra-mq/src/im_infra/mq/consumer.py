@@ -28,7 +28,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
-from ._internal.client import build_client
+from ._internal.client import AuthFailure, build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
 from ._internal.ordering import chains, committable
 from ._internal.tracing import bound_from
@@ -115,8 +115,9 @@ class KafkaConsumer(Closing):
         self._dlq_lock = threading.Lock()
         self._in_worker = _WorkerFlag()  # set on the concurrency pool's threads
         self._log = (logger or clog.get_logger("mq")).named("consumer")
+        self._auth = AuthFailure()
         self._consumer, self._properties = build_client(
-            confluent_kafka.Consumer, "consumer", properties, self._log
+            confluent_kafka.Consumer, "consumer", properties, self._log, auth=self._auth
         )
         self._group_id = str(properties.get("group.id", ""))
         self._retry = retry
@@ -153,7 +154,9 @@ class KafkaConsumer(Closing):
         Blocks the calling thread. A callback that raises, or returns an exception instance (the
         seed's "returns an error"), has failed: it is logged with topic/partition/offset (and
         retried / dead-lettered when a :class:`RetryPolicy` was given); consumption continues.
-        Returns after :meth:`close`; raises :class:`ConsumerError` on an unrecoverable error.
+        Returns after :meth:`close`; raises :class:`ConsumerError` on an unrecoverable error,
+        :class:`AuthenticationError` (a ``ConsumerError``) when the broker refuses the SASL
+        credentials (as the Java client's ``poll`` does; librdkafka alone would keep retrying).
         """
         self.run(topics, callback)
 
@@ -222,7 +225,7 @@ class KafkaConsumer(Closing):
             )
             self._subscribed = True
             self._log.info("subscribed", topics=list(topics), group_id=self._group_id)
-            metrics, consume_batch = self._metrics, self._consume_batch
+            metrics, consume_batch, auth = self._metrics, self._consume_batch, self._auth
             if batch_handler is not None:
                 hand_over = batch_handler
 
@@ -234,6 +237,10 @@ class KafkaConsumer(Closing):
 
             while not self._stopping:
                 first = consumer.poll(self._poll_timeout)
+                if auth.fresh and auth.take_fresh():  # error_cb runs inside poll, here
+                    refused = auth.error(f"consumer of group {self._group_id!r}")
+                    if refused is not None:
+                        raise refused
                 if first is None:
                     metrics.polled(())
                     continue

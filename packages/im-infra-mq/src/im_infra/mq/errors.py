@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "AdminError",
     "AdminTimeoutError",
+    "AuthenticationError",
     "ConfigError",
     "ConsumerError",
     "DeliveryError",
@@ -88,3 +89,17 @@ class TopicExistsError(AdminError):
 
 class TopicNotFoundError(AdminError):
     """The topic does not exist."""
+
+
+class AuthenticationError(DeliveryError, AdminError, ConsumerError):
+    """The broker refused the client's SASL authentication (wrong username or password, unknown
+    user, or a mechanism it does not offer).
+
+    Raised where the operation's own family is expected (a send's :class:`DeliveryError`, an
+    admin operation's :class:`AdminError`), so existing handlers still catch it. Not retriable:
+    the credentials must change. The message says what the broker answered; it never contains
+    the password.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="_AUTHENTICATION", retriable=False)

@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError, KafkaException
 from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
-from ._internal.client import build_client, log_client_error
+from ._internal.client import AuthFailure, build_client, log_client_error
 from ._internal.metrics import ProducerMetrics
 from ._internal.tracing import inject_headers
 from ._internal.validate import check_headers, explain
@@ -96,9 +96,15 @@ class _Generation:
         self.fatal: KafkaError | None = None
 
 
-def _delivery_error(err: KafkaError, topic: str, fatal: KafkaError | None = None) -> DeliveryError:
+def _delivery_error(
+    err: KafkaError,
+    topic: str,
+    fatal: KafkaError | None = None,
+    auth: AuthFailure | None = None,
+) -> DeliveryError:
     """The DeliveryError for a failed message; ``fatal``: the fatal error that ended the
-    librdkafka producer it was queued in (then purged and fatal reports carry that cause)."""
+    librdkafka producer it was queued in (then purged and fatal reports carry that cause);
+    ``auth``: the client's SASL refusal record (purged after a refusal: AuthenticationError)."""
     if (_is_fatal(err) or err.code() in _FATAL_CAUSES) and (
         fatal is None or err.code() != KafkaError._FATAL
     ):
@@ -106,6 +112,9 @@ def _delivery_error(err: KafkaError, topic: str, fatal: KafkaError | None = None
     if fatal is not None and (err.name() in _PURGED or _is_fatal(err)):
         return _fatal_delivery_error(fatal, topic)
     name = err.name()
+    refused = None if auth is None or name not in _PURGED else auth.error(f"send to {topic!r}")
+    if refused is not None:
+        return refused  # purged by the poller after the broker refused the credentials
     if name in _PURGED:
         return DeliveryError(
             f"message for topic {topic!r} was not delivered before the producer closed ({name})",
@@ -134,7 +143,7 @@ def _with_trace(msg: Message, trace: _Headers | None) -> _Headers | None:
 class _Delivery:
     """The delivery hook handed to librdkafka: runs the user's callback with the result."""
 
-    __slots__ = ("callback", "generation", "log", "metrics", "tid")
+    __slots__ = ("auth", "callback", "generation", "log", "metrics", "tid")
 
     def __init__(
         self,
@@ -143,19 +152,22 @@ class _Delivery:
         log: clog.Logger,
         metrics: ProducerMetrics,
         generation: _Generation,
+        auth: AuthFailure,
     ) -> None:
         self.callback = callback
         self.tid = tid
         self.log = log
         self.metrics = metrics
         self.generation = generation
+        self.auth = auth
 
     def __call__(self, err: KafkaError | None, kmsg: Any) -> None:
         if err is None:
             self.metrics.delivered(kmsg)
+            self.auth.reason = None
             error = None
         else:
-            error = _delivery_error(err, kmsg.topic(), self.generation.fatal)
+            error = _delivery_error(err, kmsg.topic(), self.generation.fatal, self.auth)
             self.metrics.delivery_failed(kmsg, err.name())
         callback = self.callback
         if callback is None:
@@ -212,6 +224,7 @@ class KafkaProducer(Closing):
         """Create the producer from ready librdkafka ``properties`` and start its poller."""
         self._log = (logger or clog.get_logger("mq")).named("producer")
         self._raw_properties = dict(properties)
+        self._auth = AuthFailure()
         self._fatal_pending: tuple[_Generation, KafkaError] | None = None
         self._retired: list[tuple[Any, _Generation]] = []  # replaced, not drained yet
         self._producer, self._properties, self._generation = self._build()
@@ -423,7 +436,7 @@ class KafkaProducer(Closing):
             or hook.generation is not self._generation
         ):
             hook = self._last_hook = _Delivery(
-                callback, tid, self._log, self._metrics, self._generation
+                callback, tid, self._log, self._metrics, self._generation, self._auth
             )
         return hook
 
@@ -479,6 +492,7 @@ class KafkaProducer(Closing):
         log = self._log
 
         def on_error(err: KafkaError) -> None:
+            self._auth.record(err)
             log_client_error(log, "producer", err)
             if err.fatal():
                 self._note_fatal(generation, err)
@@ -554,6 +568,12 @@ class KafkaProducer(Closing):
             with self._lock:  # the pair, consistently (a send may replace the producer)
                 producer, generation = self._producer, self._generation
             self._serve(producer, generation, _POLL_INTERVAL_S)
+            if self._auth.take_fresh():
+                # The broker refused the credentials: fail what waits for a connection
+                # (AuthenticationError in each delivery report) instead of letting it time
+                # out after message.timeout.ms. Later sends try again.
+                with contextlib.suppress(KafkaException):
+                    producer.purge(in_queue=True, in_flight=False, blocking=False)
             pending = self._fatal_pending
             if pending is not None:
                 with self._lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 from redis import exceptions as rex
 
 from im_infra.cache import errors as e
@@ -17,6 +19,28 @@ def scrub(message: str, secrets: tuple[str, ...]) -> str:
         if secret:
             message = message.replace(secret, "***")
     return message
+
+
+def tls_problem(exc: BaseException) -> str | None:
+    """What failed in the TLS layer under a redis-py error, or None when TLS is not the cause.
+
+    redis-py raises ``ConnectionError`` with the ``ssl`` error as its cause or context.
+    """
+    cause: BaseException | None = exc
+    for _ in range(5):
+        if cause is None:
+            return None
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"TLS certificate problem: {cause.verify_message or cause.reason} (check "
+                "tls.caCert and that the host name is one the server certificate names)"
+            )
+        if isinstance(cause, ssl.SSLError):
+            reason = str(cause.reason or cause).lower().replace("_", " ")
+            what = "TLS certificate problem" if "certificate" in reason else "TLS failure"
+            return f"{what}: {reason} (check tls.caCert, tls.certFile and tls.keyFile)"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def translate(
@@ -42,6 +66,8 @@ def translate(
     ):
         cls = e.CacheAuthError
         detail = "authentication failed (check username/password)"
+    elif (tls := tls_problem(exc)) is not None:
+        cls, detail = e.CacheTLSError, tls
     elif isinstance(exc, rex.TimeoutError):
         cls = e.CacheTimeout
     elif isinstance(exc, rex.WatchError):

@@ -27,10 +27,16 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from im_infra.coord._internal.lazy import LazyModule
-from im_infra.coord.errors import AuthenticationError, ConfigError, CoordError, CoordUnavailable
+from im_infra.coord.errors import (
+    AuthenticationError,
+    ConfigError,
+    CoordError,
+    CoordUnavailable,
+    TLSError,
+)
 
 if TYPE_CHECKING:
-    import grpc  # type: ignore[import-untyped]
+    import grpc
     from pyetcd import etcdrpc
 else:  # imported on first use: `import im_infra.coord` must not load grpc (docs/releasing.md)
     grpc = LazyModule("grpc")
@@ -243,6 +249,12 @@ class _Endpoint:
         self.channel.close()
 
 
+_TLS_FAILURES = ("handshake failed", "peer certificate", "hostname verification")
+"""In gRPC's detail when TLS failed: "Tls handshake failed (TSI_PROTOCOL_FAILURE): ...
+CERTIFICATE_VERIFY_FAILED", "Hostname Verification Check failed", "Peer name h is not in peer
+certificate" (older gRPC)."""
+
+
 def _fails_over(code: Any) -> bool:
     """Whether a gRPC status code means "try the next endpoint" (by name: grpc not imported)."""
     return getattr(code, "name", None) in _FAILOVER_CODES
@@ -408,6 +420,11 @@ class EtcdClient:
                 break
             time.sleep(_RETRY_PAUSE)
         detail = "; ".join(f"{target}: {err}" for target, err in failures.items())
+        if any(m in err.lower() for err in failures.values() for m in _TLS_FAILURES):
+            raise TLSError(
+                f"etcd {what}: TLS certificate problem (check ca_cert, cert_cert/cert_key and "
+                f"that the endpoint's host is named in the server certificate): {detail}"
+            )
         raise CoordUnavailable(
             f"etcd {what}: no endpoint answered within {per_try:g}s each ({detail})"
         )

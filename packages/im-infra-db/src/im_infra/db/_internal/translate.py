@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import NoReturn
 
 from sqlalchemy import exc as sa_exc
@@ -21,6 +22,7 @@ from im_infra.db.errors import (
     QueryError,
     ServerUnreachableError,
     StatementTimeoutError,
+    TLSCertificateError,
     TLSError,
     TransactionConflictError,
     UnknownDatabaseError,
@@ -90,6 +92,24 @@ def at_commit(exc: BaseException) -> bool:
     return False
 
 
+def _certificate_problem(orig: BaseException | None, target: Target) -> str | None:
+    """The line saying what is wrong with a certificate, when connecting failed because of one.
+
+    Looks through the whole message (libpq writes one line per address tried) and the driver
+    exception's causes (aiomysql keeps the ``ssl`` error only as the cause).
+    """
+    seen = 0
+    while orig is not None and seen < 5:
+        if isinstance(orig, ssl.SSLCertVerificationError):
+            return target.scrub(orig.verify_message or str(orig))
+        for line in str(orig).splitlines():
+            if "certificate" in line.lower():
+                return target.scrub(line.strip())
+        orig = orig.__cause__ or orig.__context__
+        seen += 1
+    return None
+
+
 def _classify_dbapi(exc: sa_exc.DBAPIError, target: Target) -> DBError:
     orig = exc.orig if isinstance(exc.orig, BaseException) else None
     code = _mysql_code(orig)
@@ -130,6 +150,13 @@ def _classify_dbapi(exc: sa_exc.DBAPIError, target: Target) -> DBError:
     if code in _MYSQL_CONFLICT or sqlstate in _PG_CONFLICT:
         return TransactionConflictError(
             f"{server}: transaction conflict (retry the transaction): {reason}", server=server
+        )
+    problem = _certificate_problem(orig, target) if connecting else None
+    if problem is not None:
+        return TLSCertificateError(
+            f"{server}: TLS certificate problem: {problem} (check tls.caFile, tls.certFile/"
+            "keyFile and that the host name is one the server certificate names)",
+            server=server,
         )
     if connecting and (code in _MYSQL_TLS or any(text in lower for text in _TLS_TEXT)):
         return TLSError(f"{server}: TLS connection failed: {reason}", server=server)

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException
 
 from im_infra import clog
-from im_infra.mq.errors import ConfigError
+from im_infra.mq.errors import AuthenticationError, ConfigError
 
-__all__ = ["build_client", "log_client_error", "redacted"]
+__all__ = ["AuthFailure", "build_client", "log_client_error", "redacted"]
 
 C = TypeVar("C")
 
@@ -37,6 +37,42 @@ def log_client_error(log: clog.Logger, role: str, err: KafkaError) -> None:
         log.warning(f"{role} client error", cause=err.str(), code=err.name())
 
 
+class AuthFailure:
+    """The SASL authentication failure librdkafka last reported for one client (``error_cb``).
+
+    librdkafka keeps reconnecting after a refused authentication and only says so through
+    ``error_cb`` (``_AUTHENTICATION``); the clients turn that into :class:`AuthenticationError`
+    where an operation would otherwise just time out.
+    """
+
+    __slots__ = ("fresh", "reason")
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        """librdkafka's description of the last refusal; None once a request succeeded."""
+        self.fresh = False
+        """A refusal was reported that the client has not acted on yet."""
+
+    def record(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTHENTICATION:
+            self.reason = err.str()
+            self.fresh = True
+
+    def take_fresh(self) -> bool:
+        """Whether a new refusal arrived since the last call."""
+        fresh, self.fresh = self.fresh, False
+        return fresh
+
+    def error(self, what: str) -> AuthenticationError | None:
+        """The error to raise for ``what`` failing, when authentication is the reason."""
+        if self.reason is None:
+            return None
+        return AuthenticationError(
+            f"{what}: SASL authentication failed: {self.reason} (check security.sasl "
+            "mechanism, username and password)"
+        )
+
+
 def build_client(
     factory: Callable[[dict[str, Any]], C],
     role: str,
@@ -44,14 +80,22 @@ def build_client(
     log: clog.Logger,
     *,
     forward_logs: bool = True,
+    auth: AuthFailure | None = None,
 ) -> tuple[C, dict[str, Any]]:
     """Create a librdkafka client with im-infra's error and log hooks.
 
     Returns the client and its properties with secrets masked. ``forward_logs`` routes
     librdkafka's log lines through stdlib logging (served by poll, which clog receives).
+    ``auth`` records SASL authentication failures reported to ``error_cb``.
     """
     props = dict(properties)
-    props.setdefault("error_cb", lambda err: log_client_error(log, role, err))
+
+    def on_error(err: KafkaError) -> None:
+        if auth is not None:
+            auth.record(err)
+        log_client_error(log, role, err)
+
+    props.setdefault("error_cb", on_error)
     if forward_logs:
         props.setdefault("logger", logging.getLogger(f"im_infra.mq.librdkafka.{role}"))
     try:

@@ -1,0 +1,1 @@
+"""Private helpers of im_infra.coord.rpc."""
