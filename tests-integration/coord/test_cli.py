@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,14 @@ import pytest
 from im_infra import coord
 from im_infra.coord.cli import main
 
+from .conftest import TcpProxy
+
 
 def test_put_get_list_delete(
     etcd_endpoints: str, unique: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     doc = tmp_path / "kafka.yaml"
-    doc.write_text("brokers: [k1:9092]\nacks: all\n")
+    doc.write_text("common:\n  brokers: [k1:9092]\nproducer:\n  lingerMs: 7\n")
     base = ["--endpoints", etcd_endpoints, "--env", unique, "config"]
     try:
         assert main([*base, "put", "global/kafka.yaml", str(doc)]) == 0
@@ -87,3 +90,105 @@ def test_console_script_is_installed(etcd_endpoints: str, unique: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "field"),
+    [
+        ("global/kafka.yaml", "producer:\n  batchSize: soon\n", "producer.batchSize"),
+        ("svc/kafka.yaml", "producer:\n  lingerMS: 5\n", "producer.lingerMS"),
+        ("global/redis.yaml", "poolSize: -1\n", "poolSize"),
+        ("svc/db.yaml", "driver: oracle\n", "driver"),
+    ],
+)
+def test_put_refuses_a_document_its_component_schema_rejects(
+    etcd_endpoints: str,
+    unique: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    key: str,
+    text: str,
+    field: str,
+) -> None:
+    doc = tmp_path / "doc.yaml"
+    doc.write_text(text)
+    base = ["--endpoints", etcd_endpoints, "--env", unique, "config"]
+    assert main([*base, "put", key, str(doc)]) == 1
+    err = capsys.readouterr().err
+    assert f"field '{field}'" in err
+    assert "nothing was written" in err
+    with coord.connect(etcd_endpoints, env=unique) as p:
+        assert p.config.get(key) is None
+
+
+def test_put_never_echoes_a_secret_of_a_rejected_document(
+    etcd_endpoints: str, unique: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = tmp_path / "redis.yaml"
+    doc.write_text("address: redis://app:s3cret-pw@cache:6379/0\npassword: [not, a, string]\n")
+    code = main(
+        ["--endpoints", etcd_endpoints, "--env", unique, "config", "put", "x/redis.yaml", str(doc)]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "password" in err
+    assert "s3cret-pw" not in err
+
+
+def test_version_and_endpoint_errors(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("im-infra-coord ")
+    monkeypatch.delenv("IM_INFRA_ETCD_ENDPOINTS", raising=False)
+    assert main(["config", "list"]) == 1
+    err = capsys.readouterr().err
+    assert "--endpoints" in err
+    assert "endpoints=" not in err
+
+
+def test_a_refused_port_fails_in_under_a_second(capsys: pytest.CaptureFixture[str]) -> None:
+    from backends import free_port
+
+    port = free_port()
+    started = time.monotonic()
+    assert main(["--endpoints", f"127.0.0.1:{port}", "config", "get", "global/kafka.yaml"]) == 1
+    assert time.monotonic() - started < 1.0
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{port}" in err
+    assert "--endpoints" in err
+
+
+def test_watch_exits_1_when_etcd_stays_unreachable(
+    etcd_endpoints: str,
+    unique: str,
+    tcp_proxy: Callable[[str], TcpProxy],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    proxy = tcp_proxy(etcd_endpoints.split(",")[0])
+    codes: list[int] = []
+    argv = [
+        "--endpoints",
+        proxy.endpoint,
+        "--env",
+        unique,
+        "--timeout",
+        "1",
+        "config",
+        "watch",
+        "global/",
+        "--prefix",
+    ]
+    t = threading.Thread(target=lambda: codes.append(main(argv)))
+    t.start()
+    deadline = time.monotonic() + 5
+    while "watching" not in capsys.readouterr().err and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proxy.cut()
+    cut_at = time.monotonic()
+    t.join(15)
+    assert codes == [1]
+    assert time.monotonic() - cut_at < 6
+    assert "unreachable" in capsys.readouterr().err

@@ -102,17 +102,20 @@ def test_watch_replays_from_start_revision(provider: coord.EtcdProvider) -> None
     assert got == [1, 2]
 
 
-def test_load_component_config_from_etcd(provider: coord.EtcdProvider) -> None:
+def test_load_component_config_from_etcd(
+    provider: coord.EtcdProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("IM_INFRA_KAFKA_BROKERS")  # the environment layer would win
     svc = provider.service
     assert svc is not None
     provider.config.set("global/kafka.yaml", "brokers: [g:1]\nacks: '1'\nbatchSize: 10\n")
     provider.config.set(f"{svc}/kafka.yaml", "batchSize: 20\n")
     cfg = coord.load_component_config(
-        "kafka", Kafka, service=svc, provider=provider, env=provider.env, overrides={"acks": "0"}
+        "kafka", Kafka, service=svc, coord=provider, env=provider.env, overrides={"acks": "0"}
     )
     assert cfg == Kafka.model_validate({"brokers": ["g:1"], "acks": "0", "batchSize": 20})
     other = coord.load_component_config(
-        "kafka", Kafka, service="someone-else", provider=provider, env=provider.env
+        "kafka", Kafka, service="someone-else", coord=provider, env=provider.env
     )
     assert other.batch_size == 10
 
@@ -123,9 +126,7 @@ def test_malformed_document_in_etcd_is_a_typed_error(provider: coord.EtcdProvide
     key = provider.config.key(f"{svc}/kafka.yaml")
     provider.client.put(key, b"batchSize: [1,\n")  # bypasses set()'s validation
     with pytest.raises(ConfigError, match=f"{key} is malformed"):
-        coord.load_component_config(
-            "kafka", Kafka, service=svc, provider=provider, env=provider.env
-        )
+        coord.load_component_config("kafka", Kafka, service=svc, coord=provider, env=provider.env)
     provider.client.put(key, b"batchSize: lots\n")
     with pytest.raises(ConfigError) as info:
         provider.config.component("kafka", Kafka)

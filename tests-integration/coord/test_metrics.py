@@ -157,7 +157,7 @@ def test_lease_losses_reregistration_and_watch_reconnects(
 
         wait_for(registered_again, 10, "registration re-created")
         wait_for(watch._loop.connected.is_set, 10, "config watch back")
-        wait_for(live._loop.connected.is_set, 10, "component watch back")
+        wait_for(lambda: live.wait_connected(0), 10, "component watch back")
 
         def services_back() -> bool:
             return snap.delta()["services"] >= 1

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from backends import free_port
+
 from conftest import wait_until
 
 with warnings.catch_warnings():  # passlib 1.7.4 imports the stdlib's deprecated crypt module

@@ -120,6 +120,57 @@ def test_password_never_in_a_config_error() -> None:
     assert "hunter2-secret" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "address: redis://app:hunter2-secret@cache:6379/0\naddresses: ['no-port']\n",
+        "address: redis://app:hunter2-secret@cache:6379/0\nmode: cluster\ndb: 3\n",
+        "address: redis://:hunter2-secret@cache:notaport/0\n",
+        "address: redis://app:hunter2-secret@cache:6379/0\npoolsize: 3\n",
+        "serializer: redis://app:hunter2-secret@cache:6379/0\n",  # echoed value, URL masked
+    ],
+)
+def test_url_credentials_never_in_a_config_error(
+    doc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "redis.yaml").write_text(doc)
+    monkeypatch.setenv("IM_INFRA_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(CacheConfigError) as info:
+        cache.load_config("svc")
+    assert "hunter2-secret" not in str(info.value)
+    assert isinstance(info.value, coord.ConfigError)
+
+
+def test_redis_url_variable_and_field_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IM_INFRA_REDIS_URL", "redis://u:pw-123@10.2.2.2:7001/5")
+    monkeypatch.setenv("IM_INFRA_REDIS_KEY_PREFIX", "env:{service}:")
+    cfg = cache.load_config("svc")
+    assert (cfg.address, cfg.db, cfg.username, cfg.key_prefix) == (
+        "10.2.2.2:7001",
+        5,
+        "u",
+        "env:{service}:",
+    )
+    assert cfg.password is not None and cfg.password.get_secret_value() == "pw-123"
+    assert cache.load_config("svc", overrides={"db": 1}).db == 1  # code wins
+
+
+def test_coord_provider_keyword_is_a_deprecated_alias() -> None:
+    class Fake:
+        service = None
+
+        class config:  # noqa: N801
+            env = "dev"
+
+            @staticmethod
+            def get(key: str) -> None:
+                return None
+
+    fake: Any = Fake()
+    with pytest.warns(DeprecationWarning, match="coord="):
+        assert cache.load_config("svc", coord_provider=fake).db == 0
+
+
 def test_empty_service_name_is_rejected() -> None:
     with pytest.raises(CacheConfigError):
         cache.new("")

@@ -102,7 +102,9 @@ class _Entry:
 class _FakeConfig:
     """Stands in for the config manager; records the keys asked for."""
 
-    def __init__(self, docs: dict[str, bytes] | None, fail: bool = False) -> None:
+    def __init__(self, docs: dict[str, bytes] | None, fail: bool = False, env: str = "dev") -> None:
+        self.env = env
+        self.service: str | None = None
         self.docs = docs or {}
         self.fail = fail
         self.asked: list[str] = []
@@ -126,10 +128,11 @@ def test_provider_documents_use_env_keys(monkeypatch: pytest.MonkeyPatch) -> Non
         {
             "/im-infra/config/prod/global/redis.yaml": b"addr: g:1\npoolSize: 5\n",
             "/im-infra/config/prod/svc/redis.yaml": b"poolSize: 6\n",
-        }
+        },
+        env="prod",
     )
     provider: Any = _FakeProvider(fake)
-    cfg = load_component_config("redis", Redis, service="svc", provider=provider)
+    cfg = load_component_config("redis", Redis, service="svc", coord=provider)
     assert (cfg.addr, cfg.pool_size) == ("g:1", 6)
     assert fake.asked == [
         "/im-infra/config/prod/global/redis.yaml",
@@ -141,11 +144,12 @@ def test_provider_env_wins_over_process_env(monkeypatch: pytest.MonkeyPatch) -> 
     """A provider connected with env="staging" reads staging's documents, whatever
     IM_INFRA_ENV says; an explicit env= still wins over both."""
     monkeypatch.setenv("IM_INFRA_ENV", "prod")
-    fake = _FakeConfig({"/im-infra/config/staging/global/redis.yaml": b"addr: s:1\n"})
-    fake.env = "staging"  # type: ignore[attr-defined]
+    fake = _FakeConfig(
+        {"/im-infra/config/staging/global/redis.yaml": b"addr: s:1\n"}, env="staging"
+    )
     provider: Any = _FakeProvider(fake)
-    assert load_component_config("redis", Redis, service="svc", provider=provider).addr == "s:1"
-    load_component_config("redis", Redis, service="svc", provider=provider, env="qa")
+    assert load_component_config("redis", Redis, service="svc", coord=provider).addr == "s:1"
+    load_component_config("redis", Redis, service="svc", coord=provider, env="qa")
     assert fake.asked[-1] == "/im-infra/config/qa/svc/redis.yaml"
 
 
@@ -160,7 +164,7 @@ def test_secret_values_are_not_echoed_in_errors(field: str) -> None:
     fake = _FakeConfig({"/im-infra/config/dev/global/s.yaml": f"{field}: hunter2\n".encode()})
     provider: Any = _FakeProvider(fake)
     with pytest.raises(ConfigError, match=field) as info:
-        load_component_config("s", Secretive, service="svc", provider=provider)
+        load_component_config("s", Secretive, service="svc", coord=provider)
     assert "hunter2" not in str(info.value)
     assert "***" in str(info.value)
 
@@ -169,7 +173,7 @@ def test_non_secret_values_are_echoed_in_errors() -> None:
     fake = _FakeConfig({"/im-infra/config/dev/global/redis.yaml": b"db: many\n"})
     provider: Any = _FakeProvider(fake)
     with pytest.raises(ConfigError, match="'many'"):
-        load_component_config("redis", Redis, service="svc", provider=provider)
+        load_component_config("redis", Redis, service="svc", coord=provider)
 
 
 def test_unreachable_provider_falls_back_to_local_dir(
@@ -178,7 +182,7 @@ def test_unreachable_provider_falls_back_to_local_dir(
     write(tmp_path / "redis.yaml", "addr: local:1\n")
     monkeypatch.setenv("IM_INFRA_CONFIG_DIR", str(tmp_path))
     provider: Any = _FakeProvider(_FakeConfig(None, fail=True))
-    cfg = load_component_config("redis", Redis, service="svc", provider=provider, env="qa")
+    cfg = load_component_config("redis", Redis, service="svc", coord=provider, env="qa")
     assert cfg.addr == "local:1"
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
+from im_infra import coord, mq
 from im_infra.mq import config as cfg
-from im_infra.mq._internal.loading import to_aliases
 
 SEED_DOC = {
     "common": {
@@ -38,8 +40,12 @@ SEED_DOC = {
 }
 
 
-def test_defaults_are_the_seed_document() -> None:
-    assert cfg.KafkaConfig() == cfg.KafkaConfig.model_validate(SEED_DOC)
+def test_defaults_are_the_seed_document_except_the_placeholder_brokers() -> None:
+    # the seed's kafka-1..3:9092 are container names, not a usable default: no brokers by
+    # default, and a client without any is a ConfigError (test below)
+    assert cfg.KafkaConfig().common.brokers == []
+    seed = cfg.KafkaConfig.model_validate(SEED_DOC)
+    assert cfg.KafkaConfig.model_validate({"common": {"brokers": seed.common.brokers}}) == seed
     dumped = cfg.KafkaConfig().model_dump(by_alias=True)
     dumped["common"]["security"]["sasl"]["password"] = ""
     # Beyond the seed: static membership, on by default, id derived unless set.
@@ -47,6 +53,7 @@ def test_defaults_are_the_seed_document() -> None:
     assert dumped["consumer"].pop("groupInstanceId") == ""
     assert dumped["consumer"].pop("concurrency") == 1
     assert dumped["consumer"].pop("orderBy") == "key"
+    dumped["common"]["brokers"] = ["kafka-1:9092", "kafka-2:9092", "kafka-3:9092"]
     assert dumped == SEED_DOC
 
 
@@ -82,7 +89,6 @@ def test_snake_case_names_are_accepted() -> None:
         ({"producer": {"compression": "brotli"}}, "producer.compression"),
         ({"producer": {"requiredAcks": 2}}, "producer.requiredAcks"),
         ({"consumer": {"autoOffsetReset": "middle"}}, "consumer.autoOffsetReset"),
-        ({"common": {"brokers": []}}, "common.brokers"),
         ({"common": {"brokers": ["no-port"]}}, "common.brokers"),
         ({"common": {"security": {"sasl": {"mechanism": "MD5"}}}}, "common.security.sasl"),
     ],
@@ -194,31 +200,55 @@ def test_no_security_means_no_protocol_property() -> None:
     assert "security.protocol" not in props
 
 
-def test_brokers_env_replaces_only_the_seed_default() -> None:
-    env = {cfg.BROKERS_ENV: "127.0.0.1:9092, 127.0.0.1:9093"}
-    applied = cfg.apply_brokers_env(cfg.KafkaConfig(), env)
-    assert applied.common.brokers == ["127.0.0.1:9092", "127.0.0.1:9093"]
-    configured = cfg.KafkaConfig.model_validate({"common": {"brokers": ["doc:1"]}})
-    assert cfg.apply_brokers_env(configured, env).common.brokers == ["doc:1"]
-    assert cfg.apply_brokers_env(cfg.KafkaConfig(), {}).common.brokers == list(cfg.DEFAULT_BROKERS)
+def test_brokers_env_wins_over_documents_and_loses_to_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "kafka.yaml").write_text("common:\n  brokers: [doc:1]\n")
+    monkeypatch.setenv("IM_INFRA_CONFIG_DIR", str(tmp_path))
+    assert mq.load_config("svc").common.brokers == ["doc:1"]
+    monkeypatch.setenv(cfg.BROKERS_ENV, "127.0.0.1:9092, 127.0.0.1:9093")
+    assert mq.load_config("svc").common.brokers == ["127.0.0.1:9092", "127.0.0.1:9093"]
+    # the canonical name of the naming rule wins over the alias
+    monkeypatch.setenv("IM_INFRA_KAFKA_COMMON__BROKERS", "canon:1")
+    assert mq.load_config("svc").common.brokers == ["canon:1"]
+    assert mq.load_config("svc", common={"brokers": ["kw:1"]}).common.brokers == ["kw:1"]
 
 
-def test_brokers_env_is_validated() -> None:
+def test_every_field_has_an_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cfg.BROKERS_ENV, "b:1")
+    monkeypatch.setenv("IM_INFRA_KAFKA_PRODUCER__LINGER_MS", "42")
+    monkeypatch.setenv("IM_INFRA_KAFKA_CONSUMER__AUTO_OFFSET_RESET", "earliest")
+    loaded = mq.load_config("svc")
+    assert loaded.producer.linger_ms == 42
+    assert loaded.consumer.auto_offset_reset == "earliest"
+
+
+def test_missing_brokers_is_a_config_error_naming_the_ways_to_set_them() -> None:
+    with pytest.raises(mq.ConfigError) as info:
+        mq.new_producer("svc")
+    text = str(info.value)
+    assert "common.brokers" in text
+    assert cfg.BROKERS_ENV in text
+    assert "IM_INFRA_KAFKA_COMMON__BROKERS" in text
+    assert "kafka.yaml" in text
+    assert isinstance(info.value, coord.ConfigError)  # the shared root
+    assert isinstance(info.value, mq.MQError)
+
+
+def test_brokers_env_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cfg.BROKERS_ENV, "nonsense")
+    with pytest.raises(mq.ConfigError, match=f"environment variable {cfg.BROKERS_ENV}.*host:port"):
+        mq.load_config("svc")
+
+
+def test_snake_case_override_replaces_a_camel_case_document_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "kafka.yaml").write_text("common: {brokers: [d:1]}\nproducer: {lingerMs: 9}\n")
+    monkeypatch.setenv("IM_INFRA_CONFIG_DIR", str(tmp_path))
+    assert mq.load_config("svc", producer={"linger_ms": 0}).producer.linger_ms == 0
+
+
+def test_model_still_validates_broker_addresses() -> None:
     with pytest.raises(ValidationError, match="not host:port"):
-        cfg.apply_brokers_env(cfg.KafkaConfig(), {cfg.BROKERS_ENV: "nonsense"})
-
-
-def test_to_aliases_rewrites_nested_snake_case() -> None:
-    out = to_aliases(
-        cfg.KafkaConfig,
-        {
-            "producer": {"linger_ms": 0, "compression": "none"},
-            "common": {"client_id_prefix": "p", "security": {"sasl": {"mechanism": "PLAIN"}}},
-            "unknown": {"x": 1},
-        },
-    )
-    assert out == {
-        "producer": {"lingerMs": 0, "compression": "none"},
-        "common": {"clientIDPrefix": "p", "security": {"sasl": {"mechanism": "PLAIN"}}},
-        "unknown": {"x": 1},
-    }
+        cfg.KafkaConfig.model_validate({"common": {"brokers": ["nonsense"]}})

@@ -16,10 +16,11 @@ from pydantic.alias_generators import to_camel
 
 from im_infra.cache._internal.model import Model as _Model
 from im_infra.cache._internal.model import Seconds
+from im_infra.cache.errors import CacheConfigError
 from im_infra.cache.features import AsideConfig, LocalCacheConfig, OnceConfig, RateLimitConfig
-from im_infra.coord import Duration, parse_duration
+from im_infra.coord import Component, Duration, parse_duration
 
-__all__ = ["RedisConfig", "RetryConfig", "TLSConfig", "parse_duration"]
+__all__ = ["LIVE_SECTIONS", "REDIS", "RedisConfig", "RetryConfig", "TLSConfig", "parse_duration"]
 
 
 class TLSConfig(_Model):
@@ -164,3 +165,19 @@ class RedisConfig(_Model):
     def prefix_for(self, service: str) -> str:
         """The key prefix for ``service`` (``{service}`` substituted)."""
         return self.key_prefix.replace("{service}", service)
+
+
+LIVE_SECTIONS = ("aside", "rate_limit", "once")
+"""The feature sections a running cache takes from a changed document (read on every call)."""
+
+REDIS: Component[RedisConfig] = Component(
+    "redis",
+    RedisConfig,
+    # applied to a running cache: the retry count (redis-py's Retry.update_retries) and the
+    # feature sections read on every call; every other field is fixed when the cache is built
+    # and logged as needing a restart
+    live_fields=frozenset({"retry.max_retries", *LIVE_SECTIONS}),
+    env_aliases={"IM_INFRA_REDIS_URL": "address"},
+    error=CacheConfigError,
+)
+"""The ``redis.yaml`` component as coord loads it (entry point ``im_infra.config: redis``)."""

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from im_infra import clog, coord
+from im_infra import clog
+from im_infra import coord as _coord
 from im_infra.cache._internal.backend import ASYNC, SYNC, Flavor, build_client, secrets_of
-from im_infra.cache._internal.errors import scrub, translate
+from im_infra.cache._internal.errors import translate
 from im_infra.cache.client import AsyncRedisCache, RedisCache
-from im_infra.cache.config import RedisConfig
-from im_infra.cache.errors import CacheConfigError
+from im_infra.cache.config import LIVE_SECTIONS, REDIS, RedisConfig
 from im_infra.cache.serializer import Serializer, get_serializer
 
 if TYPE_CHECKING:
@@ -20,52 +20,68 @@ if TYPE_CHECKING:
 
 __all__ = ["load_config", "new", "new_async"]
 
-COMPONENT = "redis"
+COMPONENT = REDIS.name
 _log = clog.get_logger("cache")
 
 
 def load_config(
     service_name: str,
     *,
-    coord_provider: coord.Provider | None = None,
+    coord: _coord.Provider | None = None,
     env: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    coord_provider: _coord.Provider | None = None,
 ) -> RedisConfig:
-    """Resolve ``redis.yaml`` for ``service_name``: defaults < global document < service document
-    < ``overrides`` (etcd through ``coord_provider``, else ``$IM_INFRA_CONFIG_DIR``)."""
-    if not service_name or not isinstance(service_name, str):
-        raise CacheConfigError("service_name must be a non-empty string")
-    try:
-        return coord.load_component_config(
-            COMPONENT,
-            RedisConfig,
-            service=service_name,
-            provider=coord_provider,
-            overrides=overrides,
-            env=env,
-        )
-    except coord.ConfigError as exc:
-        secrets = []
-        for key in ("password", "sentinel_password", "sentinelPassword"):
-            value = (overrides or {}).get(key)
-            if isinstance(value, str):
-                secrets.append(value)
-        raise CacheConfigError(scrub(str(exc), tuple(secrets))) from exc
+    """Resolve ``redis.yaml`` for ``service_name`` once, with coord's sources and precedence
+    (docs/configuration.md; ``IM_INFRA_REDIS_URL`` is the short name of
+    ``IM_INFRA_REDIS_ADDRESS``). ``coord_provider=`` is the deprecated spelling of ``coord=``."""
+    provider = _coord.pick_provider(coord, where="cache.load_config", coord_provider=coord_provider)
+    return _coord.load_component_config(
+        REDIS, service=service_name, coord=provider, overrides=overrides, env=env
+    )
+
+
+def _follow(cache: RedisCache | AsyncRedisCache, live: _coord.LiveConfig[RedisConfig]) -> None:
+    """Apply the live fields (``REDIS.live_fields``) of every later change to ``cache``."""
+
+    def apply(old: RedisConfig, new: RedisConfig) -> None:
+        sections = {name: getattr(new, name) for name in LIVE_SECTIONS}
+        if any(getattr(old, name) != value for name, value in sections.items()):
+            # the features read these sections from cache.config on every call; every other
+            # field keeps the value the cache was built with
+            cache._config = cache._config.model_copy(update=sections)
+        if new.retry.max_retries != old.retry.max_retries:
+            get_retry = getattr(cache.redis, "get_retry", None)
+            retry = get_retry() if get_retry is not None else None
+            if retry is not None:
+                retry.update_retries(new.retry.max_retries)
+                _log.info(
+                    "cache retry count changed",
+                    for_service=cache.service,
+                    max_retries=new.retry.max_retries,
+                )
+
+    live.on_change(apply)
+    live.close_with(cache)
 
 
 def _build(
     flavor: Flavor,
     service_name: str,
-    coord_provider: coord.Provider | None,
+    provider: _coord.Provider | None,
     serializer: Serializer | None,
     env: str | None,
     overrides: Mapping[str, Any],
-) -> tuple[Any, RedisConfig, Serializer]:
-    cfg = load_config(service_name, coord_provider=coord_provider, env=env, overrides=overrides)
+) -> tuple[Any, _coord.LiveConfig[RedisConfig], Serializer]:
+    live = _coord.live_config(
+        REDIS, service_name, coord=provider, overrides=overrides or None, env=env
+    )
+    cfg = live.value
     ser = serializer if serializer is not None else get_serializer(cfg.serializer)
     try:
         client = build_client(cfg, flavor)  # cluster mode connects here to learn the slots
     except (RedisError, RedisClusterException) as exc:
+        live.close()
         raise translate(exc, "connect", secrets_of(cfg)) from exc
     _log.info(
         "cache created",
@@ -75,37 +91,46 @@ def _build(
         db=cfg.db,
         key_prefix=cfg.prefix_for(service_name),
         asyncio=flavor is ASYNC,
+        config_source=live.source,
     )
-    return client, cfg, ser
+    return client, live, ser
 
 
 def new(
     service_name: str,
     *,
-    coord: coord.Provider | None = None,
+    coord: _coord.Provider | None = None,
     serializer: Serializer | None = None,
     env: str | None = None,
     **overrides: Any,
 ) -> Cache:
     """A blocking :class:`Cache` for ``service_name``.
 
-    Configuration comes from ``redis.yaml`` via coord (``coord`` provider, or the local
-    ``$IM_INFRA_CONFIG_DIR`` without one); keyword ``overrides`` (snake_case or camelCase fields of
+    Configuration is ``redis.yaml`` through coord (docs/configuration.md): the ``coord``
+    provider, else the process's default one (``$IM_INFRA_ETCD_ENDPOINTS``), else
+    ``$IM_INFRA_CONFIG_DIR`` and the defaults; the environment (``IM_INFRA_REDIS_URL``,
+    ``IM_INFRA_REDIS_<FIELD>``) and then keyword ``overrides`` (snake_case or camelCase fields of
     :class:`RedisConfig`, e.g. ``address="10.0.0.5:6379"``, ``retry={"max_retries": 0}``) win.
+    ``retry.max_retries`` and the ``aside``, ``rateLimit`` and ``once`` sections are applied
+    live; other changes are logged as needing a restart.
     No connection is opened until the first command. Raises CacheConfigError on a bad config.
     """
-    client, cfg, ser = _build(SYNC, service_name, coord, serializer, env, overrides)
-    return RedisCache(client, config=cfg, service=service_name, serializer=ser)
+    client, live, ser = _build(SYNC, service_name, coord, serializer, env, overrides)
+    cache = RedisCache(client, config=live.value, service=service_name, serializer=ser)
+    _follow(cache, live)
+    return cache
 
 
 def new_async(
     service_name: str,
     *,
-    coord: coord.Provider | None = None,
+    coord: _coord.Provider | None = None,
     serializer: Serializer | None = None,
     env: str | None = None,
     **overrides: Any,
 ) -> AsyncCache:
     """An asyncio :class:`AsyncCache` for ``service_name`` (same configuration as :func:`new`)."""
-    client, cfg, ser = _build(ASYNC, service_name, coord, serializer, env, overrides)
-    return AsyncRedisCache(client, config=cfg, service=service_name, serializer=ser)
+    client, live, ser = _build(ASYNC, service_name, coord, serializer, env, overrides)
+    cache = AsyncRedisCache(client, config=live.value, service=service_name, serializer=ser)
+    _follow(cache, live)
+    return cache

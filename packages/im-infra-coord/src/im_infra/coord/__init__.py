@@ -9,17 +9,18 @@
         p.registry.register(coord.ServiceInstance("im-logic", "node-1", "10.0.0.5:9000"))
         with p.lock.acquire("daily-report", ttl=10, timeout=5):
             ...
-        cfg = coord.load_component_config("kafka", KafkaConfig, service="im-logic", provider=p)
+        cfg = coord.load_component_config("kafka", KafkaConfig, service="im-logic", coord=p)
+
+Components (mq, cache, db, uid) need no provider argument: with ``$IM_INFRA_ETCD_ENDPOINTS`` set
+they share :func:`default_provider`. Sources and precedence: docs/configuration.md.
 """
 
-from im_infra.coord.component_config import (
-    CONFIG_DIR_VAR,
-    ENV_VAR,
-    LiveConfig,
-    load_component_config,
-    resolve_env,
-)
+from im_infra.coord._internal.documents import CONFIG_DIR_VAR, ENV_VAR, resolve_env
+from im_infra.coord._internal.redact import redact as redact_secrets
+from im_infra.coord.component import ENTRY_POINT_GROUP, Component, discover_components
+from im_infra.coord.component_config import LiveConfig
 from im_infra.coord.config import ConfigEntry, ConfigEvent, ConfigWatch, EtcdConfigManager
+from im_infra.coord.default_provider import close_default_provider, default_provider
 from im_infra.coord.duration import Duration, parse_duration
 from im_infra.coord.errors import (
     AuthenticationError,
@@ -33,6 +34,7 @@ from im_infra.coord.errors import (
     TLSError,
 )
 from im_infra.coord.instance import EtcdInstancer
+from im_infra.coord.loading import live_config, load_component_config, pick_provider
 from im_infra.coord.lock import DistributedLock, EtcdLocker
 from im_infra.coord.protocols import ConfigManager, Instancer, Locker, Provider, ServiceRegistry
 from im_infra.coord.provider import EtcdProvider, connect
@@ -40,8 +42,10 @@ from im_infra.coord.registry import EtcdRegistry, ServiceInstance, WatchHandle
 
 __all__ = [
     "CONFIG_DIR_VAR",
+    "ENTRY_POINT_GROUP",
     "ENV_VAR",
     "AuthenticationError",
+    "Component",
     "ConfigEntry",
     "ConfigError",
     "ConfigEvent",
@@ -68,8 +72,14 @@ __all__ = [
     "ServiceRegistry",
     "TLSError",
     "WatchHandle",
+    "close_default_provider",
     "connect",
+    "default_provider",
+    "discover_components",
+    "live_config",
     "load_component_config",
     "parse_duration",
+    "pick_provider",
+    "redact_secrets",
     "resolve_env",
 ]

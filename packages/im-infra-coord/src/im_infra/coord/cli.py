@@ -2,13 +2,16 @@
 
 ::
 
-    im-infra-coord config put global/kafka.yaml kafka.yaml     # upload (validated as YAML)
+    im-infra-coord config put global/kafka.yaml kafka.yaml     # upload (validated, see below)
     im-infra-coord config get global/kafka.yaml
     im-infra-coord config list im-logic/
     im-infra-coord config watch global/ --prefix
     im-infra-coord config delete im-logic/kafka.yaml
 
 Keys are relative to ``/im-infra/config/{env}/`` (``--env``, default $IM_INFRA_ENV or dev).
+``config put`` validates a component's document (``.../{component}.yaml``) against the schema that
+the installed package declares (entry-point group ``im_infra.config``) and refuses to write an
+invalid one, naming the field; other keys only have to parse as YAML/JSON.
 Connection settings come from the options or the usual IM_INFRA_ETCD_* variables; the password is
 read from $IM_INFRA_ETCD_PASSWORD (never pass it on the command line in shared shells).
 """
@@ -16,32 +19,63 @@ read from $IM_INFRA_ETCD_PASSWORD (never pass it on the command line in shared s
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
-from pathlib import Path
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import PurePosixPath
 
+from im_infra.coord._internal.documents import (
+    Layer,
+    config_root,
+    parse_document,
+    resolve_env,
+    validate_layers,
+)
+from im_infra.coord.component import discover_components
 from im_infra.coord.config import ConfigEvent
-from im_infra.coord.errors import CoordError
-from im_infra.coord.provider import EtcdProvider, connect
+from im_infra.coord.errors import ConfigError, CoordError
+from im_infra.coord.provider import ENDPOINTS_VAR, EtcdProvider, connect
+
+PROG = "im-infra-coord"
+
+
+def _version() -> str:
+    try:
+        return f"{PROG} {version('im-infra-coord')}"
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return f"{PROG} (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="im-infra-coord", description="Manage im-infra's config center in etcd."
+        prog=PROG, description="Manage im-infra's config center in etcd."
     )
-    parser.add_argument("--endpoints", help="comma-separated host:port (default: env)")
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--endpoints", help=f"comma-separated host:port (default: ${ENDPOINTS_VAR})"
+    )
     parser.add_argument("--env", help="environment (default: $IM_INFRA_ENV or dev)")
     parser.add_argument("--user", help="etcd username (password from $IM_INFRA_ETCD_PASSWORD)")
     parser.add_argument("--ca-cert", dest="tls_ca", help="CA certificate (PEM) for TLS")
     parser.add_argument("--cert", dest="tls_cert", help="client certificate (PEM) for TLS")
     parser.add_argument("--key", dest="tls_key", help="client key (PEM) for TLS")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per etcd call")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="seconds per etcd call; config watch exits 1 when etcd stays unreachable this long",
+    )
     top = parser.add_subparsers(dest="group", required=True)
     config = top.add_parser("config", help="config documents")
     sub = config.add_subparsers(dest="command", required=True)
 
-    put = sub.add_parser("put", help="store a document (YAML/JSON keys are validated)")
+    put = sub.add_parser(
+        "put", help="store a document (a component's document is validated against its schema)"
+    )
     put.add_argument("key")
     put.add_argument("file", help="file to upload, or - for stdin")
     put.add_argument(
@@ -70,13 +104,69 @@ def _parser() -> argparse.ArgumentParser:
 def _read(source: str) -> bytes:
     if source == "-":
         return sys.stdin.buffer.read()
-    return Path(source).read_bytes()
+    with open(source, "rb") as f:
+        return f.read()
+
+
+def validate_document(key: str, data: bytes) -> str | None:
+    """Check ``data`` stored at ``key`` against the schema of the component it belongs to
+    (``.../{component}.yaml`` for a component an installed package declares). Returns that
+    component's name (None for a key of no known component); raises ConfigError naming the
+    field and the problem."""
+    name = PurePosixPath(key).name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or ext not in ("yaml", "yml", "json"):
+        return None
+    document = parse_document(data, key)
+    spec = discover_components().get(stem)
+    if spec is None:
+        return None
+    try:
+        validate_layers(spec.model, [Layer(key, document)], f"{spec.name} document {key}")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; nothing was written") from None
+    return spec.name
+
+
+def _endpoints(args: argparse.Namespace) -> list[str]:
+    raw = args.endpoints if args.endpoints is not None else os.environ.get(ENDPOINTS_VAR, "")
+    found = [e.strip() for e in raw.split(",") if e.strip()]
+    if not found:
+        raise ConfigError(f"no etcd endpoints: pass --endpoints host:port or set {ENDPOINTS_VAR}")
+    return found
+
+
+def _refused(endpoint: str, timeout: float) -> str | None:
+    """Why ``endpoint`` cannot be reached at the TCP level right now (None: it accepts)."""
+    address = endpoint.split("://", 1)[-1]
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return f"{endpoint!r} is not host:port"
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+
+
+def _check_reachable(endpoints: list[str], timeout: float) -> None:
+    """Fail at once (not after gRPC's whole call timeout) when every endpoint refuses."""
+    problems = []
+    for endpoint in endpoints:
+        problem = _refused(endpoint, min(timeout, 1.0))
+        if problem is None:
+            return
+        problems.append(f"{endpoint}: {problem}")
+    raise CoordError(
+        "no etcd endpoint reachable (" + "; ".join(problems) + "); check --endpoints "
+        f"or ${ENDPOINTS_VAR}"
+    )
 
 
 def _run(args: argparse.Namespace, p: EtcdProvider) -> int:
     cfg = p.config
     if args.command == "put":
-        data = _read(args.file)
+        data: bytes = args.data  # read and validated before connecting (main)
         if args.expect_revision is not None:
             if not cfg.compare_and_set(args.key, data, args.expect_revision):
                 print(
@@ -127,11 +217,25 @@ def _watch(args: argparse.Namespace, p: EtcdProvider) -> int:
             done.set()
 
     handle = p.config.watch(args.key, on_event, prefix=args.prefix)
-    if handle.wait_connected(args.timeout):
-        print(f"watching {p.config.key(args.key) if args.key else p.config.root}", file=sys.stderr)
+    where = p.config.key(args.key) if args.key else p.config.root
     try:
-        while not done.wait(0.5):
-            pass
+        if not handle.wait_connected(args.timeout):
+            print(f"error: etcd unreachable for {args.timeout:g}s; not watching", file=sys.stderr)
+            return 1
+        print(f"watching {where}", file=sys.stderr)
+        down_since: float | None = None
+        while not done.wait(0.2):
+            if handle.wait_connected(0):
+                down_since = None
+                continue
+            now = time.monotonic()
+            down_since = now if down_since is None else down_since
+            if now - down_since > args.timeout:
+                print(
+                    f"error: etcd unreachable for more than {args.timeout:g}s; stopped watching",
+                    file=sys.stderr,
+                )
+                return 1
     except KeyboardInterrupt:
         pass
     finally:
@@ -143,8 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``im-infra-coord`` command."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "put":  # a bad document is refused before any etcd call
+            args.data = _read(args.file)
+            root = config_root(resolve_env(args.env))
+            validate_document(args.key if args.key.startswith("/") else root + args.key, args.data)
+        endpoints = _endpoints(args)
+        _check_reachable(endpoints, args.timeout)
         with connect(
-            args.endpoints,
+            endpoints,
             username=args.user,
             ca_cert=args.tls_ca,
             cert_cert=args.tls_cert,

@@ -1,66 +1,64 @@
-"""Typed component configuration: resolution, validation, local fallback and live updates.
+"""A component's configuration for one service: layering, validation, fallback, live updates.
 
 Resolution for component C of service S in environment E (later wins, deep-merged):
 
-1. the pydantic model's defaults (the seed's values),
+1. the component model's defaults (the seed's values),
 2. ``/im-infra/config/{E}/global/{C}.yaml`` in etcd,
 3. ``/im-infra/config/{E}/{S}/{C}.yaml`` in etcd,
-4. explicit overrides from code.
+4. the environment: ``IM_INFRA_<C>_<FIELD>`` (nested fields joined by ``__``) and the
+   component's aliases (``IM_INFRA_KAFKA_BROKERS``, ``IM_INFRA_REDIS_URL``),
+5. keyword overrides from code.
 
-Without a provider, or when etcd is unreachable, the directory ``$IM_INFRA_CONFIG_DIR`` replaces
-2-3 (``global/{C}.yaml``, else ``{C}.yaml``; then ``{S}/{C}.yaml``), with a warning when etcd was
-expected; without that directory only defaults and overrides apply.
+Without a config center, or when etcd is unreachable, the directory ``$IM_INFRA_CONFIG_DIR``
+replaces 2-3 (``global/{C}.yaml``, else ``{C}.yaml``; then ``{S}/{C}.yaml``). docs/configuration.md
+is the user-facing statement of these rules.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
 from im_infra.clog.lifecycle import Closing
 from im_infra.coord._internal import metrics as _metrics
-from im_infra.coord._internal.documents import Layer, parse_document, validate_layers
+from im_infra.coord._internal.documents import (
+    CONFIG_DIR_VAR,
+    Layer,
+    document_keys,
+    parse_document,
+    validate_layers,
+)
+from im_infra.coord._internal.envlayer import env_layers
 from im_infra.coord._internal.etcd import EtcdClient, GetOp, KeyValue, WatchEvent
+from im_infra.coord._internal.hub import ConfigHub, Subscription
 from im_infra.coord._internal.log import log
-from im_infra.coord._internal.watch import WatchLoop
-from im_infra.coord.config import config_root
+from im_infra.coord._internal.redact import redact, secrets_in
+from im_infra.coord.component import Component
 from im_infra.coord.errors import ConfigError, CoordUnavailable
 
-if TYPE_CHECKING:
-    from im_infra.coord.protocols import Provider
-
 M = TypeVar("M", bound=BaseModel)
-
-ENV_VAR = "IM_INFRA_ENV"
-CONFIG_DIR_VAR = "IM_INFRA_CONFIG_DIR"
-DEFAULT_ENV = "dev"
 
 _log = log.named("config")
 
 Source = Literal["etcd", "local", "defaults"]
 
-
-def resolve_env(env: str | None = None) -> str:
-    """``env``, else $IM_INFRA_ENV, else "dev"."""
-    return env or os.environ.get(ENV_VAR) or DEFAULT_ENV
+_said: set[tuple[str, ...]] = set()
+_said_lock = threading.Lock()
 
 
-def _check_name(kind: str, value: str) -> None:
-    if not value or "/" in value or value in (".", ".."):
-        raise ConfigError(f"invalid {kind} name {value!r}: must be non-empty without '/'")
-
-
-def document_keys(env: str, service: str, component: str) -> tuple[str, str]:
-    """The etcd keys of the global and the service document, in that order."""
-    _check_name("component", component)
-    _check_name("service", service)
-    root = config_root(env)
-    return f"{root}global/{component}.yaml", f"{root}{service}/{component}.yaml"
+def log_once(level: str, message: str, *key: str, **fields: Any) -> None:
+    """Log ``message`` once per process for ``key`` (degradation notices, restart notices)."""
+    with _said_lock:
+        if key in _said:
+            return
+        _said.add(key)
+    getattr(_log, level)(message, **fields)
 
 
 def local_layers(component: str, service: str, config_dir: str | None = None) -> list[Layer]:
@@ -72,8 +70,7 @@ def local_layers(component: str, service: str, config_dir: str | None = None) ->
     if not base.is_dir():
         raise ConfigError(f"{CONFIG_DIR_VAR}={directory} is not a directory")
     layers: list[Layer] = []
-    global_candidates = [base / "global" / f"{component}.yaml", base / f"{component}.yaml"]
-    for path in global_candidates:
+    for path in (base / "global" / f"{component}.yaml", base / f"{component}.yaml"):
         if path.is_file():
             layers.append(_read_file(path))
             break
@@ -91,113 +88,166 @@ def _read_file(path: Path) -> Layer:
     return Layer(str(path), parse_document(raw, str(path)))
 
 
-def _override_layer(overrides: Mapping[str, Any] | None) -> list[Layer]:
-    return [Layer("overrides", dict(overrides))] if overrides else []
+class Resolver(Generic[M]):
+    """Everything about one component's config for one service except the etcd I/O: the
+    document keys, the environment and override layers, validation and the required check."""
 
-
-def _etcd_layers(docs: list[tuple[str, bytes | None]]) -> list[Layer]:
-    return [Layer(f"etcd {key}", parse_document(raw, key)) for key, raw in docs if raw is not None]
-
-
-def load_component_config(
-    component: str,
-    model: type[M],
-    *,
-    service: str,
-    provider: Provider | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    env: str | None = None,
-) -> M:
-    """Resolve, merge and validate ``component``'s config for ``service`` (one-shot read).
-
-    Raises :class:`ConfigError` naming the document, the field and the problem when a document
-    is malformed or a value is invalid. etcd being unreachable is not an error: the local
-    directory (or the defaults) is used and a warning is logged.
-    """
-    if env is None and provider is not None:
-        # the environment the provider was connected with (coord.connect(env=...))
-        env = getattr(provider.config, "env", None)
-    environment = resolve_env(env)
-    global_key, service_key = document_keys(environment, service, component)
-    layers: list[Layer]
-    if provider is None:
-        layers = local_layers(component, service)
-    else:
+    def __init__(
+        self,
+        spec: Component[M],
+        service: str,
+        *,
+        env: str,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.service = service
         try:
-            docs: list[tuple[str, bytes | None]] = []
-            for key in (global_key, service_key):
-                entry = provider.config.get(key)
-                docs.append((key, None if entry is None else entry.value))
-            layers = _etcd_layers(docs)
-        except CoordUnavailable as exc:
-            layers = local_layers(component, service)
-            _log.warning(
-                "etcd unreachable; using local config",
-                component=component,
-                service_name=service,
-                config_dir=os.environ.get(CONFIG_DIR_VAR),
-                cause=str(exc),
+            self.keys = document_keys(env, service, spec.name)
+        except ConfigError as exc:
+            raise spec.error(str(exc)) from None
+        environ = os.environ if environ is None else environ
+        self._secrets: set[str] = set()
+        try:
+            self._env = env_layers(spec.name, spec.model, environ, spec.env_aliases)
+        except ConfigError as exc:
+            raise self._error(exc) from None
+        self._overrides = [Layer("keyword arguments", dict(overrides))] if overrides else []
+        for layer in self._env + self._overrides:
+            self._secrets |= secrets_in(layer.data)
+
+    def _error(self, exc: ConfigError) -> ConfigError:
+        """``exc`` as the component's own config error, secrets redacted."""
+        return self.spec.error(redact(str(exc), self._secrets))
+
+    def etcd_layers(self, raw: Mapping[str, bytes | None]) -> list[Layer]:
+        layers = []
+        for key in self.keys:
+            data = raw.get(key)
+            if data is not None:
+                try:
+                    layers.append(Layer(f"etcd {key}", parse_document(data, key)))
+                except ConfigError as exc:
+                    raise self._error(exc) from None
+        return layers
+
+    def local_layers(self) -> list[Layer]:
+        try:
+            return local_layers(self.spec.name, self.service)
+        except ConfigError as exc:
+            raise self._error(exc) from None
+
+    def build(self, documents: list[Layer]) -> M:
+        """Validate defaults < ``documents`` < environment < overrides; ConfigError (secrets
+        redacted) naming the document, the field and the problem."""
+        layers = documents + self._env + self._overrides
+        try:
+            config = validate_layers(
+                self.spec.model, layers, f"{self.spec.name} (service {self.service!r})"
             )
-    return validate_layers(model, layers + _override_layer(overrides), f"{component}")
+            sources = ", ".join(layer.source for layer in layers) or "no document"
+            self.spec.check_required(config, sources)
+        except ConfigError as exc:
+            raise self._error(exc) from None
+        return config
+
+
+def _changed_paths(old: BaseModel, new: BaseModel, prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for name in type(old).model_fields:
+        a, b = getattr(old, name), getattr(new, name)
+        if a == b:
+            continue
+        path = prefix + name
+        if isinstance(a, BaseModel) and isinstance(b, BaseModel) and type(a) is type(b):
+            out.extend(_changed_paths(a, b, path + "."))
+        else:
+            out.append(path)
+    return out
 
 
 class LiveConfig(Generic[M], Closing):
-    """A component's validated config, kept current by a watch on etcd.
+    """A component's validated config for one service, kept current by its provider's watch.
 
     ``value`` is always a valid model instance. When a document changes, the config is resolved
     again; if the result validates and differs, ``value`` is replaced and every ``on_change``
-    hook is called with ``(old, new)`` on the watch thread. An invalid update is logged and
-    ignored (the last good value stays). If etcd is unreachable at start, the local directory or
-    the defaults are used (``source`` says which) and the etcd values take over, with the hooks
-    called, as soon as etcd answers.
+    hook is called with ``(old, new)`` on the watch thread. Fields the component does not apply
+    at run time (not in ``Component.live_fields``) are logged once as needing a restart. An
+    invalid update is logged (document and field named) and ignored: the last good value stays.
+    If etcd is unreachable at start, the local directory or the defaults are used (``source``
+    says which) and the etcd values take over, with the hooks called, as soon as etcd answers.
+    Without a hub (no config center) the value is static.
     """
 
     def __init__(
         self,
-        client: EtcdClient,
-        component: str,
-        model: type[M],
+        resolver: Resolver[M],
         *,
-        service: str,
-        env: str,
-        overrides: Mapping[str, Any] | None = None,
+        client: EtcdClient | None = None,
+        hub: ConfigHub | None = None,
+        unreachable: str = "",
+        on_close: Callable[[LiveConfig[M]], None] | None = None,
     ) -> None:
-        self.component = component
-        self.service = service
+        self._resolver = resolver
+        self.component = resolver.spec.name
+        self.service = resolver.service
         self._client = client
-        self._model = model
-        self._overrides = dict(overrides or {})
-        self._keys = document_keys(env, service, component)
-        self._raw: dict[str, bytes | None] = dict.fromkeys(self._keys)
+        self._raw: dict[str, bytes | None] = dict.fromkeys(resolver.keys)
+        self._mod: dict[str, int] = dict.fromkeys(resolver.keys, 0)
         self._hooks: list[Callable[[M, M], None]] = []
         self._lock = threading.RLock()
+        self._revision: int | None = None
+        self._sub: Subscription | None = None
+        self._on_close = on_close
         self._source: Source
-        revision: int | None
+        if client is None or hub is None:
+            self._value = self._degraded(unreachable)
+            return
+        # subscribe first (its start revision is fixed now), then read: nothing is missed
+        self._sub = hub.subscribe(resolver.keys, self._on_events, self._resync)
         try:
-            revision = self._read()
-            self._value = self._compute()
+            self._read()
+            self._value = resolver.build(resolver.etcd_layers(self._raw))
             self._source = "etcd"
         except CoordUnavailable as exc:
-            revision = None
-            local = local_layers(component, service)
-            self._value = validate_layers(model, local + _override_layer(overrides), component)
-            self._source = "local" if local else "defaults"
-            _log.warning(
-                "etcd unreachable; using local config until it answers",
-                component=component,
-                service_name=service,
-                source=self._source,
-                cause=str(exc),
+            self._value = self._degraded(f"etcd unreachable ({exc})")
+        except BaseException:
+            self._sub.cancel()
+            raise
+
+    def _degraded(self, why: str) -> M:
+        local = self._resolver.local_layers()
+        value = self._resolver.build(local)
+        self._source = "local" if local else "defaults"
+        where = (
+            f"local directory {os.environ.get(CONFIG_DIR_VAR)}"
+            if local
+            else "built-in defaults, the environment and keyword arguments"
+        )
+        if why:
+            log_once(
+                "warning",
+                f"{why}; {self.component} config from the {where} until etcd answers",
+                "unreachable",
+                self.component,
+                self.service,
+                component=self.component,
+                service_name=self.service,
+                source=where,
             )
-        self._loop = WatchLoop(
-            client,
-            config_root(env),
-            prefix=True,
-            on_events=self._on_events,
-            resync=self._resync,
-            name=f"component:{service}/{component}",
-            start_revision=revision,
-        ).start()
+        else:
+            log_once(
+                "info",
+                f"no config center configured; {self.component} config from the {where}",
+                "no-center",
+                self.component,
+                self.service,
+                component=self.component,
+                service_name=self.service,
+                source=where,
+            )
+        return value
 
     @property
     def value(self) -> M:
@@ -215,8 +265,8 @@ class LiveConfig(Generic[M], Closing):
 
     @property
     def revision(self) -> int | None:
-        """The etcd revision the value reflects (None while degraded)."""
-        return self._loop.revision
+        """The etcd revision the value was last read or updated at (None while degraded)."""
+        return self._revision
 
     def on_change(self, hook: Callable[[M, M], None]) -> None:
         """Call ``hook(old, new)`` on every applied change (from the watch thread)."""
@@ -224,44 +274,44 @@ class LiveConfig(Generic[M], Closing):
             self._hooks.append(hook)
 
     def wait_connected(self, timeout: float) -> bool:
-        """Wait until the watch stream is established."""
-        return self._loop.connected.wait(timeout)
+        """Wait until the shared watch stream is established (False without a config center)."""
+        loop = self._sub.hub.loop if self._sub is not None else None
+        return loop is not None and loop.connected.wait(timeout)
 
-    def _read(self) -> int:
-        result = self._client.txn([], [GetOp(k) for k in self._keys])
-        for key, resp in zip(self._keys, result.responses, strict=True):
+    def _read(self) -> None:
+        assert self._client is not None
+        keys = self._resolver.keys
+        result = self._client.txn([], [GetOp(k) for k in keys])
+        for key, resp in zip(keys, result.responses, strict=True):
             kvs: list[KeyValue] = resp if isinstance(resp, list) else []
             self._raw[key] = kvs[0].value if kvs else None
-        return result.revision
+            self._mod[key] = kvs[0].mod_revision if kvs else result.revision
+        self._revision = result.revision
 
-    def _compute(self) -> M:
-        layers = _etcd_layers([(k, self._raw[k]) for k in self._keys])
-        return validate_layers(
-            self._model, layers + _override_layer(self._overrides), self.component
-        )
-
-    def _resync(self) -> int:
+    def _resync(self) -> None:
         with self._lock:
-            revision = self._read()
+            self._read()
             self._apply(took_over=self._source != "etcd")
-            return revision
 
     def _on_events(self, events: list[WatchEvent]) -> None:
         with self._lock:
             touched = False
             for ev in events:
-                if ev.kv.key in self._raw:
-                    self._raw[ev.kv.key] = ev.kv.value if ev.kind == "put" else None
+                key = ev.kv.key
+                if key in self._raw and ev.kv.mod_revision > self._mod[key]:
+                    self._raw[key] = ev.kv.value if ev.kind == "put" else None
+                    self._mod[key] = ev.kv.mod_revision
+                    self._revision = ev.kv.mod_revision
                     touched = True
             if touched:
                 self._apply(took_over=False)
 
     def _apply(self, *, took_over: bool) -> None:
         try:
-            new = self._compute()
+            new = self._resolver.build(self._resolver.etcd_layers(self._raw))
         except ConfigError as exc:
             _log.error(
-                "ignoring invalid config update; keeping the last good value",
+                "rejected an invalid config update; keeping the last good config",
                 component=self.component,
                 service_name=self.service,
                 cause=str(exc),
@@ -269,19 +319,42 @@ class LiveConfig(Generic[M], Closing):
             _metrics.config_reloaded(self.component, "rejected")
             return
         if took_over:
-            _log.info("etcd is back; live config takes over", component=self.component)
+            _log.info("etcd answers; its config takes over", component=self.component)
             self._source = "etcd"
         old = self._value
         if new == old:
             return
         self._value = new
         _metrics.config_reloaded(self.component, "applied")
+        spec = self._resolver.spec
+        restart = [p for p in _changed_paths(old, new) if not spec.is_live(p)]
+        if restart:
+            log_once(
+                "warning",
+                f"{self.component} config changed in fields applied only at start; "
+                "restart to use them",
+                "restart",
+                self.component,
+                self.service,
+                *restart,
+                component=self.component,
+                service_name=self.service,
+                fields=restart,
+            )
         for hook in list(self._hooks):
             try:
                 hook(old, new)
             except Exception:
                 _log.exception("config on_change hook failed", component=self.component)
 
+    def close_with(self, owner: object) -> None:
+        """Stop following changes once ``owner`` (the client built from this config) is
+        garbage collected, if :meth:`close` was not called before."""
+        weakref.finalize(owner, self.close)
+
     def close(self) -> None:
-        """Stop watching (idempotent)."""
-        self._loop.stop()
+        """Stop following changes (idempotent)."""
+        if self._sub is not None:
+            self._sub.cancel()
+        if self._on_close is not None:
+            self._on_close(self)

@@ -9,29 +9,34 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
 from im_infra.clog.lifecycle import Closing
-from im_infra.coord._internal.documents import dump_document, parse_document
+from im_infra.coord._internal.documents import (
+    CONFIG_ROOT,
+    config_root,
+    dump_document,
+    parse_document,
+)
 from im_infra.coord._internal.etcd import Compare, EtcdClient, KeyValue, PutOp, WatchEvent
+from im_infra.coord._internal.hub import ConfigHub
 from im_infra.coord._internal.watch import WatchLoop
-from im_infra.coord.errors import ConfigError
+from im_infra.coord.component import Component
+from im_infra.coord.component_config import LiveConfig, Resolver
+from im_infra.coord.errors import ConfigError, CoordUnavailable
 
-if TYPE_CHECKING:
-    from im_infra.coord.component_config import LiveConfig
+__all__ = [
+    "CONFIG_ROOT",
+    "ConfigEntry",
+    "ConfigEvent",
+    "ConfigWatch",
+    "EtcdConfigManager",
+    "config_root",
+]
 
 M = TypeVar("M", bound=BaseModel)
-
-CONFIG_ROOT = "/im-infra/config"
-
-
-def config_root(env: str) -> str:
-    """The etcd prefix holding environment ``env``'s documents (ends with "/")."""
-    if not env or "/" in env:
-        raise ConfigError(f"invalid environment name {env!r}: must be non-empty without '/'")
-    return f"{CONFIG_ROOT}/{env}/"
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,8 @@ class EtcdConfigManager(Closing):
         self.root = config_root(env)
         self._watches: list[ConfigWatch] = []
         self._live: list[LiveConfig[Any]] = []
-        self._lock = threading.Lock()
+        self._hub = ConfigHub(client, self.root)
+        self._lock = threading.RLock()  # re-entrant: a GC finalizer may close a subscriber
         self._closed = False
 
     def key(self, key: str) -> str:
@@ -176,8 +182,20 @@ class EtcdConfigManager(Closing):
         """Call ``callback(event)`` (on a background thread) for every change of ``key`` (every
         key under it with ``prefix``) from ``start_revision`` on (default: from now). Survives
         stream errors and etcd restarts without missing an update; if the history it needs was
-        compacted, it goes on from the oldest revision etcd kept (a warning is logged)."""
+        compacted, it goes on from the oldest revision etcd kept (a warning is logged).
+
+        The start revision is fixed before this returns: a change made right after it returns
+        is delivered. (When etcd does not answer now, the watch starts from the revision it
+        reads once etcd answers.)"""
         absolute = self.key(key) if key or not prefix else self.root
+        first: int | None = None
+        if start_revision is not None:
+            first = start_revision - 1
+        else:
+            try:
+                first = self._client.range(absolute, prefix=prefix, count_only=True).revision
+            except CoordUnavailable:
+                first = None  # the loop's resync reads it once etcd answers
 
         def on_events(events: list[WatchEvent]) -> None:
             for ev in events:
@@ -195,7 +213,7 @@ class EtcdConfigManager(Closing):
             on_events=on_events,
             resync=resync,
             name=f"config:{absolute}",
-            start_revision=None if start_revision is None else start_revision - 1,
+            start_revision=first,
             resume_after_compaction=True,
         )
         handle = ConfigWatch(loop, self._forget)
@@ -211,25 +229,32 @@ class EtcdConfigManager(Closing):
 
     def component(
         self,
-        component: str,
-        model: type[M],
+        component: Component[M] | str,
+        model: type[M] | None = None,
         *,
         service: str | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> LiveConfig[M]:
         """A live, validated view of ``component``'s config for ``service`` (the provider's by
-        default), kept current by a watch; see :class:`~im_infra.coord.LiveConfig`."""
-        from im_infra.coord.component_config import LiveConfig
-
+        default), kept current by this manager's one shared watch; see
+        :class:`~im_infra.coord.LiveConfig`. ``component`` is a :class:`Component` (or a
+        document name with its ``model``)."""
+        spec = _as_component(component, model)
         svc = service or self.service
         if not svc:
-            raise ConfigError("component config needs a service name (connect(service=...))")
-        live = LiveConfig(
-            self._client, component, model, service=svc, env=self.env, overrides=overrides
-        )
+            raise ConfigError(
+                f"{spec.name} config needs a service name: pass service=... or connect(service=...)"
+            )
+        resolver = Resolver(spec, svc, env=self.env, overrides=overrides)
+        live = LiveConfig(resolver, client=self._client, hub=self._hub, on_close=self._drop_live)
         with self._lock:
             self._live.append(live)
         return live
+
+    def _drop_live(self, live: LiveConfig[Any]) -> None:
+        with self._lock:
+            if live in self._live:
+                self._live.remove(live)
 
     def close(self) -> None:
         """Stop every watch and live config started here (idempotent)."""
@@ -240,3 +265,12 @@ class EtcdConfigManager(Closing):
             w._loop.stop()
         for lc in live:
             lc.close()
+        self._hub.close()
+
+
+def _as_component(component: Component[M] | str, model: type[M] | None) -> Component[M]:
+    if isinstance(component, Component):
+        return component
+    if model is None:
+        raise ConfigError(f"component {component!r} given by name needs its model")
+    return Component(component, model)

@@ -7,6 +7,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
+from im_infra.coord.component import Component
 from im_infra.coord.component_config import LiveConfig
 from im_infra.coord.config import ConfigEntry, ConfigEvent, ConfigWatch
 from im_infra.coord.lock import DistributedLock
@@ -62,7 +63,17 @@ class ServiceRegistry(Protocol):
 
 @runtime_checkable
 class ConfigManager(Protocol):
-    """The config center (the seed's ``ConfigManager``)."""
+    """The config center (the seed's ``ConfigManager``) of one environment."""
+
+    @property
+    def env(self) -> str:
+        """The environment whose documents this manager reads (``/im-infra/config/{env}/``)."""
+        ...
+
+    @property
+    def service(self) -> str | None:
+        """The service whose documents :meth:`component` reads by default."""
+        ...
 
     def get(self, key: str) -> ConfigEntry | None: ...
 
@@ -89,8 +100,8 @@ class ConfigManager(Protocol):
 
     def component(
         self,
-        component: str,
-        model: type[M],
+        component: Component[M] | str,
+        model: type[M] | None = None,
         *,
         service: str | None = None,
         overrides: Mapping[str, Any] | None = None,

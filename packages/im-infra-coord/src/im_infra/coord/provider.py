@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 
 from im_infra.clog.lifecycle import Closing
+from im_infra.coord._internal.documents import resolve_env
 from im_infra.coord._internal.etcd import (
     DEFAULT_KEEPALIVE_TIME,
     DEFAULT_KEEPALIVE_TIMEOUT,
@@ -15,7 +16,6 @@ from im_infra.coord._internal.etcd import (
 )
 from im_infra.coord._internal.lease import LeaseKeeper
 from im_infra.coord._internal.log import log
-from im_infra.coord.component_config import resolve_env
 from im_infra.coord.config import EtcdConfigManager
 from im_infra.coord.errors import ConfigError, CoordError, CoordUnavailable
 from im_infra.coord.instance import DEFAULT_INSTANCE_TTL, DEFAULT_MAX_ID, EtcdInstancer

@@ -27,7 +27,7 @@ from im_infra.db._internal.core import (
     ProviderBase,
     ProviderCore,
     TxState,
-    load_config,
+    live_config,
 )
 from im_infra.db._internal.metrics import untrack_pool
 from im_infra.db.config import DBConfig
@@ -44,8 +44,14 @@ def new_async(
 ) -> AsyncDBProvider:
     """The asyncio twin of :func:`im_infra.db.new` (same configuration; async drivers chosen
     for the backend). No connection is made here; ``await provider.ping()`` to fail fast."""
-    config = load_config(service_name, coord, overrides)
-    return AsyncDBProvider(config, service=service_name)
+    live = live_config(service_name, coord, overrides)
+    try:
+        provider = AsyncDBProvider(live.value, service=service_name)
+    except BaseException:
+        live.close()
+        raise
+    provider._follow(live)
+    return provider
 
 
 class AsyncDBTransaction(TxState):

@@ -1,7 +1,8 @@
 """The ``db.yaml`` configuration model.
 
-One document per service (resolved by :func:`im_infra.coord.load_component_config`): the global
-``db.yaml`` merged with the service's own, then keyword overrides. Keys are camelCase in YAML;
+One document per service, resolved by coord like every component (docs/configuration.md): the
+global ``db.yaml``, the service's own, the environment (``IM_INFRA_DB_<FIELD>``, e.g.
+``IM_INFRA_DB_PASSWORD``), then keyword overrides. Keys are camelCase in YAML;
 snake_case works too (``populate_by_name``). Durations accept seconds (``1.5``) or Go strings
 (``200ms``, ``5s``, ``1h``). See ``docs/db.md`` for the full reference.
 """
@@ -22,9 +23,10 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from im_infra.coord import Duration
+from im_infra.coord import Component, Duration
+from im_infra.db.errors import ConfigError
 
-__all__ = ["DBConfig", "Driver", "Duration", "TLSConfig"]
+__all__ = ["DB", "DBConfig", "Driver", "Duration", "TLSConfig"]
 
 Driver = Literal["mysql", "mariadb", "postgresql", "sqlite"]
 """Database family. ``mariadb`` uses SQLAlchemy's MariaDB dialect; ``mysql`` works for both."""
@@ -136,3 +138,14 @@ class DBConfig(_Model):
         if not host and data.get("dsn") is None and data.get("driver", "mysql") != "sqlite":
             raise ValueError("host is required unless driver is sqlite or dsn is set")
         return host
+
+
+DB: Component[DBConfig] = Component(
+    "db",
+    DBConfig,
+    # applied to a running provider: the slow-query threshold; everything else shapes the
+    # engine and its pool and is logged as needing a restart
+    live_fields=frozenset({"slow_threshold"}),
+    error=ConfigError,
+)
+"""The ``db.yaml`` component as coord loads it (entry point ``im_infra.config: db``)."""

@@ -17,7 +17,7 @@ from im_infra.db._internal.core import (
     ProviderBase,
     ProviderCore,
     TxState,
-    load_config,
+    live_config,
 )
 from im_infra.db._internal.metrics import untrack_pool
 from im_infra.db.config import DBConfig
@@ -32,12 +32,21 @@ __all__ = ["DBProvider", "DBTransaction", "new"]
 def new(service_name: str, *, coord: CoordProvider | None = None, **overrides: Any) -> DBProvider:
     """A provider for ``service_name``'s database, configured from ``db.yaml`` through coord.
 
-    ``coord`` is an :class:`im_infra.coord.Provider` (None: ``$IM_INFRA_CONFIG_DIR`` or defaults);
-    ``overrides`` are DBConfig fields (snake_case or camelCase) and win over every document.
+    ``coord`` is an :class:`im_infra.coord.Provider` (None: the process's default provider when
+    ``$IM_INFRA_ETCD_ENDPOINTS`` is set, else ``$IM_INFRA_CONFIG_DIR`` or defaults; sources and
+    precedence in docs/configuration.md); ``overrides`` are DBConfig fields (snake_case or
+    camelCase) and win over everything. ``slow_threshold`` is applied live; other changes are
+    logged as needing a restart.
     No connection is made here; call :meth:`DBProvider.ping` to fail fast at startup.
     """
-    config = load_config(service_name, coord, overrides)
-    return DBProvider(config, service=service_name)
+    live = live_config(service_name, coord, overrides)
+    try:
+        provider = DBProvider(live.value, service=service_name)
+    except BaseException:
+        live.close()
+        raise
+    provider._follow(live)
+    return provider
 
 
 class DBTransaction(TxState):

@@ -13,6 +13,7 @@ from .admin_types import TopicInfo
 from .aio import KafkaAsyncConsumer, KafkaAsyncProducer
 from .config import (
     BROKERS_ENV,
+    KAFKA,
     CommonConfig,
     ConsumerConfig,
     KafkaConfig,
@@ -67,6 +68,7 @@ from .retry import DLQ_SUFFIX, RetryPolicy
 __all__ = [
     "BROKERS_ENV",
     "DLQ_SUFFIX",
+    "KAFKA",
     "TRACE_ID_HEADER",
     "AdminClient",
     "AdminError",

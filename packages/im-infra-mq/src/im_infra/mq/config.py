@@ -8,16 +8,17 @@ so a typo in a document fails with an error naming the field instead of being si
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from im_infra import coord
+from im_infra.mq.errors import ConfigError
+
 __all__ = [
     "BROKERS_ENV",
-    "DEFAULT_BROKERS",
+    "KAFKA",
     "CommonConfig",
     "ConsumerConfig",
     "KafkaConfig",
@@ -26,18 +27,14 @@ __all__ = [
     "SSLConfig",
     "SecurityConfig",
     "admin_properties",
-    "apply_brokers_env",
     "client_id",
     "common_properties",
     "consumer_properties",
     "producer_properties",
 ]
 
-#: The seed's default broker list (a three-node cluster reachable as kafka-1..3 in containers).
-DEFAULT_BROKERS: tuple[str, ...] = ("kafka-1:9092", "kafka-2:9092", "kafka-3:9092")
-
-#: Process-level broker list (comma separated). Used only when no configuration layer set
-#: ``common.brokers`` (the resolved value is still the seed default); see :func:`apply_brokers_env`.
+#: Short name of ``IM_INFRA_KAFKA_COMMON__BROKERS`` (comma separated ``host:port`` list); like
+#: every environment variable it wins over the documents and loses to keyword overrides.
 BROKERS_ENV = "IM_INFRA_KAFKA_BROKERS"
 
 _BROKER_RE = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")
@@ -101,7 +98,9 @@ class SecurityConfig(_Model):
 class CommonConfig(_Model):
     """``common``: settings shared by producers, consumers and admin clients."""
 
-    brokers: list[str] = Field(default_factory=lambda: list(DEFAULT_BROKERS), min_length=1)
+    brokers: list[str] = Field(default_factory=list)
+    """``host:port`` of the bootstrap brokers. No default: a client without brokers is a
+    configuration error naming the ways to set them, not a retry loop on placeholder hosts."""
     client_id_prefix: str = Field(default="gochat", alias="clientIDPrefix", min_length=1)
     security: SecurityConfig = SecurityConfig()
 
@@ -171,21 +170,16 @@ class KafkaConfig(_Model):
     consumer: ConsumerConfig = ConsumerConfig()
 
 
-def apply_brokers_env(config: KafkaConfig, environ: Mapping[str, str] | None = None) -> KafkaConfig:
-    """Take the broker list from ``IM_INFRA_KAFKA_BROKERS`` when no layer configured one.
-
-    Precedence (later wins): seed default < ``IM_INFRA_KAFKA_BROKERS`` < kafka.yaml documents
-    (etcd or the local config dir) < explicit overrides. A document that sets ``common.brokers``
-    therefore always wins over the environment; the variable only replaces the seed's placeholder
-    ``kafka-1:9092,...`` list, which is what a developer machine or a CI job needs.
-    """
-    env = os.environ if environ is None else environ
-    raw = env.get(BROKERS_ENV, "").strip()
-    if not raw or tuple(config.common.brokers) != DEFAULT_BROKERS:
-        return config
-    brokers = [b.strip() for b in raw.split(",") if b.strip()]
-    common = CommonConfig.model_validate({**config.common.model_dump(), "brokers": brokers})
-    return config.model_copy(update={"common": common})
+KAFKA: coord.Component[KafkaConfig] = coord.Component(
+    "kafka",
+    KafkaConfig,
+    # librdkafka fixes its configuration when a client is created: no field is applied live.
+    live_fields=frozenset(),
+    required={"common.brokers": "the keyword argument common={'brokers': ['host:9092']}"},
+    env_aliases={BROKERS_ENV: "common.brokers"},
+    error=ConfigError,
+)
+"""The ``kafka.yaml`` component as coord loads it (entry point ``im_infra.config: kafka``)."""
 
 
 def client_id(config: KafkaConfig, service_name: str) -> str:

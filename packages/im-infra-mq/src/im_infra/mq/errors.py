@@ -6,6 +6,8 @@ boundary (``raise ... from exc``) so callers never have to import confluent_kafk
 
 from __future__ import annotations
 
+from im_infra import coord
+
 __all__ = [
     "AdminError",
     "AdminTimeoutError",
@@ -33,8 +35,10 @@ class MQError(Exception):
     queued: int | None = None
 
 
-class ConfigError(MQError):
-    """The ``kafka.yaml`` configuration (or an override) is invalid."""
+class ConfigError(MQError, coord.ConfigError):
+    """The ``kafka.yaml`` configuration (or an override) is invalid, or a required value (the
+    brokers) is not set anywhere. Also a :class:`im_infra.coord.ConfigError`, the shared root
+    of every package's config error."""
 
 
 class InvalidArgumentError(MQError, ValueError):

@@ -8,10 +8,10 @@ from typing import Any
 from im_infra import clog
 from im_infra import coord as _coord
 
-from ._internal.loading import load_kafka_config
 from .admin import KafkaAdminClient
 from .aio import KafkaAsyncConsumer, KafkaAsyncProducer
 from .config import (
+    KAFKA,
     KafkaConfig,
     admin_properties,
     consumer_properties,
@@ -38,14 +38,27 @@ RdkafkaConfig = Mapping[str, Any]
 def load_config(
     service_name: str, *, coord: _coord.Provider | None = None, **overrides: Any
 ) -> KafkaConfig:
-    """Resolve ``kafka.yaml`` for ``service_name`` the way every factory does.
+    """Resolve ``kafka.yaml`` for ``service_name`` the way every factory does (one read).
 
-    Layers (later wins): seed defaults < ``IM_INFRA_KAFKA_BROKERS`` (brokers only, when no
-    document sets them) < global ``kafka.yaml`` < the service's ``kafka.yaml`` < ``overrides``
-    (nested like the document: ``producer={"lingerMs": 0}``; snake_case keys work too).
-    Raises :class:`ConfigError` naming the field and the problem.
+    Sources and precedence are coord's (docs/configuration.md): defaults < global
+    ``kafka.yaml`` < the service's ``kafka.yaml`` (etcd through ``coord`` or the default
+    provider; ``$IM_INFRA_CONFIG_DIR`` when etcd is unreachable) < environment
+    (``IM_INFRA_KAFKA_BROKERS``, ``IM_INFRA_KAFKA_<SECTION>__<FIELD>``) < ``overrides`` (nested
+    like the document: ``producer={"lingerMs": 0}``; snake_case keys work too). Raises
+    :class:`ConfigError` naming the field and the problem, or naming the ways to set the
+    brokers when nothing sets them.
     """
-    return load_kafka_config(service_name, provider=coord, overrides=overrides or None)
+    return _coord.load_component_config(
+        KAFKA, service=service_name, coord=coord, overrides=overrides or None
+    )
+
+
+def _live(
+    service_name: str, coord: _coord.Provider | None, overrides: Mapping[str, Any]
+) -> _coord.LiveConfig[KafkaConfig]:
+    """The live view a client follows: mq applies no field at run time (librdkafka's
+    configuration is fixed at creation), so a change is logged once as needing a restart."""
+    return _coord.live_config(KAFKA, service_name, coord=coord, overrides=overrides or None)
 
 
 def _merge(props: dict[str, Any], extra: RdkafkaConfig | None) -> dict[str, Any]:
@@ -74,14 +87,17 @@ def new_producer(
     ``overrides`` are deep-merged over the kafka.yaml documents (see :func:`load_config`);
     ``rdkafka_config`` sets raw librdkafka properties last (e.g. ``{"message.timeout.ms": 5000}``).
     """
-    config = load_config(service_name, coord=coord, **overrides)
+    live = _live(service_name, coord, overrides)
+    config = live.value
     props = _merge(producer_properties(config, service_name), rdkafka_config)
-    return KafkaProducer(
+    producer = KafkaProducer(
         props,
         logger=logger,
         backpressure_timeout=backpressure_timeout,
         close_timeout=close_timeout,
     )
+    live.close_with(producer)
+    return producer
 
 
 def new_consumer(
@@ -102,7 +118,8 @@ def new_consumer(
     """
     if not group_id:
         raise ConfigError("group_id must be a non-empty string")
-    config = load_config(service_name, coord=coord, **overrides)
+    live = _live(service_name, coord, overrides)
+    config = live.value
     props = _merge(consumer_properties(config, service_name, group_id), rdkafka_config)
     member = None
     if config.consumer.static_membership and "group.instance.id" not in props:
@@ -115,7 +132,7 @@ def new_consumer(
         return KafkaProducer(producer_properties(config, service_name), logger=logger)
 
     try:
-        return KafkaConsumer(
+        consumer = KafkaConsumer(
             props,
             logger=logger,
             retry=retry,
@@ -129,6 +146,8 @@ def new_consumer(
         if member is not None:
             member.release()
         raise
+    live.close_with(consumer)
+    return consumer
 
 
 def new_admin_client(

@@ -11,19 +11,17 @@ docs/operations.md) lets the restarted process replace it. Where the id comes fr
    to a process restarted on the same host (see :mod:`im_infra.coord.instance`; the restarted
    process waits up to the lease TTL, 10 s, for its predecessor's lease to expire).
 
-Without a config center (no ``coord`` and no ``IM_INFRA_ETCD_ENDPOINTS``), or when it does not
-answer, the member joins dynamically and a warning says so. ``consumer.staticMembership: false``
-turns all of this off.
+Without a config center (no ``coord`` and no ``IM_INFRA_ETCD_ENDPOINTS`` for coord's default
+provider), or when it does not answer, the member joins dynamically and a warning says so.
+``consumer.staticMembership: false`` turns all of this off.
 """
 
 from __future__ import annotations
 
-import os
 import re
 
 from im_infra import clog
 from im_infra import coord as _coord
-from im_infra.coord.provider import ENDPOINTS_VAR
 
 __all__ = ["StaticMember", "claim_static_member", "member_namespace"]
 
@@ -38,23 +36,13 @@ def member_namespace(service_name: str, group_id: str) -> str:
 class StaticMember:
     """A derived ``group.instance.id`` and the coord instance ID that keeps it unique."""
 
-    def __init__(
-        self,
-        instance_id: str,
-        instancer: _coord.Instancer,
-        owned: _coord.Provider | None,
-    ) -> None:
+    def __init__(self, instance_id: str, instancer: _coord.Instancer) -> None:
         self.instance_id = instance_id
         self._instancer = instancer
-        self._owned = owned
 
     def release(self) -> None:
         """Give the instance ID back (after the consumer left the group). Idempotent."""
-        try:
-            self._instancer.release()
-        finally:
-            if self._owned is not None:
-                self._owned.close()
+        self._instancer.release()
 
 
 def claim_static_member(
@@ -64,23 +52,20 @@ def claim_static_member(
     log: clog.Logger,
 ) -> StaticMember | None:
     """Derive a ``group.instance.id`` from coord; ``None`` (dynamic membership) without one."""
-    owned: _coord.Provider | None = None
     if provider is None:
-        if not os.environ.get(ENDPOINTS_VAR, "").strip():
-            log.warning(
-                "no config center: the consumer joins without static membership "
-                "(set consumer.groupInstanceId, or IM_INFRA_ETCD_ENDPOINTS)",
-                group_id=group_id,
-            )
-            return None
-        provider = owned = _coord.connect()
+        provider = _coord.default_provider()
+    if provider is None:
+        log.warning(
+            "no config center: the consumer joins without static membership "
+            "(set consumer.groupInstanceId, or IM_INFRA_ETCD_ENDPOINTS)",
+            group_id=group_id,
+        )
+        return None
     namespace = member_namespace(service_name, group_id)
     try:
         instancer = provider.new_instancer(namespace, sticky=True)
         number = instancer.get_instance_id()
     except _coord.CoordError as exc:
-        if owned is not None:
-            owned.close()
         log.warning(
             "could not hold a static member id in coord: the consumer joins without static "
             "membership",
@@ -100,4 +85,4 @@ def claim_static_member(
 
     instancer.on_lost(lost)
     log.info("static membership", group_id=group_id, group_instance_id=member_id)
-    return StaticMember(member_id, instancer, owned)
+    return StaticMember(member_id, instancer)

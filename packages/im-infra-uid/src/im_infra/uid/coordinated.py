@@ -58,16 +58,21 @@ class _LossLatch:
 
 
 def from_coord(
-    provider: ProviderLike,
-    service: str,
+    service: str | ProviderLike,
+    legacy_service: str | None = None,
     *,
+    coord: ProviderLike | None = None,
     epoch_ms: int = DEFAULT_EPOCH_MS,
     clock: Clock = time.time_ns,
     sleep: Sleep = time.sleep,
     max_backward_ms: int = 5,
     release_on_close: bool = False,
 ) -> SnowflakeGenerator:
-    """A generator whose worker ID is ``provider.instance_for(service).get_instance_id()``.
+    """A generator whose worker ID is ``coord.instance_for(service).get_instance_id()``.
+
+    ``from_coord("im-logic")`` is enough when ``$IM_INFRA_ETCD_ENDPOINTS`` is set: the process's
+    default provider (:func:`im_infra.coord.default_provider`) serves. ``coord=`` passes a
+    provider explicitly; the older positional form ``from_coord(provider, "im-logic")`` works too.
 
     coord allocates the ID (0..1023) under a lease it keeps alive, so no two live processes of
     ``service`` share it. If coord reports the lease lost, the generator stops: every later call
@@ -81,10 +86,25 @@ def from_coord(
     (``instancer.release()``, ``provider.close()``) stops it too. The other keyword arguments
     are those of :func:`new_generator`.
     """
-    from im_infra.coord.errors import CoordError  # coord imports its etcd client: import lazily
+    from im_infra import coord as _coord  # coord imports its etcd client: import lazily
+    from im_infra.coord.errors import CoordError
 
+    provider: ProviderLike | None = coord
+    if not isinstance(service, str):  # the positional form from_coord(provider, service)
+        if provider is not None:
+            raise InvalidArgument("pass the provider once: from_coord(service, coord=provider)")
+        provider, service = service, legacy_service  # type: ignore[assignment]
+    elif legacy_service is not None:
+        raise InvalidArgument(f"unexpected second positional argument {legacy_service!r}")
     if not isinstance(service, str) or not service:
         raise InvalidArgument(f"service must be a non-empty str, got {service!r}")
+    if provider is None:
+        provider = _coord.default_provider()
+    if provider is None:
+        raise WorkerIdUnavailable(
+            f"no coord provider for service {service!r}: set {_coord.provider.ENDPOINTS_VAR} "
+            "(the process's default provider) or pass coord=..."
+        )
     latch = _LossLatch()
     try:
         instancer = provider.instance_for(service, max_id=MAX_WORKER_ID)

@@ -8,17 +8,10 @@ from redis import exceptions as rex
 
 from im_infra.cache import errors as e
 from im_infra.cache._internal.retry import may_have_run
+from im_infra.coord import redact_secrets
 
 BACKEND_ERRORS = (rex.RedisError, rex.RedisClusterException)
 """What redis-py raises (RedisClusterException is not a RedisError)."""
-
-
-def scrub(message: str, secrets: tuple[str, ...]) -> str:
-    """Remove every secret (password) from ``message``."""
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    return message
 
 
 def tls_problem(exc: BaseException) -> str | None:
@@ -50,7 +43,7 @@ def translate(
     values are ever put in the message). ``unsafe``: the command is not safe to repeat, so a
     failure after it may have been sent is a CacheOutcomeUnknown."""
     name = command.decode() if isinstance(command, bytes) else str(command)
-    detail = scrub(str(exc) or type(exc).__name__, secrets)
+    detail = redact_secrets(str(exc) or type(exc).__name__, secrets)
     if unsafe and may_have_run(exc):
         return e.CacheOutcomeUnknown(
             f"redis {name}: outcome unknown, the command may have run and was not retried"

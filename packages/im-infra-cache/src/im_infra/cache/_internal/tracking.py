@@ -17,10 +17,10 @@ from typing import Any
 
 from im_infra import clog
 from im_infra.cache._internal.backend import Flavor, connection_kwargs
-from im_infra.cache._internal.errors import scrub
 from im_infra.cache._internal.flow import Cmd, Sleep
 from im_infra.cache.config import RedisConfig
 from im_infra.cache.local import LocalCache
+from im_infra.coord import redact_secrets
 
 __all__ = [
     "Connect",
@@ -139,7 +139,7 @@ def tracking_flow(tracker: Tracker) -> TrackFlow:
                     "client-side cache tracking unavailable: local cache emptied and bypassed "
                     "until it is back",
                     error=type(exc).__name__,
-                    detail=scrub(str(exc), tracker.secrets)[:200],
+                    detail=redact_secrets(str(exc), tracker.secrets)[:200],
                 )
             tracker.failing = True
             tracker.connected.clear()

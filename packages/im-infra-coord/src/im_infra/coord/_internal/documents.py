@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -13,10 +13,41 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from im_infra.clog import DEFAULT_REDACT
+from im_infra.coord._internal.redact import is_secret_name, redact, secrets_in
 from im_infra.coord.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+CONFIG_ROOT = "/im-infra/config"
+ENV_VAR = "IM_INFRA_ENV"
+CONFIG_DIR_VAR = "IM_INFRA_CONFIG_DIR"
+DEFAULT_ENV = "dev"
+
+
+def resolve_env(env: str | None = None) -> str:
+    """``env``, else $IM_INFRA_ENV, else "dev"."""
+    return env or os.environ.get(ENV_VAR) or DEFAULT_ENV
+
+
+def config_root(env: str) -> str:
+    """The etcd prefix holding environment ``env``'s documents (ends with "/")."""
+    if not env or "/" in env:
+        raise ConfigError(f"invalid environment name {env!r}: must be non-empty without '/'")
+    return f"{CONFIG_ROOT}/{env}/"
+
+
+def check_name(kind: str, value: str) -> None:
+    """Refuse a component or service name that is empty or would escape its directory."""
+    if not isinstance(value, str) or not value or "/" in value or value in (".", ".."):
+        raise ConfigError(f"invalid {kind} name {value!r}: must be non-empty without '/'")
+
+
+def document_keys(env: str, service: str, component: str) -> tuple[str, str]:
+    """The etcd keys of the global and the service document, in that order."""
+    check_name("component", component)
+    check_name("service", service)
+    root = config_root(env)
+    return f"{root}global/{component}.yaml", f"{root}{service}/{component}.yaml"
 
 
 @dataclass(frozen=True)
@@ -131,13 +162,6 @@ def _has_path(data: Mapping[str, Any], path: Sequence[str | int]) -> bool:
     return True
 
 
-_SECRET = re.compile("|".join(re.escape(f) for f in DEFAULT_REDACT), re.IGNORECASE)
-
-
-def _is_secret(name: str) -> bool:
-    return _SECRET.search(name) is not None
-
-
 def _describe(exc: ValidationError, layers: Sequence[Layer], what: str) -> str:
     problems = []
     for err in exc.errors():
@@ -154,12 +178,17 @@ def _describe(exc: ValidationError, layers: Sequence[Layer], what: str) -> str:
         value = err.get("input")
         if err.get("type") == "missing":
             shown = ""
-        elif any(_is_secret(str(part)) for part in loc):
+        elif err.get("type") == "extra_forbidden" or isinstance(value, Mapping | list):
+            shown = ""  # an unknown field (a misspelt password?) or a whole section: not echoed
+        elif any(is_secret_name(str(part)) for part in loc):
             shown = " (got ***)"  # never echo a password, token or DSN back
         else:
             shown = f" (got {value!r})"
         problems.append(f"field '{field}' from {source}: {err.get('msg')}{shown}")
-    return f"invalid {what} config: " + "; ".join(problems)
+    secrets: set[str] = set()
+    for layer in layers:
+        secrets |= secrets_in(layer.data)
+    return redact(f"invalid {what} config: " + "; ".join(problems), secrets)
 
 
 def validate_layers(model: type[M], layers: Sequence[Layer], what: str) -> M:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from im_infra import clog, coord
 from im_infra.db._internal import metrics
 from im_infra.db._internal.engine import EngineSpec, build_spec, configure_engine
-from im_infra.db._internal.instrument import install
+from im_infra.db._internal.instrument import SlowThreshold, install
 from im_infra.db._internal.sqltext import redact_sql
 from im_infra.db._internal.translate import raise_translated, translate
-from im_infra.db.config import DBConfig
+from im_infra.db.config import DB, DBConfig
 from im_infra.db.errors import (
     ConfigError,
     InvalidURLError,
@@ -27,6 +27,7 @@ from im_infra.db.errors import (
 )
 
 if TYPE_CHECKING:
+    from im_infra.coord import LiveConfig
     from im_infra.coord import Provider as CoordProvider
 
 S = TypeVar("S")
@@ -36,35 +37,22 @@ Owner = object
 PASSWORD_ENV = "IM_INFRA_DB_PASSWORD"  # noqa: S105 - the variable name, not a password
 
 
-def load_config(
+def live_config(
     service_name: str, coord_provider: CoordProvider | None, overrides: Mapping[str, Any]
-) -> DBConfig:
-    """The service's ``db.yaml`` through coord (defaults < global < service < overrides).
-
-    ``IM_INFRA_DB_PASSWORD``, when set, supplies the password unless ``overrides`` has one
-    (it also fills in a ``dsn`` that has no password).
-    """
-    merged = dict(overrides)
-    password = os.environ.get(PASSWORD_ENV)
-    if password and "password" not in merged:
-        merged["password"] = password
-    try:
-        config = coord.load_component_config(
-            "db", DBConfig, service=service_name, provider=coord_provider, overrides=merged
-        )
-    except coord.ConfigError as exc:
-        message = str(exc)
-        if password:
-            message = message.replace(password, "***")
-        raise ConfigError(f"db config for service {service_name!r}: {message}") from None
+) -> LiveConfig[DBConfig]:
+    """The service's ``db.yaml`` through coord (sources and precedence: docs/configuration.md;
+    ``IM_INFRA_DB_PASSWORD`` is the environment layer's name for ``password``)."""
+    live = coord.live_config(DB, service_name, coord=coord_provider, overrides=overrides or None)
+    config = live.value
     if config.dsn is None and config.driver != "sqlite" and not config.database:
+        live.close()
         # Without it MySQL sessions have no default schema and PostgreSQL silently picks the
         # user's name: a configuration mistake, said here rather than by a later query.
         raise ConfigError(
             f"db config for service {service_name!r}: field 'database' is empty: set it (or "
-            "'dsn') in db.yaml or as an override; no document supplied one"
+            "'dsn') in db.yaml, as IM_INFRA_DB_DATABASE or as an override; no source set it"
         )
-    return config
+    return live
 
 
 class ProviderCore(Generic[S]):
@@ -200,8 +188,27 @@ class ProviderBase(Generic[EngineT, S]):
             self._engine.sync_engine if isinstance(self._engine, AsyncEngine) else self._engine
         )
         configure_engine(sync_engine, core.spec)
-        install(sync_engine, target=core.target, slow_threshold=config.slow_threshold, log=core.log)
+        self._slow = SlowThreshold(config.slow_threshold)
+        install(sync_engine, target=core.target, slow_threshold=self._slow, log=core.log)
         metrics.track_pool(sync_engine, core.pool_name)
+
+    def _follow(self, live: LiveConfig[DBConfig]) -> None:
+        """Apply the live fields (``DB.live_fields``) of every later change of ``live``."""
+
+        def apply(old: DBConfig, new: DBConfig) -> None:
+            if new.slow_threshold != old.slow_threshold:
+                self._slow.set(new.slow_threshold)
+                self._core.log.info("slow-query threshold changed", seconds=new.slow_threshold)
+
+        live.on_change(apply)
+        live.close_with(self)
+
+    @property
+    def slow_threshold(self) -> float:
+        """The slow-query threshold in effect, in seconds (0: off); ``db.yaml`` changes to
+        ``slowThreshold`` apply here while the provider runs."""
+        seconds = self._slow.seconds
+        return 0.0 if seconds == math.inf else seconds
 
     @property
     def engine(self) -> EngineT:

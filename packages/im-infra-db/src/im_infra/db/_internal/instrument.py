@@ -23,7 +23,21 @@ from im_infra.db._internal.target import Target
 from im_infra.db._internal.translate import translate
 
 
-def install(engine: Engine, *, target: Target, slow_threshold: float, log: Logger) -> None:
+class SlowThreshold:
+    """The slow-query threshold in seconds, changeable while statements run (live config);
+    0 or less disables the check."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = math.inf
+        self.set(seconds)
+
+    def set(self, seconds: float) -> None:
+        self.seconds = seconds if seconds > 0 else math.inf
+
+
+def install(engine: Engine, *, target: Target, slow_threshold: SlowThreshold, log: Logger) -> None:
     """Attach the statement timer (metrics, slow-query log) and the logging listeners to
     ``engine`` (a sync Engine, or an AsyncEngine's ``sync_engine``). Every line carries the
     current trace id (clog adds it)."""
@@ -54,11 +68,11 @@ def _param_summary(params: Any, many: bool) -> str:
 
 
 def _install_statement_timer(
-    engine: Engine, target: Target, slow_threshold: float, log: Logger
+    engine: Engine, target: Target, slow: SlowThreshold, log: Logger
 ) -> None:
     """Time every statement on the dialect's execute hooks (DialectEvents ``do_execute*``): the
     one timing feeds ``db.client.operation.duration``, the slow-query log and
-    ``im_infra.db.slow_queries`` (``slow_threshold`` 0: no slow-query check).
+    ``im_infra.db.slow_queries`` (a threshold of 0: no slow-query check).
 
     These engine events wrap exactly the DBAPI ``cursor.execute`` call: the listener runs the
     dialect's own method, times it and returns True ("handled"). Unlike the ConnectionEvents
@@ -66,7 +80,6 @@ def _install_statement_timer(
     dispatch (begin, commit, rollback, …), so a statement costs one extra Python call.
     """
     dialect = engine.dialect
-    threshold = slow_threshold if slow_threshold > 0 else math.inf
     attributes = metrics.StatementAttributes(target.backend)
     record = metrics.operation_duration.record
     count_slow = metrics.slow_queries.add
@@ -76,7 +89,7 @@ def _install_statement_timer(
             "slow query",
             sql=redact_sql(statement),
             elapsed_ms=round(elapsed * 1000, 3),
-            threshold_ms=round(threshold * 1000, 3),
+            threshold_ms=round(slow.seconds * 1000, 3),
             params=_param_summary(params, many),
         )
 
@@ -92,7 +105,7 @@ def _install_statement_timer(
             elapsed = perf_counter() - started
             attrs = attributes(statement)
             record(elapsed, attrs)
-            if elapsed >= threshold:
+            if elapsed >= slow.seconds:
                 count_slow(1, attrs)
                 report(statement, elapsed, rest[0] if len(rest) == 2 else None, many)
             return True
