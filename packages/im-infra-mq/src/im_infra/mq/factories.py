@@ -19,6 +19,7 @@ from .config import (
 )
 from .consumer import KafkaConsumer
 from .errors import ConfigError
+from .membership import claim_static_member
 from .producer import KafkaProducer
 from .retry import RetryPolicy
 
@@ -120,17 +121,31 @@ def new_consumer(
     live = _live(service_name, coord, overrides)
     config = live.value
     props = _merge(consumer_properties(config, service_name, group_id), rdkafka_config)
+    member = None
+    if config.consumer.static_membership and "group.instance.id" not in props:
+        log = (logger or clog.get_logger("mq")).named("membership")
+        member = claim_static_member(service_name, group_id, coord, log)
+        if member is not None:
+            props["group.instance.id"] = member.instance_id
 
     def dlq_producer() -> KafkaProducer:
         return KafkaProducer(producer_properties(config, service_name), logger=logger)
 
-    consumer = KafkaConsumer(
-        props,
-        logger=logger,
-        retry=retry,
-        dlq_producer=dlq_producer,
-        close_timeout=close_timeout,
-    )
+    try:
+        consumer = KafkaConsumer(
+            props,
+            logger=logger,
+            retry=retry,
+            dlq_producer=dlq_producer,
+            close_timeout=close_timeout,
+            on_closed=None if member is None else member.release,
+            concurrency=config.consumer.concurrency,
+            order_by=config.consumer.order_by,
+        )
+    except BaseException:
+        if member is not None:
+            member.release()
+        raise
     live.close_with(consumer)
     return consumer
 

@@ -17,7 +17,8 @@ class RetryPolicy:
     The callback is called up to ``max_attempts`` times, sleeping ``backoff`` seconds before the
     second attempt and multiplying the pause by ``multiplier`` (capped at ``max_backoff``) each
     time. When every attempt failed and ``dead_letter`` is true, the message is produced to
-    ``<topic>.dlq`` with headers ``dlq_topic``/``dlq_partition``/``dlq_offset``/``dlq_error``; then
+    ``<topic>.dlq`` with the headers of :mod:`im_infra.mq.dead_letter` (original topic, partition,
+    offset, attempt count, error); then
     its offset is stored and consumption continues. Retries hold up the message's partition, so
     keep the total pause well below ``max.poll.interval.ms`` (300 s by default).
     """

@@ -8,13 +8,17 @@ the case without an SDK, unless a propagated context was attached) nothing is ad
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
 
-__all__ = ["TRACEPARENT_HEADER", "extract_context", "inject_headers"]
+from im_infra import clog
+from im_infra.mq.message import TRACE_ID_HEADER
+
+__all__ = ["TRACEPARENT_HEADER", "bound_from", "extract_context", "inject_headers"]
 
 TRACEPARENT_HEADER = "traceparent"
 _CARRIED = ("traceparent", "tracestate", "baggage")
@@ -41,3 +45,23 @@ def extract_context(headers: Mapping[str, bytes]) -> otel_context.Context | None
         return None
     carrier = {k: headers[k].decode("latin-1") for k in _CARRIED if k in headers}
     return propagate.extract(carrier)
+
+
+@contextmanager
+def bound_from(headers: Mapping[str, bytes]) -> Iterator[None]:
+    """Bind a consumed message's ``trace_id`` header as the clog trace id and attach its W3C
+    trace context (when present) for the duration of the block; restore both afterwards.
+
+    Works around a blocking call and around an ``await`` inside one asyncio task alike.
+    """
+    raw_tid = headers.get(TRACE_ID_HEADER)
+    parent = extract_context(headers) if headers else None
+    token = clog.set_trace_id(raw_tid.decode("utf-8", "replace")) if raw_tid else None
+    otel_token = otel_context.attach(parent) if parent is not None else None
+    try:
+        yield
+    finally:
+        if otel_token is not None:
+            otel_context.detach(otel_token)
+        if token is not None:
+            clog.reset_trace_id(token)
