@@ -40,13 +40,13 @@ __all__ = ["AsyncDBProvider", "AsyncDBTransaction", "new_async"]
 
 
 def new_async(
-    service_name: str, *, coord: CoordProvider | None = None, **overrides: Any
+    service_name: str | None = None, *, coord: CoordProvider | None = None, **overrides: Any
 ) -> AsyncDBProvider:
     """The asyncio twin of :func:`im_infra.db.new` (same configuration; async drivers chosen
     for the backend). No connection is made here; ``await provider.ping()`` to fail fast."""
     live = live_config(service_name, coord, overrides)
     try:
-        provider = AsyncDBProvider(live.value, service=service_name)
+        provider = AsyncDBProvider(live.value, service=live.service)
     except BaseException:
         live.close()
         raise

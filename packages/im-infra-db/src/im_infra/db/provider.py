@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["DBProvider", "DBTransaction", "new"]
 
 
-def new(service_name: str, *, coord: CoordProvider | None = None, **overrides: Any) -> DBProvider:
+def new(
+    service_name: str | None = None, *, coord: CoordProvider | None = None, **overrides: Any
+) -> DBProvider:
     """A provider for ``service_name``'s database, configured from ``db.yaml`` through coord.
 
     ``coord`` is an :class:`im_infra.coord.Provider` (None: the process's default provider when
@@ -41,7 +43,7 @@ def new(service_name: str, *, coord: CoordProvider | None = None, **overrides: A
     """
     live = live_config(service_name, coord, overrides)
     try:
-        provider = DBProvider(live.value, service=service_name)
+        provider = DBProvider(live.value, service=live.service)
     except BaseException:
         live.close()
         raise

@@ -54,7 +54,7 @@ def load_config(
 
 
 def _live(
-    service_name: str, coord: _coord.Provider | None, overrides: Mapping[str, Any]
+    service_name: str | None, coord: _coord.Provider | None, overrides: Mapping[str, Any]
 ) -> _coord.LiveConfig[KafkaConfig]:
     """The live view a client follows: mq applies no field at run time (librdkafka's
     configuration is fixed at creation), so a change is logged once as needing a restart."""
@@ -73,7 +73,7 @@ def _merge(props: dict[str, Any], extra: RdkafkaConfig | None) -> dict[str, Any]
 
 
 def new_producer(
-    service_name: str,
+    service_name: str | None = None,
     *,
     logger: clog.Logger | None = None,
     coord: _coord.Provider | None = None,
@@ -88,7 +88,7 @@ def new_producer(
     ``rdkafka_config`` sets raw librdkafka properties last (e.g. ``{"message.timeout.ms": 5000}``).
     """
     live = _live(service_name, coord, overrides)
-    config = live.value
+    config, service_name = live.value, live.service
     props = _merge(producer_properties(config, service_name), rdkafka_config)
     producer = KafkaProducer(
         props,
@@ -101,8 +101,8 @@ def new_producer(
 
 
 def new_consumer(
-    service_name: str,
-    group_id: str,
+    service_name: str | None = None,
+    group_id: str = "",
     *,
     logger: clog.Logger | None = None,
     coord: _coord.Provider | None = None,
@@ -119,7 +119,7 @@ def new_consumer(
     if not group_id:
         raise ConfigError("group_id must be a non-empty string")
     live = _live(service_name, coord, overrides)
-    config = live.value
+    config, service_name = live.value, live.service
     props = _merge(consumer_properties(config, service_name, group_id), rdkafka_config)
     member = None
     if config.consumer.static_membership and "group.instance.id" not in props:
@@ -151,7 +151,7 @@ def new_consumer(
 
 
 def new_admin_client(
-    service_name: str,
+    service_name: str | None = None,
     *,
     logger: clog.Logger | None = None,
     coord: _coord.Provider | None = None,
@@ -160,13 +160,15 @@ def new_admin_client(
     **overrides: Any,
 ) -> KafkaAdminClient:
     """Create an admin client for topic management (seed §5)."""
-    config = load_config(service_name, coord=coord, **overrides)
+    live = _live(service_name, coord, overrides)
+    config, service_name = live.value, live.service
+    live.close()  # an admin client reads the document once
     props = _merge(admin_properties(config, service_name), rdkafka_config)
     return KafkaAdminClient(props, logger=logger, timeout=timeout)
 
 
 def new_async_producer(
-    service_name: str,
+    service_name: str | None = None,
     *,
     logger: clog.Logger | None = None,
     coord: _coord.Provider | None = None,
@@ -190,8 +192,8 @@ def new_async_producer(
 
 
 def new_async_consumer(
-    service_name: str,
-    group_id: str,
+    service_name: str | None = None,
+    group_id: str = "",
     *,
     logger: clog.Logger | None = None,
     coord: _coord.Provider | None = None,

@@ -40,7 +40,7 @@ PASSWORD_ENV = "IM_INFRA_DB_PASSWORD"  # noqa: S105 - the variable name, not a p
 
 
 def live_config(
-    service_name: str, coord_provider: CoordProvider | None, overrides: Mapping[str, Any]
+    service_name: str | None, coord_provider: CoordProvider | None, overrides: Mapping[str, Any]
 ) -> LiveConfig[DBConfig]:
     """The service's ``db.yaml`` through coord (sources and precedence: docs/configuration.md;
     ``IM_INFRA_DB_PASSWORD`` is the environment layer's name for ``password``)."""
@@ -51,7 +51,7 @@ def live_config(
         # Without it MySQL sessions have no default schema and PostgreSQL silently picks the
         # user's name: a configuration mistake, said here rather than by a later query.
         raise ConfigError(
-            f"db config for service {service_name!r}: field 'database' is empty: set it (or "
+            f"db config for service {live.service!r}: field 'database' is empty: set it (or "
             "'dsn') in db.yaml, as IM_INFRA_DB_DATABASE or as an override; no source set it"
         )
     return live
