@@ -6,7 +6,10 @@ For PostgreSQL, MariaDB/MySQL and SQLite it measures, in one run:
 * select by primary key: ``with provider.session() as s: s.execute(stmt).scalar_one()``
   vs ``with Session(engine) as s: ...`` on ``provider.engine``;
 * insert: ``with provider.transaction() as s: s.execute(insert)`` (commit per row)
-  vs ``with Session(engine) as s, s.begin(): ...``.
+  vs ``with Session(engine) as s, s.begin(): ...``;
+* outbox commit (PostgreSQL, MariaDB): a transaction inserting a row plus ``outbox.add(...)``
+  vs one inserting the row plus a plain insert of the same values into a second table of the
+  outbox's shape (same columns and indexes): the cost of the outbox's own layer.
 
 Both sides run the same statements on the same engine (same pool, driver and engine events), so
 the ratio (provider ops/s ÷ raw ops/s) is the cost of the provider's own layer. The two sides
@@ -26,7 +29,8 @@ provider's own layer; the bare-engine line (no im-infra hooks) shows what metric
 Server URLs come from IM_INFRA_PG_URL / IM_INFRA_MYSQL_URL (or --pg-url / --mysql-url).
 The last line printed is one JSON object:
 {"bench":"db","otel_sdk":…,"pg_select_ratio":…,"pg_insert_ratio":…,"mysql_select_ratio":…,
- "mysql_insert_ratio":…,"sqlite_select_ratio":…}
+ "mysql_insert_ratio":…,"sqlite_select_ratio":…,"pg_outbox_commit_ratio":…,
+ "mysql_outbox_commit_ratio":…,"outbox_commit_ratio":…}   (the last: the lower of the two)
 """
 
 from __future__ import annotations
@@ -98,9 +102,33 @@ class Bench:
             Column("id", Integer, primary_key=True, autoincrement=True),
             Column("name", String(40), nullable=False),
         )
+        prefix = self.table.name
+        self.outbox = db.Outbox(self.provider, table=f"{prefix}_outbox")
+        self.outbox_table = db.outbox_table(self.metadata, f"{prefix}_outbox")
+        self.plain_events = db.outbox_table(self.metadata, f"{prefix}_plain")
         self.provider.create_all(self.metadata)
         with self.provider.transaction() as s:
             s.execute(insert(self.table), [{"name": f"row-{i}"} for i in range(1000)])
+
+    def commit_outbox(self, i: int) -> None:
+        with self.provider.transaction() as s:
+            s.execute(insert(self.table).values(name=f"o-{i}"))
+            self.outbox.add("chat.stored", key=f"conv-{i % 64}", value=b"payload-%d" % i)
+
+    def commit_plain(self, i: int) -> None:
+        with self.provider.transaction() as s:
+            s.execute(insert(self.table).values(name=f"q-{i}"))
+            s.execute(
+                insert(self.plain_events),
+                {
+                    "topic": "chat.stored",
+                    "key": f"conv-{i % 64}",
+                    "value": b"payload-%d" % i,
+                    "headers": None,
+                    "trace_id": clog.trace_id(),
+                    "created_at": time.time(),
+                },
+            )
 
     def select_provider(self, i: int) -> None:
         with self.provider.session() as s:
@@ -138,7 +166,9 @@ def bare_select_ratio(bench: Bench, url: str, *, ops: int) -> tuple[float, float
         bare.dispose()
 
 
-def run_backend(name: str, url: str, *, ops: int, inserts: bool, bare: bool) -> dict[str, float]:
+def run_backend(
+    name: str, url: str, *, ops: int, inserts: bool, bare: bool, outbox: bool = False
+) -> dict[str, float]:
     """The ratios of one backend (and the printed details)."""
     bench = Bench(url)
     results: dict[str, float] = {}
@@ -152,6 +182,10 @@ def run_backend(name: str, url: str, *, ops: int, inserts: bool, bare: bool) -> 
                 lambda: compare(bench.insert_provider, bench.insert_raw, ops=ops),
             )
         )
+    if outbox:
+        cases.append(
+            ("outbox_commit", lambda: compare(bench.commit_outbox, bench.commit_plain, ops=ops))
+        )
     if bare:
         cases.append(("bare", lambda: bare_select_ratio(bench, url, ops=ops)))
     try:
@@ -159,6 +193,9 @@ def run_backend(name: str, url: str, *, ops: int, inserts: bool, bare: bool) -> 
             p, r, ratio = run()
             if kind == "bare":
                 label = "select vs bare engine (info, no im-infra engine hooks)"
+            elif kind == "outbox_commit":
+                label = "row + outbox.add vs row + plain insert"
+                results[f"{name}_{kind}_ratio"] = round(ratio, 4)
             else:
                 label = f"{kind} (provider vs raw Session, same engine)"
                 results[f"{name}_{kind}_ratio"] = round(ratio, 4)
@@ -205,8 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     clog.init(service="bench-db", level="ERROR")
     bare = not args.no_bare
     result: dict[str, object] = {"bench": "db", "otel_sdk": args.otel_sdk}
-    result.update(run_backend("pg", args.pg_url, ops=args.ops, inserts=True, bare=bare))
-    result.update(run_backend("mysql", args.mysql_url, ops=args.ops, inserts=True, bare=bare))
+    for name, url in (("pg", args.pg_url), ("mysql", args.mysql_url)):
+        with clog.trace_context("bench-trace"):  # a request's trace id, stored by outbox.add
+            result.update(
+                run_backend(name, url, ops=args.ops, inserts=True, bare=bare, outbox=True)
+            )
+    result["outbox_commit_ratio"] = min(
+        float(result["pg_outbox_commit_ratio"]),  # type: ignore[arg-type]
+        float(result["mysql_outbox_commit_ratio"]),  # type: ignore[arg-type]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         sqlite_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         result.update(run_backend("sqlite", sqlite_url, ops=args.ops, inserts=False, bare=bare))
@@ -220,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             "mysql_select_ratio",
             "mysql_insert_ratio",
             "sqlite_select_ratio",
+            "pg_outbox_commit_ratio",
+            "mysql_outbox_commit_ratio",
+            "outbox_commit_ratio",
         )
     }
     print(json.dumps(ordered, separators=(",", ":")))

@@ -24,7 +24,19 @@ with raw confluent-kafka alone too; such stalls only ever slow a side down, and 
 of one side were hit, too many for a median. The medians are printed too. Each run also reports
 the process CPU time per message (all threads, librdkafka's included; medians), the client's cost
 independent of the broker's speed.
+The asyncio consumer (``KafkaAsyncConsumer.subscribe`` with an ``async def`` handler doing the
+same work) is measured in the same rounds; so is aiokafka's consumer (``getmany`` batches of up
+to 500, the same ``async def`` handler per message, auto-commit), when aiokafka is importable. The
+consume topic is written uncompressed so that aiokafka can read it without the optional lz4
+package (every side reads the same topic).
 aiokafka's producer is measured as a reference when it is importable.
+I/O-bound handler (``--io-messages``): a 6-partition topic of messages with 1,000 keys spread over
+it, each value the key's sequence number; the handler waits 1 ms (``time.sleep`` or
+``asyncio.sleep``, standing for a database write) and counts per-key order violations (a
+sequence number that is not the previous one + 1). Sequential (``concurrency=1``) against
+``concurrency=16`` (ordered by key), for the blocking and the asyncio consumer, in the same run;
+``io_handler_ratio_vs_sequential`` is the concurrent rate over the sequential one (best rounds;
+medians printed too).
 
 Usage: eval "$(scripts/devstack env)"
        uv run python benchmarks/bench_mq.py [--messages N] [--otel-sdk]
@@ -46,6 +58,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -245,6 +258,79 @@ def consume_im_infra(config: KafkaConfig, topic: str, n: int, prefetch: float) -
     return run
 
 
+def consume_async_im_infra(config: KafkaConfig, topic: str, n: int, prefetch: float) -> Run:
+    """The same job on the asyncio consumer: an ``async def`` handler per message."""
+    props = consumer_properties(config, SERVICE, f"bench-{uuid.uuid4().hex[:8]}")
+    clock = Clock()
+    seen = size = 0
+    run: Run | None = None
+
+    async def main() -> None:
+        consumer = mq.KafkaAsyncConsumer(mq.KafkaConsumer(props))
+
+        async def handle(msg: mq.Message) -> None:
+            nonlocal seen, size, run
+            size += len(msg.key or b"") + len(msg.value or b"")
+            if seen == 0:
+                await asyncio.sleep(prefetch)  # librdkafka fetches on its own threads
+                clock.start()
+            seen += 1
+            if seen == n:
+                run = clock.stop(n - 1)
+                await consumer.close()  # from the callback: returns at once, the loop ends
+
+        await consumer.subscribe([topic], handle)
+        await consumer.close()
+
+    asyncio.run(main())
+    assert run is not None
+    return run
+
+
+def consume_aiokafka(brokers: str, topic: str, n: int, prefetch: float) -> Run | None:
+    """The same job on aiokafka: ``getmany`` batches, the same ``async def`` handler."""
+    try:
+        import aiokafka
+    except ImportError:
+        return None
+    clock = Clock()
+    seen = size = 0
+    run: Run | None = None
+
+    async def handle(msg: Any) -> None:
+        nonlocal seen, size, run
+        size += len(msg.key or b"") + len(msg.value or b"")
+        if seen == 0:
+            await asyncio.sleep(prefetch)  # aiokafka prefetches on the event loop meanwhile
+            clock.start()
+        seen += 1
+        if seen == n:
+            run = clock.stop(n - 1)
+
+    async def main() -> None:
+        consumer = aiokafka.AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=brokers,
+            group_id=f"bench-{uuid.uuid4().hex[:8]}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=True,
+        )
+        await consumer.start()
+        try:
+            while run is None:
+                batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                for msgs in batches.values():
+                    for msg in msgs:
+                        await handle(msg)
+                        if run is not None:
+                            break
+        finally:
+            await consumer.stop()
+
+    asyncio.run(main())
+    return run
+
+
 def consume_raw(config: KafkaConfig, topic: str, n: int, prefetch: float) -> Run:
     """The same job on raw confluent-kafka: a handler call per message, then store its offset."""
     props = consumer_properties(config, SERVICE, f"bench-{uuid.uuid4().hex[:8]}")
@@ -278,6 +364,82 @@ def consume_raw(config: KafkaConfig, topic: str, n: int, prefetch: float) -> Run
     return run
 
 
+IO_KEYS = 1000
+
+
+def io_payloads(n: int) -> tuple[list[bytes], list[bytes]]:
+    keys = [f"user-{i % IO_KEYS}".encode() for i in range(n)]
+    values = [str(i // IO_KEYS).encode() for i in range(n)]
+    return keys, values
+
+
+class OrderCheck:
+    """Counts messages and per-key order violations (thread-safe enough: one key at a time)."""
+
+    def __init__(self) -> None:
+        self.last: dict[bytes, int] = {}
+        self.violations = 0
+        self.seen = 0
+
+    def see(self, msg: mq.Message) -> None:
+        key, seq = msg.key, int(msg.value or b"0")
+        assert isinstance(key, bytes)
+        if seq != self.last.get(key, -1) + 1:
+            self.violations += 1
+        self.last[key] = seq
+
+
+def io_handler(
+    config: KafkaConfig, topic: str, n: int, concurrency: int, asyncio_side: bool
+) -> tuple[float, int]:
+    """Messages/s through a 1 ms handler, and the order violations seen."""
+    cfg = config.model_copy(
+        update={"consumer": config.consumer.model_copy(update={"concurrency": concurrency})}
+    )
+    props = consumer_properties(cfg, SERVICE, f"bench-{uuid.uuid4().hex[:8]}")
+    check, lock = OrderCheck(), threading.Lock()
+    start = 0.0
+    rate = 0.0
+
+    def count(msg: mq.Message) -> bool:
+        nonlocal start, rate
+        with lock:
+            check.see(msg)
+            check.seen += 1
+            if check.seen == 1:
+                start = time.perf_counter()
+            if check.seen == n:
+                rate = (n - 1) / (time.perf_counter() - start)
+                return True
+        return False
+
+    if not asyncio_side:
+        consumer = mq.KafkaConsumer(props, concurrency=concurrency)
+
+        def handle(msg: mq.Message) -> None:
+            time.sleep(0.001)
+            if count(msg):
+                consumer.close()
+
+        consumer.subscribe([topic], handle)
+    else:
+
+        async def main() -> None:
+            consumer = mq.KafkaAsyncConsumer(mq.KafkaConsumer(props, concurrency=concurrency))
+
+            async def handle(msg: mq.Message) -> None:
+                await asyncio.sleep(0.001)
+                if count(msg):
+                    await consumer.close()
+
+            await consumer.subscribe([topic], handle)
+            await consumer.close()
+
+        asyncio.run(main())
+    assert check.seen >= n, f"only {check.seen} of {n} messages"
+    return rate, check.violations
+
+
 def send_sync_p99_ms(config: KafkaConfig, topic: str, n: int) -> float:
     latencies = []
     with mq.KafkaProducer(producer_properties(config, SERVICE)) as producer:
@@ -304,6 +466,12 @@ def main() -> None:
         help="messages per consume run (long enough for a steady figure)",
     )
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per side")
+    parser.add_argument(
+        "--produce-rounds",
+        type=int,
+        default=None,
+        help="produce rounds (default: --rounds; 0 measures consuming only)",
+    )
     parser.add_argument("--sync-sends", type=int, default=2000)
     parser.add_argument(
         "--prefetch-wait",
@@ -311,6 +479,14 @@ def main() -> None:
         default=2.0,
         help="seconds both consumers wait after their first message, before the clock starts",
     )
+    parser.add_argument(
+        "--io-messages",
+        type=int,
+        default=1500,
+        help="messages per sequential I/O-handler run (x12 for concurrency=16); 0 skips it",
+    )
+    parser.add_argument("--io-rounds", type=int, default=3)
+    parser.add_argument("--skip-consume", action="store_true", help="only the I/O handler part")
     parser.add_argument("--otel-sdk", action="store_true", help="install the metrics SDK")
     args = parser.parse_args()
     reader = None
@@ -332,9 +508,9 @@ def main() -> None:
     admin = mq.KafkaAdminClient({"bootstrap.servers": args.brokers})
     topics: list[str] = []
 
-    def topic(tag: str) -> str:
+    def topic(tag: str, partitions: int = 3) -> str:
         name = f"bench-mq-{tag}-{uuid.uuid4().hex[:8]}"
-        admin.create_topic(name, 3, 1)
+        admin.create_topic(name, partitions, 1)
         topics.append(name)
         return name
 
@@ -356,7 +532,8 @@ def main() -> None:
             "send_batch": (produce_im_infra_batch, batched),
             "raw": (produce_raw, raw),
         }
-        for r in range(args.rounds):
+        produce_rounds = args.rounds if args.produce_rounds is None else args.produce_rounds
+        for r in range(produce_rounds):
             # Alternate the order so that broker warm-up and noise favour no side.
             for side in list(sides) if r % 2 == 0 else list(sides)[::-1]:
                 run_side, runs = sides[side]
@@ -370,32 +547,69 @@ def main() -> None:
                     for side, (_, runs) in sides.items()
                 )
             )
-        aio_topic = topic("p-aio")
-        aio_rate = produce_aiokafka(args.brokers, aio_topic, keys, values)
-        drop(aio_topic)
+        aio_rate = None
+        if produce_rounds:
+            aio_topic = topic("p-aio")
+            aio_rate = produce_aiokafka(args.brokers, aio_topic, keys, values)
+            drop(aio_topic)
         if aio_rate is not None:
             aio.append(aio_rate)
             log(f"aiokafka produce: {aio_rate:,.0f}/s")
-        else:
+        elif produce_rounds:
             log("aiokafka is not installed: no reference figure")
 
+        # Uncompressed, so that aiokafka reads it without the optional lz4 package.
+        plain = config.model_copy(
+            update={"producer": config.producer.model_copy(update={"compression": "none"})}
+        )
         source, nc = topic("c"), args.consume_messages
-        ckeys, cvalues = payloads(nc)
-        produce_raw(config, source, ckeys, cvalues)
+        if not args.skip_consume:
+            ckeys, cvalues = payloads(nc)
+            produce_raw(plain, source, ckeys, cvalues)
         c_ours: list[Run] = []
+        c_async: list[Run] = []
         c_raw: list[Run] = []
-        for r in range(args.rounds):
-            order = ("ours", "raw") if r % 2 == 0 else ("raw", "ours")
-            for side in order:
-                if side == "ours":
-                    c_ours.append(consume_im_infra(config, source, nc, args.prefetch_wait))
-                else:
-                    c_raw.append(consume_raw(config, source, nc, args.prefetch_wait))
+        c_aiokafka: list[Run] = []
+        consume_sides: dict[str, tuple[Callable[[], Run | None], list[Run]]] = {
+            "ours": (lambda: consume_im_infra(config, source, nc, args.prefetch_wait), c_ours),
+            "async": (
+                lambda: consume_async_im_infra(config, source, nc, args.prefetch_wait),
+                c_async,
+            ),
+            "raw": (lambda: consume_raw(config, source, nc, args.prefetch_wait), c_raw),
+            "aiokafka": (
+                lambda: consume_aiokafka(args.brokers, source, nc, args.prefetch_wait),
+                c_aiokafka,
+            ),
+        }
+        for r in range(0 if args.skip_consume else args.rounds):
+            for side in list(consume_sides) if r % 2 == 0 else list(consume_sides)[::-1]:
+                consume_side, c_runs = consume_sides[side]
+                got = consume_side()
+                if got is not None:
+                    c_runs.append(got)
             log(
-                f"consume round {r}: im-infra {c_ours[-1].per_s:,.0f}/s "
-                f"({c_ours[-1].cpu_us:.2f} us cpu), "
-                f"raw {c_raw[-1].per_s:,.0f}/s ({c_raw[-1].cpu_us:.2f} us cpu)"
+                f"consume round {r}: "
+                + ", ".join(
+                    f"{side} {runs[-1].per_s:,.0f}/s ({runs[-1].cpu_us:.2f} us cpu)"
+                    for side, (_, runs) in consume_sides.items()
+                    if runs
+                )
             )
+        io: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        if args.io_messages:
+            io_seq, io_conc = args.io_messages, args.io_messages * 12
+            io_topic = topic("io", 6)
+            produce_raw(plain, io_topic, *io_payloads(io_conc))
+            for r in range(args.io_rounds):
+                for side in ("sync", "asyncio"):
+                    aside = side == "asyncio"
+                    io[f"{side}-1"].append(io_handler(config, io_topic, io_seq, 1, aside))
+                    io[f"{side}-16"].append(io_handler(config, io_topic, io_conc, 16, aside))
+                log(
+                    f"io round {r}: "
+                    + ", ".join(f"{k} {v[-1][0]:,.0f}/s ({v[-1][1]} bad)" for k, v in io.items())
+                )
         p99 = send_sync_p99_ms(config, topic("sync"), args.sync_sends)
         log(f"send_sync p99: {p99:.2f} ms (lingerMs={config.producer.linger_ms})")
     finally:
@@ -414,30 +628,60 @@ def main() -> None:
     def cpu(runs: list[Run]) -> float:
         return round(statistics.median(r.cpu_us for r in runs), 2)
 
-    produce, raw_produce, produce_batch = rate(ours), rate(raw), rate(batched)
+    result: dict[str, Any] = {"bench": "mq"}
+    if io:
+        for side in ("sync", "asyncio"):
+            seq = [r for r, _ in io[f"{side}-1"]]
+            conc = [r for r, _ in io[f"{side}-16"]]
+            tag = "" if side == "sync" else "_async"
+            result[f"io_handler_per_s{tag}"] = round(max(conc))
+            result[f"io_handler_sequential_per_s{tag}"] = round(max(seq))
+            result[f"io_handler_ratio_vs_sequential{tag}"] = round(max(conc) / max(seq), 2)
+            result[f"median_io_handler_ratio{tag}"] = round(
+                statistics.median(conc) / statistics.median(seq), 2
+            )
+            io_runs = io[f"{side}-1"] + io[f"{side}-16"]
+            result[f"io_order_violations{tag}"] = sum(v for _, v in io_runs)
+    if args.skip_consume:
+        print(json.dumps(result, separators=(",", ":")))
+        return
     consume, raw_consume = rate(c_ours), rate(c_raw)
-    result: dict[str, Any] = {
-        "bench": "mq",
-        "produce_per_s": round(produce),
-        "raw_produce_per_s": round(raw_produce),
-        "produce_ratio_vs_confluent": round(produce / raw_produce, 3),
-        "produce_batch_per_s": round(produce_batch),
-        "produce_batch_ratio_vs_confluent": round(produce_batch / raw_produce, 3),
+    if ours:
+        produce, raw_produce, produce_batch = rate(ours), rate(raw), rate(batched)
+        result.update(
+            {
+                "produce_per_s": round(produce),
+                "raw_produce_per_s": round(raw_produce),
+                "produce_ratio_vs_confluent": round(produce / raw_produce, 3),
+                "produce_batch_per_s": round(produce_batch),
+                "produce_batch_ratio_vs_confluent": round(produce_batch / raw_produce, 3),
+                "median_produce_ratio": median_ratio(ours, raw),
+                "median_produce_batch_ratio": median_ratio(batched, raw),
+                "produce_cpu_us_per_msg": cpu(ours),
+                "produce_batch_cpu_us_per_msg": cpu(batched),
+                "raw_produce_cpu_us_per_msg": cpu(raw),
+            }
+        )
+    result |= {
         "consume_per_s": round(consume),
         "raw_consume_per_s": round(raw_consume),
         "consume_ratio_vs_confluent": round(consume / raw_consume, 3),
+        "consume_async_per_s": round(rate(c_async)),
+        "consume_async_ratio_vs_confluent": round(rate(c_async) / raw_consume, 3),
+        "median_consume_async_ratio": median_ratio(c_async, c_raw),
+        "consume_async_cpu_us_per_msg": cpu(c_async),
         "send_sync_p99_ms": round(p99, 3),
-        "median_produce_ratio": median_ratio(ours, raw),
-        "median_produce_batch_ratio": median_ratio(batched, raw),
         "median_consume_ratio": median_ratio(c_ours, c_raw),
-        "produce_cpu_us_per_msg": cpu(ours),
-        "produce_batch_cpu_us_per_msg": cpu(batched),
-        "raw_produce_cpu_us_per_msg": cpu(raw),
         "consume_cpu_us_per_msg": cpu(c_ours),
         "raw_consume_cpu_us_per_msg": cpu(c_raw),
     }
     if aio:
         result["aiokafka_produce_per_s"] = round(aio[0])
+    if c_aiokafka:
+        result["aiokafka_consume_per_s"] = round(rate(c_aiokafka))
+        # Ours (asyncio) against aiokafka, both with an async def handler.
+        result["consume_ratio_vs_aiokafka"] = round(rate(c_async) / rate(c_aiokafka), 3)
+        result["median_consume_ratio_vs_aiokafka"] = median_ratio(c_async, c_aiokafka)
     result["otel_sdk"] = args.otel_sdk
     if reader is not None:
         start = time.perf_counter()

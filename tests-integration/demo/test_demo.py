@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -65,6 +66,14 @@ def test_worker_sigkilled_mid_run_stores_every_message_exactly_once(
     ids = [line["msg_id"] for line in stored_lines]
     assert len(ids) == len(set(ids))
     assert rep["worker_exit_codes"] == [0]  # the survivor stopped gracefully on SIGTERM
+    # Each stored message wrote its "message stored" event in the same transaction (db
+    # outbox), and the relays marked every one published, the killed worker's included.
+    with sqlite3.connect(tmp_path / "chat.db") as conn:
+        rows = conn.execute("SELECT count(*) FROM chat_messages").fetchone()[0]
+        events, unsent = conn.execute(
+            "SELECT count(*), count(*) - count(sent_at) FROM im_outbox"
+        ).fetchone()
+    assert (events, unsent) == (rows, 0)
 
 
 def test_one_trace_id_follows_a_message_end_to_end(

@@ -131,3 +131,28 @@ async def test_cancelling_subscribe_stops_the_consumer(
         await asyncio.wait_for(task, 30)
     assert consumer.core.closed
     await consumer.close()
+
+
+async def test_async_batched_hot_path_counts_a_returned_exception_as_failure(
+    kafka_brokers: str, make_topic: Any, h: Any, logs: Any
+) -> None:
+    """No RetryPolicy, no headers: the batch runner's inlined path logs a returned exception."""
+    topic = make_topic("aretplain")
+    h.produce(kafka_brokers, topic, [b"a", b"b", b"c"], keyed=False)
+    seen: list[bytes | str | None] = []
+    finished = asyncio.Event()
+
+    async def handle(msg: mq.Message) -> object:
+        seen.append(msg.value)
+        if len(seen) == 3:
+            finished.set()
+        return RuntimeError("go-style") if msg.value == b"b" else None
+
+    consumer = mq.new_async_consumer("mq-it", h.unique("g"), **h.overrides(kafka_brokers))
+    task = asyncio.create_task(consumer.subscribe([topic], handle))
+    await asyncio.wait_for(finished.wait(), 30)
+    await consumer.close()
+    await asyncio.wait_for(task, 30)
+    assert seen == [b"a", b"b", b"c"]
+    failed = [r for r in logs.records() if r["msg"] == "consume callback failed"]
+    assert [r["offset"] for r in failed] == [1]

@@ -138,10 +138,11 @@ def test_retry_policy_then_dead_letter_topic(
     [letter] = dead.messages
     assert letter.value == b"poison"
     assert letter.key == b"k2"
-    assert letter.headers["dlq_topic"] == topic.encode()
-    assert letter.headers["dlq_partition"] == b"0"
-    assert letter.headers["dlq_offset"] == b"2"
-    assert b"RuntimeError: poison message" in letter.headers["dlq_error"]
+    info = mq.read_dead_letter(letter)
+    assert (info.original_topic, info.original_partition, info.original_offset) == (topic, 0, 2)
+    assert info.attempts == 3
+    assert "RuntimeError: poison message" in info.error
+    assert letter.headers["dlq_original_topic"] == topic.encode()
 
 
 def test_producer_trace_id_appears_in_consumer_log_lines(

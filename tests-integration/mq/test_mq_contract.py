@@ -312,7 +312,7 @@ def test_returned_exception_counts_as_a_failure(backend: Backend) -> None:
     run.stop()
     dead.stop()
     assert len(run.messages()) == 2
-    assert dead.messages()[0].headers["dlq_error"] == b"ValueError: no"
+    assert mq.read_dead_letter(dead.messages()[0]).error == "ValueError: no"
 
 
 def test_retry_then_dead_letter(backend: Backend) -> None:
@@ -335,9 +335,9 @@ def test_retry_then_dead_letter(backend: Backend) -> None:
     assert len(run.messages()) == 3  # max_attempts calls
     (letter,) = dead.messages()
     assert letter.key == b"k" and letter.value == b"poison"
-    assert letter.headers["dlq_topic"] == topic.encode()
-    assert letter.headers["dlq_offset"] == b"0"
-    assert letter.headers["dlq_error"] == b"RuntimeError: always"
+    info = mq.read_dead_letter(letter)
+    assert (info.original_topic, info.original_offset, info.attempts) == (topic, 0, 3)
+    assert info.error == "RuntimeError: always"
     assert letter.trace_id == "t-dlq"
 
 

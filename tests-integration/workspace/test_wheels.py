@@ -219,3 +219,38 @@ def test_a_component_with_both_foundation_deps_installs_beside_them(
         "im-infra-coord",
         "im-infra-uid",
     ]
+
+
+def test_db_installs_no_driver_and_its_extras_bring_them(
+    built: dict[str, Built], constraints: Path, tmp_path: Path
+) -> None:
+    """im-infra-db alone has no database driver: creating a provider names the extra to
+    install; the ``[sqlite]`` extra brings the asyncio SQLite driver, which then works."""
+    venv = Venv(tmp_path / "venv", constraints)
+    venv.install(built["clog"].wheel, built["coord"].wheel, built["db"].wheel)
+    drivers = {"psycopg", "psycopg-binary", "pymysql", "aiomysql", "aiosqlite"}
+    assert drivers.isdisjoint(venv.probe()["dists"])
+    code = """
+import asyncio, sys
+from im_infra import db
+for config, cls in ((db.DBConfig(driver="postgresql", database="x"), db.DBProvider),
+                    (db.DBConfig(driver="mysql", database="x"), db.DBProvider),
+                    (db.DBConfig(driver="sqlite"), db.AsyncDBProvider)):
+    try:
+        cls(config)
+    except db.DriverNotInstalledError as exc:
+        print(exc.extra, "im-infra-db[%s]" % exc.extra in str(exc))
+db.DBProvider(db.DBConfig(driver="sqlite")).close()  # sqlite3 is Python's own
+"""
+    out = check([str(venv.python), "-c", code])
+    assert out.split() == ["postgresql", "True", "mysql", "True", "sqlite", "True"]
+    extra = f"im-infra-db[sqlite] @ {built['db'].wheel.as_uri()}"
+    venv.install(built["clog"].wheel, built["coord"].wheel, extra)  # type: ignore[arg-type]
+    assert "aiosqlite" in venv.probe()["dists"]
+    works = "import asyncio\nfrom im_infra import db\n" + (
+        "async def main():\n"
+        "    async with db.AsyncDBProvider(db.DBConfig(driver='sqlite')) as p:\n"
+        "        await p.ping()\n"
+        "asyncio.run(main())\nprint('ok')"
+    )
+    assert check([str(venv.python), "-c", works]).strip() == "ok"

@@ -48,8 +48,29 @@ def test_defaults_are_the_seed_document_except_the_placeholder_brokers() -> None
     assert cfg.KafkaConfig.model_validate({"common": {"brokers": seed.common.brokers}}) == seed
     dumped = cfg.KafkaConfig().model_dump(by_alias=True)
     dumped["common"]["security"]["sasl"]["password"] = ""
+    # Beyond the seed: static membership, on by default, id derived unless set.
+    assert dumped["consumer"].pop("staticMembership") is True
+    assert dumped["consumer"].pop("groupInstanceId") == ""
+    assert dumped["consumer"].pop("concurrency") == 1
+    assert dumped["consumer"].pop("orderBy") == "key"
     dumped["common"]["brokers"] = ["kafka-1:9092", "kafka-2:9092", "kafka-3:9092"]
     assert dumped == SEED_DOC
+
+
+def test_group_instance_id_maps_to_librdkafka_unless_static_membership_is_off() -> None:
+    doc = {"consumer": {"groupInstanceId": "pod-3"}}
+    props = cfg.consumer_properties(cfg.KafkaConfig.model_validate(doc), "svc", "g")
+    assert props["group.instance.id"] == "pod-3"
+    off = {"consumer": {"groupInstanceId": "pod-3", "staticMembership": False}}
+    props = cfg.consumer_properties(cfg.KafkaConfig.model_validate(off), "svc", "g")
+    assert "group.instance.id" not in props
+    derived = cfg.consumer_properties(cfg.KafkaConfig(), "svc", "g")
+    assert "group.instance.id" not in derived  # the factory derives it from coord
+
+
+def test_bad_group_instance_id_is_rejected_by_name() -> None:
+    with pytest.raises(ValidationError, match="groupInstanceId"):
+        cfg.KafkaConfig.model_validate({"consumer": {"groupInstanceId": "pod 3/x"}})
 
 
 def test_snake_case_names_are_accepted() -> None:

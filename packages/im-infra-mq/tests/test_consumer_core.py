@@ -209,9 +209,14 @@ def test_exhausted_retries_go_to_the_dead_letter_topic(make: Any) -> None:
     assert dead.key == b"k"
     assert dead.value == b"v4"
     assert dead.headers["app"] == b"1"
-    assert dead.headers["dlq_offset"] == b"4"
-    assert dead.headers["dlq_partition"] == b"2"
+    assert dead.headers["dlq_original_topic"] == b"orders"
+    assert dead.headers["dlq_original_offset"] == b"4"
+    assert dead.headers["dlq_original_partition"] == b"2"
+    assert dead.headers["dlq_attempts"] == b"2"
     assert dead.headers["dlq_error"] == b"RuntimeError: poison"
+    # 0.1's names, still written for one version
+    assert dead.headers["dlq_topic"] == b"orders"
+    assert (dead.headers["dlq_partition"], dead.headers["dlq_offset"]) == (b"2", b"4")
     assert consumer._consumer.stored == [(2, 5)]
 
 
@@ -266,3 +271,58 @@ def test_subscribe_validates_topics_and_closed_state(make: Any) -> None:
     consumer.request_stop()
     with pytest.raises(ConsumerError, match="closed"):
         consumer.subscribe(["t"], lambda m: None)
+
+
+# ------------------------------------------------------------------ batches handed to a runner
+def test_handed_batch_stores_only_what_the_runner_finished(make: Any) -> None:
+    consumer = make()
+    hops: list[list[int]] = []
+
+    def runner(kmsgs: list[Any]) -> tuple[int, Exception | None]:
+        hops.append([k.offset() for k in kmsgs])
+        return 2, None  # stopped after two (close, cancellation)
+
+    consumer._consume_handed([kmsg(o) for o in (5, 6, 7, 8)], runner, lambda m: None)
+    assert hops == [[5, 6, 7, 8]]  # one hop for the whole batch
+    assert consumer._consumer.stored == [(2, 7)]  # 5 and 6 finished; 7 is delivered again
+    assert consumer.closed  # a short run without a failure means stop
+
+
+def test_handed_batch_retries_a_failure_in_order_then_goes_on(make: Any) -> None:
+    consumer = make(retry=RetryPolicy(max_attempts=3, backoff=0, dead_letter=False))
+    order: list[str] = []
+    hops: list[list[int]] = []
+
+    def runner(kmsgs: list[Any]) -> tuple[int, Exception | None]:
+        hops.append([k.offset() for k in kmsgs])
+        for i, k in enumerate(kmsgs):
+            order.append(f"run{k.offset()}")
+            if k.offset() == 2 and len(hops) == 1:
+                return i, RuntimeError("first attempt")  # logged by the runner
+        return len(kmsgs), None
+
+    def retry(msg: Message) -> None:  # the core's retries go through the per-message path
+        order.append(f"retry{msg.offset}")
+
+    batch = [kmsg(o, partition=p) for o, p in ((1, 0), (2, 0), (3, 0), (9, 1))]
+    consumer._consume_handed(batch, runner, retry)
+    assert order == ["run1", "run2", "retry2", "run3", "run9"]
+    assert hops == [[1, 2, 3, 9], [3, 9]]
+    assert sorted(consumer._consumer.stored) == [(0, 4), (1, 10)]
+    assert not consumer.closed
+
+
+def test_handed_batch_leaves_error_events_out(make: Any) -> None:
+    consumer = make()
+    seen: list[int] = []
+    eof = confluent_kafka.Message(
+        topic="orders", partition=2, offset=3, error=confluent_kafka.KafkaError(-191)
+    )
+
+    def runner(kmsgs: list[Any]) -> tuple[int, Exception | None]:
+        seen.extend(k.offset() for k in kmsgs)
+        return len(kmsgs), None
+
+    consumer._consume_handed([kmsg(1), eof, kmsg(2)], runner, lambda m: None)
+    assert seen == [1, 2]
+    assert consumer._consumer.stored == [(2, 3)]

@@ -153,6 +153,8 @@ def _run(
         put_config(provider, db_url, backends.redis)
         with mq.new_admin_client("im-gateway", coord=provider) as admin:
             admin.create_topic(args.topic, partitions=4, replication_factor=1)
+            # the worker's "message stored" events (written through the db outbox)
+            admin.create_topic(f"{args.topic}.stored", partitions=4, replication_factor=1)
         store = db.new("im-demo-report", dsn=db_url)
         tune_sqlite(store.engine)
         store.create_all(Base.metadata)

@@ -48,7 +48,14 @@ GROUP = "im-logic"
 
 
 class Worker:
-    """Consumes :data:`TOPIC`; the callback is idempotent, so redelivery never duplicates."""
+    """Consumes :data:`TOPIC`; the callback is idempotent, so redelivery never duplicates.
+
+    Each stored message and its "message stored" event (topic ``<topic>.stored``, keyed by
+    conversation) commit in one transaction through the db outbox; the outbox relay publishes
+    the events (at least once, in order per conversation). The demo's default database is
+    SQLite, which has one writer: the relay's rounds run in this worker's one thread, after each
+    stored message (with PostgreSQL or MariaDB a relay thread or process runs beside it).
+    """
 
     def __init__(
         self, provider: coord.Provider, name: str, topic: str = TOPIC, group: str = GROUP
@@ -58,6 +65,10 @@ class Worker:
         self.db = db.new(SERVICE, coord=provider)
         tune_sqlite(self.db.engine)
         self.db.create_all(Base.metadata)
+        self.outbox = db.Outbox(self.db)
+        self.db.create_all(self.outbox.table.metadata)  # the demo's schema; Alembic in production
+        self.producer = mq.new_producer(SERVICE, coord=provider)
+        self.relay = db.OutboxRelay(self.db, self.producer, message=mq.Message)
         self.cache = cache.new(SERVICE, coord=provider)
         # idempotency keys, per consumer group and topic: a message redelivered after a crash
         # or a rebalance is skipped before it reaches the database (whose primary key stays
@@ -86,6 +97,7 @@ class Worker:
             stored = self._store(chat)
         if stored:
             self.pages.invalidate(page_key(chat.conversation))  # readers reload the page
+            self._relay_round()  # publish the "message stored" event the store wrote
         # ZADD is idempotent (member = the message's canonical JSON), so a redelivered message
         # that was already cached changes nothing; the trim keeps the newest CACHE_KEEP.
         key = cache_key(chat.conversation)
@@ -119,9 +131,21 @@ class Worker:
                         stored_at=time.time(),
                     )
                 )
+                event = {"msg_id": chat.msg_id, "conversation": chat.conversation}
+                self.outbox.add(
+                    f"{self.topic}.stored", key=chat.conversation, value=json.dumps(event)
+                )
         except IntegrityError:  # a concurrent worker stored it first
             return False
         return True
+
+    def _relay_round(self) -> int:
+        """Publish committed outbox events (also a predecessor's, after a crash)."""
+        try:
+            return self.relay.run_once()
+        except db.DBError as exc:  # left unsent: the next round publishes it
+            self.log.warning("outbox relay round failed", error=str(exc))
+            return 0
 
     def recent(self, conversation: str, limit: int = CACHE_KEEP) -> list[dict[str, Any]]:
         """The conversation's newest stored messages, newest first."""
@@ -149,6 +173,10 @@ class Worker:
 
     def close(self) -> None:
         self.consumer.close()
+        while self._relay_round():  # what the last messages stored
+            pass
+        self.relay.close()
+        self.producer.close()
         self.cache.close()
         self.db.close()
 

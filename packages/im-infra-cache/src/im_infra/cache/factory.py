@@ -67,7 +67,7 @@ def _follow(cache: RedisCache | AsyncRedisCache, live: _coord.LiveConfig[RedisCo
 
 def _build(
     flavor: Flavor,
-    service_name: str,
+    service_name: str | None,
     provider: _coord.Provider | None,
     serializer: Serializer | None,
     env: str | None,
@@ -77,6 +77,7 @@ def _build(
         REDIS, service_name, coord=provider, overrides=overrides or None, env=env
     )
     cfg = live.value
+    service_name = live.service
     ser = serializer if serializer is not None else get_serializer(cfg.serializer)
     try:
         client = build_client(cfg, flavor)  # cluster mode connects here to learn the slots
@@ -97,7 +98,7 @@ def _build(
 
 
 def new(
-    service_name: str,
+    service_name: str | None = None,
     *,
     coord: _coord.Provider | None = None,
     serializer: Serializer | None = None,
@@ -116,13 +117,13 @@ def new(
     No connection is opened until the first command. Raises CacheConfigError on a bad config.
     """
     client, live, ser = _build(SYNC, service_name, coord, serializer, env, overrides)
-    cache = RedisCache(client, config=live.value, service=service_name, serializer=ser)
+    cache = RedisCache(client, config=live.value, service=live.service, serializer=ser)
     _follow(cache, live)
     return cache
 
 
 def new_async(
-    service_name: str,
+    service_name: str | None = None,
     *,
     coord: _coord.Provider | None = None,
     serializer: Serializer | None = None,
@@ -131,6 +132,6 @@ def new_async(
 ) -> AsyncCache:
     """An asyncio :class:`AsyncCache` for ``service_name`` (same configuration as :func:`new`)."""
     client, live, ser = _build(ASYNC, service_name, coord, serializer, env, overrides)
-    cache = AsyncRedisCache(client, config=live.value, service=service_name, serializer=ser)
+    cache = AsyncRedisCache(client, config=live.value, service=live.service, serializer=ser)
     _follow(cache, live)
     return cache

@@ -5,6 +5,15 @@ transaction and bound to a lease kept alive by the provider's keepalive thread. 
 process dies the lease expires (after its TTL) and the ID is free again. A free ID is chosen at
 random, so a restarted process normally gets a different ID than before (the seed's rule) and
 concurrent starters rarely collide.
+
+A *sticky* allocator (``sticky=True``, for identities that should survive a restart in place,
+such as a Kafka consumer's static-membership ``group.instance.id``) instead gives a restarted
+process its predecessor's ID: when IDs are held by other processes of the same host at start
+(possibly one that just died, its lease not yet expired), it waits up to the lease TTL + 1 s for
+one of them to be freed and takes that one; otherwise (or after the wait: they are live siblings)
+it takes the lowest free ID. A process cannot tell a dead predecessor from a live sibling on the
+same host (PID namespaces), so only the lease's expiry decides, and nothing is ever taken over
+while its lease lives.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ class EtcdInstancer:
         *,
         max_id: int = DEFAULT_MAX_ID,
         ttl: int = DEFAULT_INSTANCE_TTL,
+        sticky: bool = False,
     ) -> None:
         if not service or "/" in service:
             raise ConfigError(f"invalid service name {service!r}: must be non-empty without '/'")
@@ -51,6 +61,7 @@ class EtcdInstancer:
         self.service = service
         self.max_id = max_id
         self.ttl = ttl
+        self.sticky = sticky
         self.prefix = f"{INSTANCE_ROOT}{service}/"
         self._client = client
         self._keeper = keeper
@@ -103,7 +114,8 @@ class EtcdInstancer:
             }
         ).encode()
         try:
-            instance_id = self._claim(lease, token)
+            claim = self._claim_sticky if self.sticky else self._claim
+            instance_id = claim(lease, token)
         except BaseException:
             lease.revoke()
             raise
@@ -119,6 +131,69 @@ class EtcdInstancer:
             if tail.isdigit():
                 used.add(int(tail))
         return used
+
+    def _holders(self) -> dict[int, tuple[str, int]]:
+        """The IDs held now and the (host, pid) of each holder (("", -1) when unreadable)."""
+        result = self._client.range(self.prefix, prefix=True)
+        held: dict[int, tuple[str, int]] = {}
+        for kv in result.kvs:
+            tail = kv.key[len(self.prefix) :]
+            if tail.isdigit():
+                try:
+                    data = json.loads(kv.value)
+                    holder = (str(data["host"]), int(data["pid"]))
+                except (ValueError, TypeError, KeyError):
+                    holder = ("", -1)
+                held[int(tail)] = holder
+        return held
+
+    def _try(self, lease: KeptLease, token: bytes, candidate: int) -> bool:
+        key = f"{self.prefix}{candidate}"
+        result = self._client.txn(
+            [Compare(key, "create", "==", 0)], [PutOp(key, token, lease.id)], [GetOp(key)]
+        )
+        if result.succeeded:
+            return True
+        existing = result.responses[0] if result.responses else None
+        return isinstance(existing, list) and bool(existing) and _same(existing[0], token)
+
+    def _claim_sticky(self, lease: KeptLease, token: bytes) -> int:
+        """Reclaim an ID a predecessor on this host held (waiting for its lease to expire), else
+        take the lowest free one."""
+        host, pid = socket.gethostname(), os.getpid()
+        held = self._holders()
+        # Held on this host by another process: maybe a predecessor whose lease has not expired.
+        # (Our own process's IDs are live for sure.)
+        mine = {i for i, (h, p) in held.items() if h == host and p != pid}
+        deadline = time.monotonic() + self.ttl + 1.0
+        if mine:
+            _log.info(
+                "waiting for an instance id held on this host to be freed",
+                service_name=self.service,
+                instance_ids=sorted(mine),
+                max_wait_s=self.ttl + 1,
+            )
+        while mine and time.monotonic() < deadline:
+            time.sleep(0.25)
+            held = self._holders()
+            for candidate in sorted(mine - set(held)):
+                if self._try(lease, token, candidate):
+                    return candidate
+            mine &= set(held)
+        for _ in range(4):
+            for candidate in range(self.max_id + 1):
+                if candidate not in held and self._try(lease, token, candidate):
+                    return candidate
+            held = self._holders()
+        free = self.max_id + 1 - len(held)
+        if free <= 0:
+            raise InstanceIdExhausted(
+                f"all {self.max_id + 1} instance ids of service {self.service!r} are held by "
+                f"live instances (ids 0..{self.max_id})"
+            )
+        raise CoordError(
+            f"could not claim an instance id for {self.service!r}: too much contention"
+        )
 
     def _claim(self, lease: KeptLease, token: bytes) -> int:
         used = self._used()

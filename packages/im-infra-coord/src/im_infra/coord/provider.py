@@ -68,7 +68,8 @@ class EtcdProvider(Closing):
         self._registry: EtcdRegistry | None = None
         self._config: EtcdConfigManager | None = None
         self._locker: EtcdLocker | None = None
-        self._instancers: dict[tuple[str, int, int], EtcdInstancer] = {}
+        self._instancers: dict[tuple[str, int, int, bool], EtcdInstancer] = {}
+        self._owned_instancers: list[EtcdInstancer] = []
         self._closed = False
 
     @property
@@ -116,18 +117,45 @@ class EtcdProvider(Closing):
         return self.instance_for(self.service, max_id=self._max_id)
 
     def instance_for(
-        self, service: str, *, max_id: int = DEFAULT_MAX_ID, ttl: int = DEFAULT_INSTANCE_TTL
+        self,
+        service: str,
+        *,
+        max_id: int = DEFAULT_MAX_ID,
+        ttl: int = DEFAULT_INSTANCE_TTL,
+        sticky: bool = False,
     ) -> EtcdInstancer:
         """The instance-ID allocator for ``service`` with IDs in [0, max_id], its lease living
-        ``ttl`` seconds without keepalive (one allocator per distinct argument set)."""
+        ``ttl`` seconds without keepalive (one allocator per distinct argument set). ``sticky``:
+        a process restarted on the same host gets its predecessor's ID back (see
+        :mod:`im_infra.coord.instance`); for identities such as Kafka static membership, not
+        for Snowflake worker IDs."""
         with self._lock:
             self._check_open()
-            key = (service, max_id, ttl)
+            key = (service, max_id, ttl, sticky)
             inst = self._instancers.get(key)
             if inst is None:
                 inst = self._instancers[key] = EtcdInstancer(
-                    self.client, self.keeper, service, max_id=max_id, ttl=ttl
+                    self.client, self.keeper, service, max_id=max_id, ttl=ttl, sticky=sticky
                 )
+            return inst
+
+    def new_instancer(
+        self,
+        service: str,
+        *,
+        max_id: int = DEFAULT_MAX_ID,
+        ttl: int = DEFAULT_INSTANCE_TTL,
+        sticky: bool = False,
+    ) -> EtcdInstancer:
+        """A new instance-ID allocator for ``service``, not shared with other callers (unlike
+        :meth:`instance_for`): for a component that needs one ID per object, such as one per
+        Kafka consumer. Release it when done; :meth:`close` releases it too."""
+        with self._lock:
+            self._check_open()
+            inst = EtcdInstancer(
+                self.client, self.keeper, service, max_id=max_id, ttl=ttl, sticky=sticky
+            )
+            self._owned_instancers.append(inst)
             return inst
 
     @property
@@ -152,7 +180,7 @@ class EtcdProvider(Closing):
             if self._closed:
                 return
             self._closed = True
-            instancers = list(self._instancers.values())
+            instancers = [*self._instancers.values(), *self._owned_instancers]
             registry, config, locker = self._registry, self._config, self._locker
         try:
             if registry is not None:

@@ -12,7 +12,14 @@
 """
 
 from im_infra.db.aio import AsyncDBProvider, AsyncDBTransaction, new_async
-from im_infra.db.config import DBConfig, Driver, Duration, TLSConfig
+from im_infra.db.config import (
+    DBConfig,
+    Driver,
+    Duration,
+    ReplicaEndpoint,
+    ReplicasConfig,
+    TLSConfig,
+)
 from im_infra.db.errors import (
     AuthenticationError,
     CommitOutcomeUnknownError,
@@ -20,9 +27,11 @@ from im_infra.db.errors import (
     ConnectionLostError,
     DBConnectionError,
     DBError,
+    DriverNotInstalledError,
     IntegrityError,
     InvalidURLError,
     NotFoundError,
+    OutboxError,
     PoolTimeoutError,
     ProviderClosedError,
     QueryError,
@@ -33,6 +42,23 @@ from im_infra.db.errors import (
     TransactionConflictError,
     TransactionError,
     UnknownDatabaseError,
+)
+from im_infra.db.outbox import (
+    AsyncOutbox,
+    Outbox,
+    create_outbox_table,
+    drop_outbox_table,
+    outbox_table,
+)
+from im_infra.db.outbox_relay import (
+    AsyncOutboxRelay,
+    AsyncPublisher,
+    DeliveryReport,
+    MessageFactory,
+    OutboxEvent,
+    OutboxRelay,
+    OutboxStats,
+    Publisher,
 )
 from im_infra.db.protocols import AsyncProvider, AsyncTransaction, Provider, Transaction
 from im_infra.db.provider import DBProvider, DBTransaction, new
@@ -47,7 +73,10 @@ from im_infra.db.sharding import (
 __all__ = [
     "AsyncDBProvider",
     "AsyncDBTransaction",
+    "AsyncOutbox",
+    "AsyncOutboxRelay",
     "AsyncProvider",
+    "AsyncPublisher",
     "AsyncTransaction",
     "AuthenticationError",
     "CommitOutcomeUnknownError",
@@ -58,15 +87,26 @@ __all__ = [
     "DBError",
     "DBProvider",
     "DBTransaction",
+    "DeliveryReport",
     "Driver",
+    "DriverNotInstalledError",
     "Duration",
     "IntegrityError",
     "InvalidURLError",
+    "MessageFactory",
     "NotFoundError",
+    "Outbox",
+    "OutboxError",
+    "OutboxEvent",
+    "OutboxRelay",
+    "OutboxStats",
     "PoolTimeoutError",
     "Provider",
     "ProviderClosedError",
+    "Publisher",
     "QueryError",
+    "ReplicaEndpoint",
+    "ReplicasConfig",
     "ServerUnreachableError",
     "ShardKey",
     "ShardedTable",
@@ -78,8 +118,11 @@ __all__ = [
     "TransactionConflictError",
     "TransactionError",
     "UnknownDatabaseError",
+    "create_outbox_table",
+    "drop_outbox_table",
     "new",
     "new_async",
+    "outbox_table",
     "shard_index",
     "shard_suffix",
     "shard_table_name",

@@ -29,7 +29,7 @@ from im_infra.db._internal.core import (
     TxState,
     live_config,
 )
-from im_infra.db._internal.metrics import untrack_pool
+from im_infra.db._internal.replicas import RoutingSession, check_forever
 from im_infra.db.config import DBConfig
 from im_infra.db.errors import DBError
 
@@ -40,13 +40,13 @@ __all__ = ["AsyncDBProvider", "AsyncDBTransaction", "new_async"]
 
 
 def new_async(
-    service_name: str, *, coord: CoordProvider | None = None, **overrides: Any
+    service_name: str | None = None, *, coord: CoordProvider | None = None, **overrides: Any
 ) -> AsyncDBProvider:
     """The asyncio twin of :func:`im_infra.db.new` (same configuration; async drivers chosen
     for the backend). No connection is made here; ``await provider.ping()`` to fail fast."""
     live = live_config(service_name, coord, overrides)
     try:
-        provider = AsyncDBProvider(live.value, service=service_name)
+        provider = AsyncDBProvider(live.value, service=live.service)
     except BaseException:
         live.close()
         raise
@@ -116,7 +116,7 @@ class _AsyncSessionScope:
 
     async def __aenter__(self) -> AsyncSession:
         self._provider._core.check_open()
-        self._session = self._provider._sessions()
+        self._session = self._provider._read_sessions()
         return self._session
 
     async def __aexit__(
@@ -150,6 +150,7 @@ class _AsyncTransactionScope:
         joined = core.joinable(owner)
         self._token: Token[Any] | None = None
         if joined is None:
+            self._provider._mark_write()
             session = self._session = self._provider._sessions()
             self._tx: AsyncSessionTransaction = await session.begin().__aenter__()
             self._token = core.active.set((session, owner))
@@ -189,9 +190,24 @@ class AsyncDBProvider(ProviderBase[AsyncEngine, AsyncSession], AsyncClosing):
     def __init__(self, config: DBConfig, *, service: str = "") -> None:
         super().__init__(config, service=service, is_async=True, factory=create_async_engine)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=config.expire_on_commit)
+        self._read_sessions = self._sessions
+        self._checker: asyncio.Task[None] | None = None
+        if self._router is not None:
+            self._read_sessions = async_sessionmaker(
+                self._engine,
+                sync_session_class=RoutingSession,
+                router=self._router,
+                expire_on_commit=config.expire_on_commit,
+            )
 
     def session(self) -> _AsyncSessionScope:
-        """``async with provider.session() as s:`` an AsyncSession you commit yourself."""
+        """``async with provider.session() as s:`` an AsyncSession you commit yourself.
+        With replicas configured its plain reads go to a replica (see docs/db.md)."""
+        if self._router is not None and self._checker is None:
+            self._checker = asyncio.get_running_loop().create_task(
+                check_forever(self._router, self._replica_engines),
+                name="im-infra-db-replica-check",
+            )
         return _AsyncSessionScope(self)
 
     def transaction(self) -> _AsyncTransactionScope:
@@ -202,6 +218,7 @@ class AsyncDBProvider(ProviderBase[AsyncEngine, AsyncSession], AsyncClosing):
     async def begin_tx(self) -> AsyncDBTransaction:
         """Start an explicit transaction on a new AsyncSession."""
         self._core.check_open()
+        self._mark_write()
         session = self._sessions()
         try:
             await session.begin()
@@ -233,5 +250,11 @@ class AsyncDBProvider(ProviderBase[AsyncEngine, AsyncSession], AsyncClosing):
         if self._core.closed:
             return
         self._core.closed = True
-        untrack_pool(self._engine.sync_engine)
+        self._untrack_pools()
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
         await self._engine.dispose()
+        for replica in self._replica_engines:
+            await replica.dispose()

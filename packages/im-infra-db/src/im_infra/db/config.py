@@ -12,47 +12,36 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from im_infra.coord import Component, Duration
+from im_infra.db._internal.model import Model as _Model
+from im_infra.db._internal.model import Secret
+from im_infra.db._internal.model import as_text as _as_text
 from im_infra.db.errors import ConfigError
+from im_infra.db.replica_config import ReplicaEndpoint, ReplicasConfig
 
-__all__ = ["DB", "DBConfig", "Driver", "Duration", "TLSConfig"]
+__all__ = [
+    "DB",
+    "DBConfig",
+    "Driver",
+    "Duration",
+    "ReplicaEndpoint",
+    "ReplicasConfig",
+    "TLSConfig",
+]
 
 Driver = Literal["mysql", "mariadb", "postgresql", "sqlite"]
 """Database family. ``mariadb`` uses SQLAlchemy's MariaDB dialect; ``mysql`` works for both."""
 
 
 _DRIVER_ALIASES = {"postgres": "postgresql", "pg": "postgresql", "sqlite3": "sqlite"}
-
-
-def _as_text(value: object) -> object:
-    """Scalars → str, so a secret written as a YAML number validates instead of being echoed
-    back in a validation error message."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-Secret = Annotated[SecretStr, BeforeValidator(_as_text)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
 
 
 class TLSConfig(_Model):
@@ -120,6 +109,8 @@ class DBConfig(_Model):
     are still timed for ``db.client.operation.duration``)."""
     expire_on_commit: bool = False
     """SQLAlchemy Session option: expire loaded objects on commit (off: objects stay usable)."""
+    replicas: ReplicasConfig = Field(default_factory=ReplicasConfig)
+    """Read replicas: where ``session()`` reads go (see :class:`ReplicasConfig`)."""
 
     @model_validator(mode="before")
     @classmethod

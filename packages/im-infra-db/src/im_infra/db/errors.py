@@ -17,9 +17,11 @@ __all__ = [
     "ConnectionLostError",
     "DBConnectionError",
     "DBError",
+    "DriverNotInstalledError",
     "IntegrityError",
     "InvalidURLError",
     "NotFoundError",
+    "OutboxError",
     "PoolTimeoutError",
     "ProviderClosedError",
     "QueryError",
@@ -53,6 +55,18 @@ class ConfigError(DBError, _coord_errors.ConfigError):
 
 class InvalidURLError(ConfigError):
     """The DSN / URL cannot be parsed or names a driver that is not installed."""
+
+
+class DriverNotInstalledError(InvalidURLError):
+    """The database driver for the configured backend is not installed.
+
+    im-infra-db installs no driver by itself; ``extra`` names the extra that brings it
+    (``pip install 'im-infra-db[postgresql]'``, ``[mysql]`` or ``[sqlite]``).
+    """
+
+    def __init__(self, message: str, *, extra: str, server: str | None = None) -> None:
+        super().__init__(message, server=server)
+        self.extra = extra
 
 
 class ProviderClosedError(DBError):
@@ -124,6 +138,10 @@ class StatementTimeoutError(QueryError, TimeoutError):
 
 class TransactionConflictError(QueryError):
     """Deadlock, lock-wait timeout or serialization failure: the transaction may be retried."""
+
+
+class OutboxError(DBError):
+    """The transactional outbox was misused (bad event, no transaction) or could not publish."""
 
 
 class TransactionError(DBError):

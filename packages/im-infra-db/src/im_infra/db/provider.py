@@ -19,7 +19,7 @@ from im_infra.db._internal.core import (
     TxState,
     live_config,
 )
-from im_infra.db._internal.metrics import untrack_pool
+from im_infra.db._internal.replicas import CheckerThread, RoutingSession
 from im_infra.db.config import DBConfig
 from im_infra.db.errors import DBError
 
@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["DBProvider", "DBTransaction", "new"]
 
 
-def new(service_name: str, *, coord: CoordProvider | None = None, **overrides: Any) -> DBProvider:
+def new(
+    service_name: str | None = None, *, coord: CoordProvider | None = None, **overrides: Any
+) -> DBProvider:
     """A provider for ``service_name``'s database, configured from ``db.yaml`` through coord.
 
     ``coord`` is an :class:`im_infra.coord.Provider` (None: the process's default provider when
@@ -41,7 +43,7 @@ def new(service_name: str, *, coord: CoordProvider | None = None, **overrides: A
     """
     live = live_config(service_name, coord, overrides)
     try:
-        provider = DBProvider(live.value, service=service_name)
+        provider = DBProvider(live.value, service=live.service)
     except BaseException:
         live.close()
         raise
@@ -118,7 +120,7 @@ class _SessionScope:
 
     def __enter__(self) -> Session:
         self._provider._core.check_open()
-        self._session = self._provider._sessions()
+        self._session = self._provider._read_sessions()
         return self._session
 
     def __exit__(
@@ -152,6 +154,7 @@ class _TransactionScope:
         joined = core.joinable(owner)
         self._token: Token[Any] | None = None
         if joined is None:
+            self._provider._mark_write()
             session = self._session = self._provider._sessions()
             self._tx: SessionTransaction = session.begin().__enter__()
             self._token = core.active.set((session, owner))
@@ -192,9 +195,24 @@ class DBProvider(ProviderBase[Engine, Session], Closing):
     def __init__(self, config: DBConfig, *, service: str = "") -> None:
         super().__init__(config, service=service, is_async=False, factory=create_engine)
         self._sessions = sessionmaker(self._engine, expire_on_commit=config.expire_on_commit)
+        self._read_sessions = self._sessions
+        self._checker: CheckerThread | None = None
+        if self._router is not None:
+            self._read_sessions = sessionmaker(
+                self._engine,
+                class_=RoutingSession,
+                router=self._router,
+                expire_on_commit=config.expire_on_commit,
+            )
+            self._checker = CheckerThread(self._router)
 
     def session(self) -> _SessionScope:
-        """``with provider.session() as s:`` a Session you commit yourself; closed at the end."""
+        """``with provider.session() as s:`` a Session you commit yourself; closed at the end.
+        With replicas configured its plain reads go to a replica (see docs/db.md)."""
+        checker = self._checker
+        if checker is not None and checker.ident is None:
+            with contextlib.suppress(RuntimeError):  # another thread started it meanwhile
+                checker.start()
         return _SessionScope(self)
 
     def transaction(self) -> _TransactionScope:
@@ -205,6 +223,7 @@ class DBProvider(ProviderBase[Engine, Session], Closing):
     def begin_tx(self) -> DBTransaction:
         """Start an explicit transaction on a new Session (the seed's ``BeginTx``)."""
         self._core.check_open()
+        self._mark_write()
         return DBTransaction(self._sessions(), self._core)
 
     def ping(self) -> None:
@@ -228,5 +247,10 @@ class DBProvider(ProviderBase[Engine, Session], Closing):
         if self._core.closed:
             return
         self._core.closed = True
-        untrack_pool(self._engine)
+        self._untrack_pools()
+        if self._checker is not None and self._checker.ident is not None:
+            self._checker.stopping.set()
+            self._checker.join()
         self._engine.dispose()
+        for replica in self._replica_engines:
+            replica.dispose()

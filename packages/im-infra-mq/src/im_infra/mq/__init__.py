@@ -27,6 +27,7 @@ from .config import (
     producer_properties,
 )
 from .consumer import KafkaConsumer
+from .dead_letter import DeadLetter, read_dead_letter
 from .errors import (
     AdminError,
     AdminTimeoutError,
@@ -82,6 +83,7 @@ __all__ = [
     "Consumer",
     "ConsumerConfig",
     "ConsumerError",
+    "DeadLetter",
     "DeliveryCallback",
     "DeliveryError",
     "InvalidArgumentError",
@@ -115,4 +117,5 @@ __all__ = [
     "new_consumer",
     "new_producer",
     "producer_properties",
+    "read_dead_letter",
 ]

@@ -140,6 +140,17 @@ class ConsumerConfig(_Model):
     )
     session_timeout_ms: int = Field(default=30000, alias="sessionTimeoutMs", gt=0)
     heartbeat_interval_ms: int = Field(default=10000, alias="heartbeatIntervalMs", gt=0)
+    #: KIP-345 static membership: a restarted member takes its partitions back without a
+    #: rebalance. On by default; the id is ``groupInstanceId`` when set, else derived from a
+    #: sticky instance ID held in coord (see :mod:`im_infra.mq.membership`).
+    static_membership: bool = Field(default=True, alias="staticMembership")
+    #: Ordered concurrency: up to this many messages handled at once (threads / asyncio tasks),
+    #: one at a time per ``orderBy`` key (see :mod:`im_infra.mq._internal.ordering`).
+    concurrency: int = Field(default=1, ge=1, le=1024)
+    order_by: Literal["key", "partition"] = Field(default="key", alias="orderBy")
+    group_instance_id: str = Field(
+        default="", alias="groupInstanceId", max_length=249, pattern=r"^[A-Za-z0-9._-]*$"
+    )
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> ConsumerConfig:
@@ -236,6 +247,8 @@ def consumer_properties(config: KafkaConfig, service_name: str, group_id: str) -
             "heartbeat.interval.ms": c.heartbeat_interval_ms,
         }
     )
+    if c.static_membership and c.group_instance_id:
+        props["group.instance.id"] = c.group_instance_id
     return props
 
 

@@ -14,9 +14,12 @@ starts are children of the producer's span.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import confluent_kafka
@@ -27,13 +30,15 @@ from im_infra.clog.lifecycle import Closing
 
 from ._internal.client import AuthFailure, build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
-from ._internal.tracing import bound_trace
+from ._internal.ordering import chains, committable
+from ._internal.tracing import bound_from
 from ._internal.validate import check_topics
+from .dead_letter import dead_letter_headers
 from .errors import ConfigError, ConsumerError, MQError
 from .interfaces import ConsumeCallback
 from .message import Message
 from .producer import KafkaProducer
-from .retry import RetryPolicy, dead_letter_message
+from .retry import DLQ_SUFFIX, RetryPolicy
 
 __all__ = ["KafkaConsumer"]
 
@@ -49,6 +54,17 @@ _IGNORED_COMMIT_ERRORS = {KafkaError._NO_OFFSET}
 #: it failed. The core is shared by the sync and the asyncio
 #: consumers, which differ only in how they run the user's callback.
 Handler = Callable[[Message], object]
+
+#: Hands a run of polled confluent-kafka messages (none with an error) to another thread's runner
+#: in one hop (the asyncio consumer) and waits. The runner converts each with :func:`to_message`
+#: only when it reaches it (a batch holding hundreds of live ``Message`` objects would wake the
+#: garbage collector), handles them in order, one at a time, and returns ``(finished, failure)``:
+#: the first ``finished`` messages are done (a failing callback without a retry policy is logged
+#: and counts as done); ``failure`` is the exception when message number ``finished`` failed its
+#: first attempt (already logged) and the core must go on with its retries. ``finished`` short of
+#: the run's length without a failure means the runner stopped (close, cancellation): the rest is
+#: not stored, so it is delivered again.
+BatchHandler = Callable[[list[Any]], "tuple[int, Exception | None]"]
 
 
 def to_message(kmsg: Any) -> Message:
@@ -79,8 +95,25 @@ class KafkaConsumer(Closing):
         dlq_producer: Callable[[], KafkaProducer] | None = None,
         poll_timeout: float = 0.2,
         close_timeout: float = 30.0,
+        on_closed: Callable[[], None] | None = None,
+        concurrency: int = 1,
+        order_by: str = "key",
     ) -> None:
-        """Create the member from ready librdkafka ``properties`` (it joins on subscribe)."""
+        """Create the member from ready librdkafka ``properties`` (it joins on subscribe).
+
+        ``on_closed`` runs once the member has left the group (it releases the static
+        membership id, see :mod:`im_infra.mq.membership`).
+        """
+        self._on_closed = on_closed
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+        if order_by not in ("key", "partition"):
+            raise ConfigError(f"order_by must be 'key' or 'partition', got {order_by!r}")
+        self.concurrency = concurrency
+        self._order_by = order_by
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._dlq_lock = threading.Lock()
+        self._in_worker = _WorkerFlag()  # set on the concurrency pool's threads
         self._log = (logger or clog.get_logger("mq")).named("consumer")
         self._auth = AuthFailure()
         self._consumer, self._properties = build_client(
@@ -140,7 +173,7 @@ class KafkaConsumer(Closing):
         # A close before subscribe still releases the client; one during subscribe lets the loop
         # finish the message in hand and shut down itself.
         if running:
-            if threading.current_thread() is self._loop_thread:
+            if threading.current_thread() is self._loop_thread or self._in_worker.active:
                 return  # the loop notices after the callback returns
             wait = self._close_timeout if timeout is None else timeout
             if not self._stopped.wait(wait):
@@ -158,8 +191,18 @@ class KafkaConsumer(Closing):
         return self._closing.is_set()
 
     # ------------------------------------------------------------------ the shared core
-    def run(self, topics: Sequence[str], handler: Handler) -> None:
-        """The consume loop shared by the blocking and asyncio consumers."""
+    def run(
+        self,
+        topics: Sequence[str],
+        handler: Handler,
+        batch_handler: BatchHandler | None = None,
+    ) -> None:
+        """The consume loop shared by the blocking and asyncio consumers.
+
+        ``handler`` handles one message on the loop's thread. With ``batch_handler`` each polled
+        batch goes to it in one call instead (one thread hop per batch), and ``handler`` only
+        serves the retries of a message that failed there.
+        """
         if isinstance(topics, str):
             topics = [topics]
         topics = check_topics(topics)
@@ -183,6 +226,15 @@ class KafkaConsumer(Closing):
             self._subscribed = True
             self._log.info("subscribed", topics=list(topics), group_id=self._group_id)
             metrics, consume_batch, auth = self._metrics, self._consume_batch, self._auth
+            if batch_handler is not None:
+                hand_over = batch_handler
+
+                def consume_batch(batch: list[Any], handler: Handler) -> None:
+                    self._consume_handed(batch, hand_over, handler)
+
+            elif self.concurrency > 1:
+                consume_batch = self._consume_concurrent
+
             while not self._stopping:
                 first = consumer.poll(self._poll_timeout)
                 if auth.fresh and auth.take_fresh():  # error_cb runs inside poll, here
@@ -243,7 +295,7 @@ class KafkaConsumer(Closing):
                     except Exception as exc:
                         if not self._failed(msg, exc, 1, 1):
                             break
-                elif not self._handle_traced(msg, handler):
+                elif not self._handle_traced(msg, handler, None):
                     break  # stopping mid-message: not stored, so it is delivered again
                 if msg.partition != partition or msg.topic != topic:
                     _add_run(done, topic, partition, count, last)
@@ -261,11 +313,118 @@ class KafkaConsumer(Closing):
             _add_run(done, topic, partition, count, last)
             self._store(done)
 
-    def _handle_traced(self, msg: Message, handler: Handler) -> bool:
+    def _consume_handed(self, batch: list[Any], hand_over: BatchHandler, handler: Handler) -> None:
+        """:meth:`_consume_batch` for a batch handed to another thread in one hop.
+
+        The runner reports how far it got; a message that failed there with a retry policy set
+        is retried here (through ``handler``, one hop per attempt: the rare path) before the rest
+        of the batch is handed over again, so the partition's order holds.
+        """
+        msgs = batch
+        if any(kmsg.error() is not None for kmsg in batch):
+            msgs = []
+            for kmsg in batch:
+                err = kmsg.error()
+                if err is None:
+                    msgs.append(kmsg)
+                else:
+                    self._on_message_error(err)
+        done: dict[PartitionKey, list[int]] = {}
+        start = 0
+        try:
+            while start < len(msgs) and not self._stopping:
+                finished, failure = hand_over(msgs[start:] if start else msgs)
+                _add_finished(done, msgs, start, start + finished)
+                start += finished
+                if failure is None:
+                    if start < len(msgs):
+                        self._request_stop()  # the runner stopped: the rest is delivered again
+                    break
+                if not self._handle_traced(to_message(msgs[start]), handler, failure):
+                    break
+                _add_finished(done, msgs, start, start + 1)
+                start += 1
+        finally:
+            self._store(done)
+
+    # ------------------------------------------------------------ ordered concurrency
+    def ordering_keys(self, msgs: Sequence[Message]) -> list[Hashable]:
+        """Each message's ordering key: its partition, or (``order_by="key"``) its key within
+        the topic (messages without a key are ordered by partition)."""
+        if self._order_by == "partition":
+            return [(m.topic, m.partition) for m in msgs]
+        return [(m.topic, m.partition) if m.key is None else (m.topic, m.key) for m in msgs]
+
+    def store_finished(self, msgs: Sequence[Message], finished: Sequence[bool]) -> None:
+        """Store, per partition, the contiguous run of finished messages (never past one that
+        did not finish)."""
+        positions = [((m.topic, m.partition), m.offset) for m in msgs]
+        done = {p: [c, last] for p, (c, last) in committable(positions, finished).items()}  # type: ignore[arg-type]
+        self._store(done)
+
+    def _consume_concurrent(self, batch: list[Any], handler: Handler) -> None:
+        """:meth:`_consume_batch` with ``concurrency`` worker threads: one chain of same-key
+        messages per task, in order; the batch ends when every chain did (so nothing is in
+        flight when the next poll can revoke partitions), then the contiguous finished runs are
+        stored. After a stop request no new message starts; in-flight ones finish."""
+        msgs: list[Message] = []
+        for kmsg in batch:
+            err = kmsg.error()
+            if err is None:
+                msgs.append(to_message(kmsg))
+            else:
+                self._on_message_error(err)
+        finished = [False] * len(msgs)
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="mq-consumer"
+            )
+
+        pending = deque(chains(self.ordering_keys(msgs)))
+
+        def worker() -> None:
+            self._in_worker.active = True
+            while not self._stopping:
+                try:
+                    chain = pending.popleft()
+                except IndexError:
+                    return
+                for i in chain:
+                    if self._stopping or not self._handle_traced(msgs[i], handler, None):
+                        break  # the rest of this key waits for redelivery, in order
+                    finished[i] = True
+
+        futures = [
+            self._pool.submit(contextvars.copy_context().run, worker)
+            for _ in range(min(self.concurrency, len(pending)))
+        ]
+        try:
+            concurrent.futures.wait(futures)
+        finally:
+            self.store_finished(msgs, finished)
+        for future in futures:
+            future.result()  # re-raise a ConsumerError from a worker
+
+    def retry_failed(self, msg: Message, handler: Handler, exc: Exception) -> bool:
+        """Go on with the retries of a message whose first attempt failed elsewhere (logged
+        there); ``False`` when it must not be stored. Blocking: run it in a worker thread."""
+        return self._handle_traced(msg, handler, exc)
+
+    def report_failure(self, msg: Message, exc: Exception) -> None:
+        """Log a callback's failed first attempt (from inside the ``except`` clause, with the
+        message's trace id bound): the batch runner of the asyncio consumer calls it."""
+        self._failed(msg, exc, 1, 1 if self._retry is None else self._retry.max_attempts)
+
+    @property
+    def retries(self) -> bool:
+        """Whether a failing callback is retried (a :class:`RetryPolicy` was given)."""
+        return self._retry is not None
+
+    def _handle_traced(self, msg: Message, handler: Handler, failed: Exception | None) -> bool:
         """:meth:`_handle` with the producer's trace id and trace context bound around it (and
         around our log lines about it)."""
-        with bound_trace(msg.headers):
-            return self._handle(msg, handler)
+        with bound_from(msg.headers):
+            return self._handle(msg, handler, failed)
 
     def _store(self, done: dict[PartitionKey, list[int]]) -> None:
         """Store the offset after each partition's last finished message (one call per
@@ -305,35 +464,43 @@ class KafkaConsumer(Closing):
         )
         return True
 
-    def _handle(self, msg: Message, handler: Handler) -> bool:
-        """Run the callback with retries; ``False`` when the offset must not be stored."""
+    def _handle(self, msg: Message, handler: Handler, failed: Exception | None = None) -> bool:
+        """Run the callback with retries; ``False`` when the offset must not be stored.
+
+        ``failed``: the first attempt already ran elsewhere and failed with it (logged there).
+        """
         retry = self._retry
         attempts = 1 if retry is None else retry.max_attempts
         attempt = 1
         while True:
-            try:
-                if (result := handler(msg)) is not None and isinstance(result, Exception):
-                    raise result  # the seed's Go form: returning an error is a failure
-                return True
-            except Exception as exc:
-                if not self._failed(msg, exc, attempt, attempts):
-                    return False
-                if retry is None:
-                    return True  # the seed's behaviour: log and go on
-                if attempt >= attempts:
-                    if retry.dead_letter:
-                        self._dead_letter(msg, exc)
+            if failed is None:
+                try:
+                    if (result := handler(msg)) is not None and isinstance(result, Exception):
+                        raise result  # the seed's Go form: returning an error is a failure
                     return True
-                if self._closing.wait(retry.pause(attempt)):
-                    return False
-                attempt += 1
+                except Exception as exc:
+                    if not self._failed(msg, exc, attempt, attempts):
+                        return False
+                    failed = exc
+            if retry is None:
+                return True  # the seed's behaviour: log and go on
+            if attempt >= attempts:
+                if retry.dead_letter:
+                    self._dead_letter(msg, failed, attempt)
+                return True
+            if self._closing.wait(retry.pause(attempt)):
+                return False
+            attempt += 1
+            failed = None
 
-    def _dead_letter(self, msg: Message, exc: Exception) -> None:
-        if self._dlq is None:
-            assert self._dlq_factory is not None
-            self._dlq = self._dlq_factory()
-        dead = dead_letter_message(msg, exc)
-        target = dead.topic
+    def _dead_letter(self, msg: Message, exc: Exception, attempts: int) -> None:
+        with self._dlq_lock:  # concurrent handlers may fail at once
+            if self._dlq is None:
+                assert self._dlq_factory is not None
+                self._dlq = self._dlq_factory()
+        headers = dead_letter_headers(msg, exc, attempts)
+        target = msg.topic + DLQ_SUFFIX
+        dead = Message(topic=target, key=msg.key, value=msg.value, headers=headers)
         try:
             self._dlq.send_sync(dead, timeout=30.0)
         except MQError as dlq_exc:
@@ -411,7 +578,18 @@ class KafkaConsumer(Closing):
         finally:
             if self._dlq is not None:
                 self._dlq.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            if self._on_closed is not None:
+                self._release()
         self._log.info("consumer closed", group_id=self._group_id)
+
+    def _release(self) -> None:
+        assert self._on_closed is not None
+        try:
+            self._on_closed()
+        except Exception as exc:  # coord unreachable: the lease expires by itself
+            self._log.warning("could not release the static membership id", cause=str(exc))
 
     def _high_watermark(self, topic: str, partition: int) -> int | None:
         """librdkafka's cached high watermark of a partition (no broker request). Consume-loop
@@ -436,6 +614,28 @@ def _add_run(
         else:
             state[0] += count
             state[1] = last
+
+
+def _add_finished(
+    done: dict[PartitionKey, list[int]], kmsgs: list[Any], start: int, end: int
+) -> None:
+    """Add confluent-kafka messages ``kmsgs[start:end]`` (finished, in consumption order)."""
+    topic, partition, count, last = "", -1, 0, -1  # the current run of one partition
+    for i in range(start, end):
+        kmsg = kmsgs[i]
+        p = kmsg.partition()
+        if p != partition or kmsg.topic() != topic:
+            _add_run(done, topic, partition, count, last)
+            topic, partition, count = kmsg.topic(), p, 0
+        count += 1
+        last = kmsg.offset()
+    _add_run(done, topic, partition, count, last)
+
+
+class _WorkerFlag(threading.local):
+    """Per thread: whether it is one of the consumer's concurrency workers."""
+
+    active = False
 
 
 class AbortedError(Exception):

@@ -19,6 +19,7 @@ from .config import (
 )
 from .consumer import KafkaConsumer
 from .errors import ConfigError
+from .membership import claim_static_member
 from .producer import KafkaProducer
 from .retry import RetryPolicy
 
@@ -53,7 +54,7 @@ def load_config(
 
 
 def _live(
-    service_name: str, coord: _coord.Provider | None, overrides: Mapping[str, Any]
+    service_name: str | None, coord: _coord.Provider | None, overrides: Mapping[str, Any]
 ) -> _coord.LiveConfig[KafkaConfig]:
     """The live view a client follows: mq applies no field at run time (librdkafka's
     configuration is fixed at creation), so a change is logged once as needing a restart."""
@@ -72,7 +73,7 @@ def _merge(props: dict[str, Any], extra: RdkafkaConfig | None) -> dict[str, Any]
 
 
 def new_producer(
-    service_name: str,
+    service_name: str | None = None,
     *,
     logger: clog.Logger | None = None,
     coord: _coord.Provider | None = None,
@@ -87,7 +88,7 @@ def new_producer(
     ``rdkafka_config`` sets raw librdkafka properties last (e.g. ``{"message.timeout.ms": 5000}``).
     """
     live = _live(service_name, coord, overrides)
-    config = live.value
+    config, service_name = live.value, live.service
     props = _merge(producer_properties(config, service_name), rdkafka_config)
     producer = KafkaProducer(
         props,
@@ -100,8 +101,8 @@ def new_producer(
 
 
 def new_consumer(
-    service_name: str,
-    group_id: str,
+    service_name: str | None = None,
+    group_id: str = "",
     *,
     logger: clog.Logger | None = None,
     coord: _coord.Provider | None = None,
@@ -118,25 +119,39 @@ def new_consumer(
     if not group_id:
         raise ConfigError("group_id must be a non-empty string")
     live = _live(service_name, coord, overrides)
-    config = live.value
+    config, service_name = live.value, live.service
     props = _merge(consumer_properties(config, service_name, group_id), rdkafka_config)
+    member = None
+    if config.consumer.static_membership and "group.instance.id" not in props:
+        log = (logger or clog.get_logger("mq")).named("membership")
+        member = claim_static_member(service_name, group_id, coord, log)
+        if member is not None:
+            props["group.instance.id"] = member.instance_id
 
     def dlq_producer() -> KafkaProducer:
         return KafkaProducer(producer_properties(config, service_name), logger=logger)
 
-    consumer = KafkaConsumer(
-        props,
-        logger=logger,
-        retry=retry,
-        dlq_producer=dlq_producer,
-        close_timeout=close_timeout,
-    )
+    try:
+        consumer = KafkaConsumer(
+            props,
+            logger=logger,
+            retry=retry,
+            dlq_producer=dlq_producer,
+            close_timeout=close_timeout,
+            on_closed=None if member is None else member.release,
+            concurrency=config.consumer.concurrency,
+            order_by=config.consumer.order_by,
+        )
+    except BaseException:
+        if member is not None:
+            member.release()
+        raise
     live.close_with(consumer)
     return consumer
 
 
 def new_admin_client(
-    service_name: str,
+    service_name: str | None = None,
     *,
     logger: clog.Logger | None = None,
     coord: _coord.Provider | None = None,
@@ -145,13 +160,15 @@ def new_admin_client(
     **overrides: Any,
 ) -> KafkaAdminClient:
     """Create an admin client for topic management (seed §5)."""
-    config = load_config(service_name, coord=coord, **overrides)
+    live = _live(service_name, coord, overrides)
+    config, service_name = live.value, live.service
+    live.close()  # an admin client reads the document once
     props = _merge(admin_properties(config, service_name), rdkafka_config)
     return KafkaAdminClient(props, logger=logger, timeout=timeout)
 
 
 def new_async_producer(
-    service_name: str,
+    service_name: str | None = None,
     *,
     logger: clog.Logger | None = None,
     coord: _coord.Provider | None = None,
@@ -175,8 +192,8 @@ def new_async_producer(
 
 
 def new_async_consumer(
-    service_name: str,
-    group_id: str,
+    service_name: str | None = None,
+    group_id: str = "",
     *,
     logger: clog.Logger | None = None,
     coord: _coord.Provider | None = None,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .message import Message
-
-__all__ = ["DLQ_SUFFIX", "RetryPolicy", "dead_letter_message"]
+__all__ = ["DLQ_SUFFIX", "RetryPolicy"]
 
 #: A message that keeps failing on topic ``T`` goes to ``T + DLQ_SUFFIX``.
 DLQ_SUFFIX = ".dlq"
@@ -19,7 +17,8 @@ class RetryPolicy:
     The callback is called up to ``max_attempts`` times, sleeping ``backoff`` seconds before the
     second attempt and multiplying the pause by ``multiplier`` (capped at ``max_backoff``) each
     time. When every attempt failed and ``dead_letter`` is true, the message is produced to
-    ``<topic>.dlq`` with headers ``dlq_topic``/``dlq_partition``/``dlq_offset``/``dlq_error``; then
+    ``<topic>.dlq`` with the headers of :mod:`im_infra.mq.dead_letter` (original topic, partition,
+    offset, attempt count, error); then
     its offset is stored and consumption continues. Retries hold up the message's partition, so
     keep the total pause well below ``max.poll.interval.ms`` (300 s by default).
     """
@@ -41,19 +40,3 @@ class RetryPolicy:
     def pause(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         return float(min(self.backoff * self.multiplier ** (attempt - 1), self.max_backoff))
-
-
-def dead_letter_message(msg: Message, exc: BaseException) -> Message:
-    """The message written to ``<topic>.dlq`` for ``msg`` whose callback kept failing with
-    ``exc``: same key and value, its headers plus ``dlq_topic``/``dlq_partition``/
-    ``dlq_offset``/``dlq_error``."""
-    headers = dict(msg.headers)
-    headers.update(
-        {
-            "dlq_topic": msg.topic.encode(),
-            "dlq_partition": str(msg.partition).encode(),
-            "dlq_offset": str(msg.offset).encode(),
-            "dlq_error": f"{type(exc).__name__}: {exc}"[:1000].encode(),
-        }
-    )
-    return Message(topic=msg.topic + DLQ_SUFFIX, key=msg.key, value=msg.value, headers=headers)

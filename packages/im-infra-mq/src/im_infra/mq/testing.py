@@ -43,8 +43,9 @@ from im_infra import clog
 from im_infra.clog.lifecycle import AsyncClosing, Closing
 
 from ._internal.memory import BrokerState, partition_for
-from ._internal.tracing import bound_trace, current_trace_headers
+from ._internal.tracing import bound_from, current_trace_headers
 from ._internal.validate import check_headers, check_topic, check_topics, explain
+from .dead_letter import dead_letter_headers
 from .errors import ConfigError, ConsumerError, MQError, ProducerClosedError, SendTimeoutError
 from .interfaces import (
     AsyncConsumeCallback,
@@ -56,7 +57,7 @@ from .interfaces import (
     Producer,
 )
 from .message import Message
-from .retry import RetryPolicy, dead_letter_message
+from .retry import DLQ_SUFFIX, RetryPolicy
 
 __all__ = [
     "MemoryAsyncConsumer",
@@ -419,7 +420,12 @@ def _handling(
             return True  # the seed's behaviour: logged (by the driver) and skipped
         if attempt >= attempts:
             if retry.dead_letter:
-                dead = dead_letter_message(msg, exc)
+                dead = Message(
+                    msg.topic + DLQ_SUFFIX,
+                    msg.key,
+                    msg.value,
+                    dead_letter_headers(msg, exc, attempt),
+                )
                 error = _store(state, dead)
                 if error is None:
                     log.warning(
@@ -540,7 +546,7 @@ class MemoryConsumer(_Member, Closing):
                 if msg is None:
                     continue
                 handed = _handed(msg)
-                with bound_trace(handed.headers):
+                with bound_from(handed.headers):
                     finished = self._drive(handed, callback)
                 if finished:
                     self._state.commit(self._group_id, member, msg)
@@ -593,7 +599,7 @@ class MemoryAsyncConsumer(_Member, AsyncClosing):
                     await asyncio.sleep(_IDLE_POLL)
                     continue
                 handed = _handed(msg)
-                with bound_trace(handed.headers):
+                with bound_from(handed.headers):
                     finished = await self._drive(handed, callback)
                 if finished:
                     self._state.commit(self._group_id, member, msg)

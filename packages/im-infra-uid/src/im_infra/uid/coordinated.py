@@ -58,7 +58,7 @@ class _LossLatch:
 
 
 def from_coord(
-    service: str | ProviderLike,
+    service: str | ProviderLike | None = None,
     legacy_service: str | None = None,
     *,
     coord: ProviderLike | None = None,
@@ -70,7 +70,8 @@ def from_coord(
 ) -> SnowflakeGenerator:
     """A generator whose worker ID is ``coord.instance_for(service).get_instance_id()``.
 
-    ``from_coord("im-logic")`` is enough when ``$IM_INFRA_ETCD_ENDPOINTS`` is set: the process's
+    ``from_coord("im-logic")`` is enough (``from_coord(coord=p)`` takes the name ``p`` was
+    connected with) when ``$IM_INFRA_ETCD_ENDPOINTS`` is set: the process's
     default provider (:func:`im_infra.coord.default_provider`) serves. ``coord=`` passes a
     provider explicitly; the older positional form ``from_coord(provider, "im-logic")`` works too.
 
@@ -90,16 +91,22 @@ def from_coord(
     from im_infra.coord.errors import CoordError
 
     provider: ProviderLike | None = coord
-    if not isinstance(service, str):  # the positional form from_coord(provider, service)
+    if service is not None and not isinstance(service, str):  # from_coord(provider, service)
         if provider is not None:
             raise InvalidArgument("pass the provider once: from_coord(service, coord=provider)")
-        provider, service = service, legacy_service  # type: ignore[assignment]
+        provider, service = service, legacy_service
     elif legacy_service is not None:
         raise InvalidArgument(f"unexpected second positional argument {legacy_service!r}")
-    if not isinstance(service, str) or not service:
-        raise InvalidArgument(f"service must be a non-empty str, got {service!r}")
     if provider is None:
         provider = _coord.default_provider()
+    if service is None and provider is not None:  # the name the provider was connected with
+        named = getattr(provider, "service", None)
+        service = named if isinstance(named, str) else None
+    if not isinstance(service, str) or not service:
+        raise InvalidArgument(
+            f"service must be a non-empty str, got {service!r} (pass it, or a provider "
+            "connected with service=...)"
+        )
     if provider is None:
         raise WorkerIdUnavailable(
             f"no coord provider for service {service!r}: set {_coord.provider.ENDPOINTS_VAR} "

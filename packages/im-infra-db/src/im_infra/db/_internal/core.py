@@ -16,11 +16,13 @@ from im_infra import clog, coord
 from im_infra.db._internal import metrics
 from im_infra.db._internal.engine import EngineSpec, build_spec, configure_engine
 from im_infra.db._internal.instrument import SlowThreshold, install
+from im_infra.db._internal.replicas import Router, replica_config
 from im_infra.db._internal.sqltext import redact_sql
 from im_infra.db._internal.translate import raise_translated, translate
 from im_infra.db.config import DB, DBConfig
 from im_infra.db.errors import (
     ConfigError,
+    DriverNotInstalledError,
     InvalidURLError,
     ProviderClosedError,
     TransactionError,
@@ -38,7 +40,7 @@ PASSWORD_ENV = "IM_INFRA_DB_PASSWORD"  # noqa: S105 - the variable name, not a p
 
 
 def live_config(
-    service_name: str, coord_provider: CoordProvider | None, overrides: Mapping[str, Any]
+    service_name: str | None, coord_provider: CoordProvider | None, overrides: Mapping[str, Any]
 ) -> LiveConfig[DBConfig]:
     """The service's ``db.yaml`` through coord (sources and precedence: docs/configuration.md;
     ``IM_INFRA_DB_PASSWORD`` is the environment layer's name for ``password``)."""
@@ -49,10 +51,40 @@ def live_config(
         # Without it MySQL sessions have no default schema and PostgreSQL silently picks the
         # user's name: a configuration mistake, said here rather than by a later query.
         raise ConfigError(
-            f"db config for service {service_name!r}: field 'database' is empty: set it (or "
+            f"db config for service {live.service!r}: field 'database' is empty: set it (or "
             "'dsn') in db.yaml, as IM_INFRA_DB_DATABASE or as an override; no source set it"
         )
     return live
+
+
+# The extra of im-infra-db that installs each driver SQLAlchemy may be asked for.
+_EXTRAS = {
+    "psycopg": "postgresql",
+    "pymysql": "mysql",
+    "aiomysql": "mysql",
+    "aiosqlite": "sqlite",
+}
+
+
+def missing_driver(drivername: str, exc: ImportError, server: str) -> InvalidURLError:
+    """The typed error for a driver module that cannot be imported: names the extra to install
+    (a driver im-infra-db has no extra for: says which module is missing)."""
+    driver = drivername.partition("+")[2]
+    module = exc.name or driver
+    extra = _EXTRAS.get(driver)
+    if extra is None:
+        return InvalidURLError(
+            f"{server}: driver {drivername!r} is not installed (cannot import {module!r}); "
+            "install it, or use a driver of one of im-infra-db's extras: "
+            + ", ".join(f"{name} ([{extra}])" for name, extra in _EXTRAS.items()),
+            server=server,
+        )
+    return DriverNotInstalledError(
+        f"{server}: the database driver {driver!r} is not installed (cannot import "
+        f"{module!r}): install im-infra-db[{extra}]",
+        extra=extra,
+        server=server,
+    )
 
 
 class ProviderCore(Generic[S]):
@@ -102,7 +134,9 @@ class ProviderCore(Generic[S]):
         spec = self.spec
         try:
             return factory(spec.url, **spec.kwargs)
-        except (SQLAlchemyError, ImportError) as exc:
+        except ImportError as exc:
+            raise missing_driver(spec.url.drivername, exc, self.target.server) from None
+        except SQLAlchemyError as exc:
             reason = self.target.scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             raise InvalidURLError(
                 f"{self.target.server}: cannot create an engine for driver "
@@ -171,7 +205,8 @@ EngineT = TypeVar("EngineT", Engine, AsyncEngine)
 
 
 class ProviderBase(Generic[EngineT, S]):
-    """Construction and read-only properties shared by DBProvider and AsyncDBProvider."""
+    """Construction and read-only properties shared by DBProvider and AsyncDBProvider: the
+    primary engine and, with ``replicas`` configured, the replicas' engines and the router."""
 
     def __init__(
         self,
@@ -183,14 +218,32 @@ class ProviderBase(Generic[EngineT, S]):
     ) -> None:
         core: ProviderCore[S] = ProviderCore(config, service=service, is_async=is_async)
         self._core = core
-        self._engine: EngineT = core.make_engine(factory)
-        sync_engine = (
-            self._engine.sync_engine if isinstance(self._engine, AsyncEngine) else self._engine
-        )
-        configure_engine(sync_engine, core.spec)
+        # one threshold object for the primary's and the replicas' engines: a live change
+        # (_follow) reaches them all
         self._slow = SlowThreshold(config.slow_threshold)
-        install(sync_engine, target=core.target, slow_threshold=self._slow, log=core.log)
-        metrics.track_pool(sync_engine, core.pool_name)
+        self._engine: EngineT = _open_engine(core, factory, self._slow)
+        self._router: Router | None = None
+        self._replica_engines: list[EngineT] = []
+        if config.replicas.endpoints:
+            replicas = []
+            for endpoint in config.replicas.endpoints:
+                replica: ProviderCore[S] = ProviderCore(
+                    replica_config(config, endpoint), service=service, is_async=is_async
+                )
+                engine = _open_engine(replica, factory, self._slow)
+                self._replica_engines.append(engine)
+                replicas.append((_sync_engine(engine), replica.target))
+            self._router = Router(_sync_engine(self._engine), replicas, config.replicas, core.log)
+
+    def _mark_write(self) -> None:
+        """A transaction starts: this context's reads go to the primary for a while."""
+        if self._router is not None:
+            self._router.mark_write()
+
+    def _untrack_pools(self) -> None:
+        metrics.untrack_pool(_sync_engine(self._engine))
+        for engine in self._replica_engines:
+            metrics.untrack_pool(_sync_engine(engine))
 
     def _follow(self, live: LiveConfig[DBConfig]) -> None:
         """Apply the live fields (``DB.live_fields``) of every later change of ``live``."""
@@ -227,3 +280,19 @@ class ProviderBase(Generic[EngineT, S]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(service={self._core.service!r}, server={self.server!r})"
+
+
+def _sync_engine(engine: Engine | AsyncEngine) -> Engine:
+    return engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+
+def _open_engine(
+    core: ProviderCore[Any], factory: Callable[..., EngineT], slow: SlowThreshold
+) -> EngineT:
+    """An engine for ``core``'s config with im-infra's hooks, timer and pool metrics."""
+    engine = core.make_engine(factory)
+    sync_engine = _sync_engine(engine)
+    configure_engine(sync_engine, core.spec)
+    install(sync_engine, target=core.target, slow_threshold=slow, log=core.log)
+    metrics.track_pool(sync_engine, core.pool_name)
+    return engine

@@ -186,3 +186,66 @@ connection_count = meter.create_observable_up_down_counter(
     unit="{connection}",
     description="Connections of each provider's pool, by state (used = checked out, idle).",
 )
+
+
+# -- transactional outbox: counters on the relay's path, gauges read from the relays' last stats
+OUTBOX = "im_infra.db.outbox.table"
+
+outbox_published = meter.create_counter(
+    "im_infra.db.outbox.published",
+    unit="{event}",
+    description="Outbox events published and marked sent by a relay.",
+)
+outbox_failed = meter.create_counter(
+    "im_infra.db.outbox.publish_failures",
+    unit="{event}",
+    description="Outbox events a relay round could not publish (retried).",
+)
+_relays: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track_outbox(relay: Any) -> None:
+    """Report ``relay.stats`` (backlog, oldest_age) in the outbox gauges until untracked."""
+    with _pools_lock:
+        _relays.add(relay)
+
+
+def untrack_outbox(relay: Any) -> None:
+    with _pools_lock:
+        _relays.discard(relay)
+
+
+def _outbox_stats() -> dict[str, tuple[int, float]]:
+    """Per table: the largest backlog and age any tracked relay last saw."""
+    with _pools_lock:
+        relays = list(_relays)
+    seen: dict[str, tuple[int, float]] = {}
+    for relay in relays:
+        stats, name = relay.stats, relay.statements.name
+        backlog, age = seen.get(name, (0, 0.0))
+        seen[name] = (max(backlog, stats.backlog), max(age, stats.oldest_age))
+    return seen
+
+
+def _observe_backlog(_options: CallbackOptions) -> Iterable[Observation]:
+    for name, (backlog, _age) in _outbox_stats().items():
+        yield Observation(backlog, {OUTBOX: name})
+
+
+def _observe_age(_options: CallbackOptions) -> Iterable[Observation]:
+    for name, (_backlog, age) in _outbox_stats().items():
+        yield Observation(age, {OUTBOX: name})
+
+
+outbox_backlog = meter.create_observable_gauge(
+    "im_infra.db.outbox.backlog",
+    callbacks=[_observe_backlog],
+    unit="{event}",
+    description="Unsent outbox events (as of the relay's last check, every statsInterval).",
+)
+outbox_oldest_age = meter.create_observable_gauge(
+    "im_infra.db.outbox.oldest_age",
+    callbacks=[_observe_age],
+    unit="s",
+    description="Age of the oldest unsent outbox event (as of the relay's last check).",
+)

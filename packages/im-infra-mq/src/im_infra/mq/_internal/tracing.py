@@ -8,8 +8,8 @@ the case without an SDK, unless a propagated context was attached) nothing is ad
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -20,7 +20,7 @@ from im_infra.mq.message import TRACE_ID_HEADER
 
 __all__ = [
     "TRACEPARENT_HEADER",
-    "bound_trace",
+    "bound_from",
     "current_trace_headers",
     "extract_context",
     "inject_headers",
@@ -70,10 +70,13 @@ def current_trace_headers() -> tuple[str | None, Headers | None]:
     return tid, headers
 
 
-@contextlib.contextmanager
-def bound_trace(headers: Mapping[str, bytes]) -> Iterator[None]:
+@contextmanager
+def bound_from(headers: Mapping[str, bytes]) -> Iterator[None]:
     """Bind a consumed message's ``trace_id`` header as the clog trace id and attach its W3C
-    context for the block (what the consumer does around a callback)."""
+    trace context (when present) for the duration of the block; restore both afterwards.
+
+    Works around a blocking call and around an ``await`` inside one asyncio task alike.
+    """
     raw_tid = headers.get(TRACE_ID_HEADER)
     parent = extract_context(headers) if headers else None
     token = clog.set_trace_id(raw_tid.decode("utf-8", "replace")) if raw_tid else None
