@@ -7,12 +7,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from loguru import logger as _loguru
 
+from im_infra.clog._internal import capture as _capture
 from im_infra.clog._internal import fallback as _fallback
 from im_infra.clog._internal.render import FIELDS_KEY, NS_KEY, TRACE_KEY
 from im_infra.clog._internal.state import STATE
 from im_infra.clog.context import trace_id
 
 __all__ = ["Logger", "StructLogger", "from_context", "get_logger"]
+
+_CAPTURE = _capture.ACTIVE
 
 
 @runtime_checkable
@@ -75,6 +78,10 @@ class StructLogger:
     ) -> None:
         if self._fields:
             fields = {**self._fields, **fields}
+        if _CAPTURE.on:
+            _capture.record(level, msg, self._ns, self._tid, fields, exc)
+            if not _CAPTURE.passthrough:
+                return
         if not STATE.configured:
             # Before clog.init() nothing global is configured: stdlib logging carries the line.
             pinned = self._tid

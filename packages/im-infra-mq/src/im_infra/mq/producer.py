@@ -35,7 +35,7 @@ from im_infra.clog.lifecycle import Closing
 
 from ._internal.client import AuthFailure, build_client, log_client_error
 from ._internal.metrics import ProducerMetrics
-from ._internal.tracing import inject_headers
+from ._internal.tracing import Headers, current_trace_headers
 from ._internal.validate import check_headers, explain
 from .errors import (
     DeliveryError,
@@ -45,7 +45,7 @@ from .errors import (
     SendTimeoutError,
 )
 from .interfaces import DeliveryCallback
-from .message import TRACE_ID_HEADER, Message
+from .message import Message
 
 __all__ = ["KafkaProducer"]
 
@@ -57,7 +57,7 @@ _PURGED = {"_PURGE_QUEUE", "_PURGE_INFLIGHT"}
 #: How long the poller waits for a replaced producer to report its purged messages.
 _DRAIN_TIMEOUT_S = 10.0
 
-_Headers = dict[str, str | bytes | None]
+_Headers = Headers
 _Pending = tuple[_Headers | None, "_Delivery"]
 
 
@@ -411,17 +411,9 @@ class KafkaProducer(Closing):
         tid, trace = self._trace()
         return _with_trace(msg, trace), self._hook(callback, tid)
 
-    def _trace(self) -> tuple[str | None, _Headers | None]:
-        """The current clog trace id, and the headers carrying it and the active span's W3C
-        context (None without a trace id)."""
-        tid = clog.trace_id()
-        if tid is None:
-            return None, None
-        headers: _Headers = {TRACE_ID_HEADER: tid.encode()}
-        propagation = inject_headers()
-        if propagation:
-            headers.update((k, v.encode()) for k, v in propagation.items())
-        return tid, headers
+    #: The current clog trace id, and the headers carrying it and the active span's W3C
+    #: context (None without a trace id); no extra call frame on the send path.
+    _trace = staticmethod(current_trace_headers)
 
     def _hook(self, callback: DeliveryCallback | None, tid: str | None) -> _Delivery:
         # librdkafka keeps the hook of every queued message alive. Reusing the last hook when

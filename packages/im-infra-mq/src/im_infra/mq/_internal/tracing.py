@@ -18,7 +18,13 @@ from opentelemetry import trace as otel_trace
 from im_infra import clog
 from im_infra.mq.message import TRACE_ID_HEADER
 
-__all__ = ["TRACEPARENT_HEADER", "bound_from", "extract_context", "inject_headers"]
+__all__ = [
+    "TRACEPARENT_HEADER",
+    "bound_from",
+    "current_trace_headers",
+    "extract_context",
+    "inject_headers",
+]
 
 TRACEPARENT_HEADER = "traceparent"
 _CARRIED = ("traceparent", "tracestate", "baggage")
@@ -45,6 +51,23 @@ def extract_context(headers: Mapping[str, bytes]) -> otel_context.Context | None
         return None
     carrier = {k: headers[k].decode("latin-1") for k in _CARRIED if k in headers}
     return propagate.extract(carrier)
+
+
+#: Producer headers as confluent-kafka takes them.
+Headers = dict[str, str | bytes | None]
+
+
+def current_trace_headers() -> tuple[str | None, Headers | None]:
+    """The current clog trace id, and the headers a producer adds for it: ``trace_id`` plus the
+    active span's W3C context (None without a trace id)."""
+    tid = clog.trace_id()
+    if tid is None:
+        return None, None
+    headers: Headers = {TRACE_ID_HEADER: tid.encode()}
+    propagation = inject_headers()
+    if propagation:
+        headers.update((k, v.encode()) for k, v in propagation.items())
+    return tid, headers
 
 
 @contextmanager

@@ -1,0 +1,456 @@
+"""One set of behaviour tests, run against ``mq.testing.MemoryBroker`` and the real broker.
+
+The memory half needs no server (``pytest tests-integration/mq/test_mq_contract.py -k
+memory``); the kafka half uses ``$IM_INFRA_KAFKA_BROKERS``. A difference between the two is a
+bug in the fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from im_infra import clog, mq
+from im_infra.clog.testing import capture_logs
+from im_infra.mq.testing import MemoryBroker
+
+#: Fast group timings for the local broker (as in tests-integration/mq/conftest.py).
+_GROUP = {"sessionTimeoutMs": 6000, "heartbeatIntervalMs": 1500, "autoOffsetReset": "earliest"}
+
+
+class Backend:
+    """What a test needs from either backend."""
+
+    def topic(self, partitions: int = 1) -> str:
+        raise NotImplementedError
+
+    def producer(self) -> mq.Producer:
+        raise NotImplementedError
+
+    def consumer(self, group: str, retry: mq.RetryPolicy | None = None) -> mq.Consumer:
+        raise NotImplementedError
+
+    def async_producer(self) -> mq.AsyncProducer:
+        raise NotImplementedError
+
+    def async_consumer(self, group: str) -> mq.AsyncConsumer:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        return
+
+
+class Memory(Backend):
+    def __init__(self) -> None:
+        self.broker = MemoryBroker()
+
+    def topic(self, partitions: int = 1) -> str:
+        name = f"c-{uuid.uuid4().hex[:10]}"
+        self.broker.create_topic(name, partitions)
+        return name
+
+    def producer(self) -> mq.Producer:
+        return self.broker.producer()
+
+    def consumer(self, group: str, retry: mq.RetryPolicy | None = None) -> mq.Consumer:
+        return self.broker.consumer(group, retry=retry, auto_offset_reset="earliest")
+
+    def async_producer(self) -> mq.AsyncProducer:
+        return self.broker.async_producer()
+
+    def async_consumer(self, group: str) -> mq.AsyncConsumer:
+        return self.broker.async_consumer(group, auto_offset_reset="earliest")
+
+
+class Kafka(Backend):
+    def __init__(self, brokers: str) -> None:
+        self.brokers = brokers
+        self.admin = mq.new_admin_client("mq-contract", common={"brokers": [brokers]})
+        self.made: list[str] = []
+
+    def topic(self, partitions: int = 1) -> str:
+        name = f"mqc-{uuid.uuid4().hex[:10]}"
+        self.admin.create_topic(name, partitions, 1)
+        self.made.append(name)
+        return name
+
+    def producer(self) -> mq.Producer:
+        return mq.new_producer("mq-contract", common={"brokers": [self.brokers]})
+
+    def consumer(self, group: str, retry: mq.RetryPolicy | None = None) -> mq.Consumer:
+        return mq.new_consumer(
+            "mq-contract",
+            group,
+            retry=retry,
+            common={"brokers": [self.brokers]},
+            consumer=_GROUP,
+        )
+
+    def async_producer(self) -> mq.AsyncProducer:
+        return mq.new_async_producer("mq-contract", common={"brokers": [self.brokers]})
+
+    def async_consumer(self, group: str) -> mq.AsyncConsumer:
+        return mq.new_async_consumer(
+            "mq-contract", group, common={"brokers": [self.brokers]}, consumer=_GROUP
+        )
+
+    def close(self) -> None:
+        for name in self.made:
+            for topic in (name, name + mq.DLQ_SUFFIX):
+                with contextlib.suppress(mq.TopicNotFoundError):
+                    self.admin.delete_topic(topic)
+        self.admin.close()
+
+
+@pytest.fixture(params=["memory", "kafka"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    b: Backend = (
+        Memory() if request.param == "memory" else Kafka(request.getfixturevalue("kafka_brokers"))
+    )
+    yield b
+    b.close()
+
+
+def group() -> str:
+    return f"g-{uuid.uuid4().hex[:10]}"
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    pytest.fail(f"{what}: not within {timeout}s")
+
+
+class Running:
+    """A consumer's blocking ``subscribe`` on a thread, recording what it handled."""
+
+    def __init__(
+        self,
+        consumer: mq.Consumer,
+        topics: list[str],
+        handler: Callable[[mq.Message], object] | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.lock = threading.Lock()
+        self.seen: list[tuple[mq.Message, str | None]] = []
+        self.errors: list[BaseException] = []
+        self._handler = handler
+
+        def callback(msg: mq.Message) -> object:
+            with self.lock:
+                self.seen.append((msg, clog.trace_id()))
+            return None if self._handler is None else self._handler(msg)
+
+        def run() -> None:
+            try:
+                consumer.subscribe(topics, callback)
+            except BaseException as exc:
+                self.errors.append(exc)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def messages(self) -> list[mq.Message]:
+        with self.lock:
+            return [m for m, _ in self.seen]
+
+    def stop(self) -> None:
+        self.consumer.close()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "subscribe did not return after close()"
+        if self.errors:
+            raise self.errors[0]
+
+
+def crc32_partition(key: bytes, partitions: int) -> int:
+    """librdkafka's default partitioner (consistent_random) for a keyed message."""
+    return zlib.crc32(key) % partitions
+
+
+# ------------------------------------------------------------------ tests
+def test_keys_map_to_partitions_by_crc32_and_keep_order(backend: Backend) -> None:
+    topic = backend.topic(partitions=3)
+    keys = [f"user-{i % 7}".encode() for i in range(35)]
+    with backend.producer() as producer:
+        for i, key in enumerate(keys):
+            producer.send(mq.Message(topic, key=key, value=str(i)))
+        assert producer.flush(30) == 0
+    run = Running(backend.consumer(group()), [topic])
+    wait_for(lambda: len(run.messages()) >= 35, what="35 messages")
+    run.stop()
+    got = run.messages()
+    assert len(got) == 35
+    for msg in got:
+        assert isinstance(msg.key, bytes) and isinstance(msg.value, bytes)
+        assert msg.partition == crc32_partition(msg.key, 3), msg.key
+        assert msg.timestamp_ms is not None and msg.timestamp_ms > 0
+    for key in set(keys):  # per key: the order it was sent in, offsets increasing
+        mine = [m for m in got if m.key == key]
+        assert [int(m.value) for m in mine] == sorted(int(m.value) for m in mine)  # type: ignore[arg-type]
+        offsets = [m.offset for m in mine]
+        assert offsets == sorted(offsets)  # type: ignore[type-var]
+
+
+def test_headers_and_trace_ids_travel(backend: Backend) -> None:
+    topic = backend.topic()
+    reports: list[tuple[mq.MQError | None, str | None]] = []
+    with backend.producer() as producer:
+        with clog.trace_context("t-ctx"):
+            producer.send(
+                mq.Message(topic, key="k", value="with-trace", headers={"x-app": b"1"}),
+                lambda err: reports.append((err, clog.trace_id())),
+            )
+            producer.send(mq.Message(topic, value=b"own", headers={"trace_id": b"t-own"}))
+        producer.send(mq.Message(topic, value=b"none"))
+        assert producer.flush(30) == 0
+    assert reports == [(None, "t-ctx")]  # delivery callback: sender's trace id bound
+    run = Running(backend.consumer(group()), [topic])
+    wait_for(lambda: len(run.messages()) >= 3, what="3 messages")
+    run.stop()
+    by_value = {m.value: (m, tid) for m, tid in run.seen}
+    msg, tid = by_value[b"with-trace"]
+    assert msg.key == b"k"
+    assert msg.headers["x-app"] == b"1" and msg.trace_id == "t-ctx" and tid == "t-ctx"
+    assert by_value[b"own"][0].trace_id == "t-own" and by_value[b"own"][1] == "t-own"
+    assert by_value[b"none"][0].trace_id is None and by_value[b"none"][1] is None
+    assert clog.trace_id() is None
+
+
+def test_send_sync_and_closed_producer(backend: Backend) -> None:
+    topic = backend.topic()
+    producer = backend.producer()
+    producer.send_sync(mq.Message(topic, value=b"a"), timeout=30)
+    producer.close()
+    producer.close()  # idempotent
+    with pytest.raises(mq.ProducerClosedError):
+        producer.send(mq.Message(topic, value=b"b"))
+
+
+def test_groups_each_get_everything_and_commits_persist(backend: Backend) -> None:
+    topic = backend.topic(partitions=2)
+    g1, g2 = group(), group()
+    with backend.producer() as producer:
+        for i in range(6):
+            producer.send(mq.Message(topic, key=f"k{i}", value=f"a{i}"))
+        assert producer.flush(30) == 0
+    r1, r2 = Running(backend.consumer(g1), [topic]), Running(backend.consumer(g2), [topic])
+    wait_for(lambda: len(r1.messages()) == 6 and len(r2.messages()) == 6, what="both groups")
+    r1.stop()
+    r2.stop()
+    with backend.producer() as producer:
+        producer.send_sync(mq.Message(topic, key="k0", value="b0"), timeout=30)
+    again = Running(backend.consumer(g1), [topic])
+    wait_for(lambda: len(again.messages()) >= 1, what="the new message")
+    time.sleep(1.0)  # anything committed before would come now
+    again.stop()
+    assert [m.value for m in again.messages()] == [b"b0"]
+
+
+def test_members_of_a_group_share_the_partitions(backend: Backend) -> None:
+    topic = backend.topic(partitions=2)
+    g = group()
+    a = Running(backend.consumer(g), [topic])
+    b = Running(backend.consumer(g), [topic])
+    time.sleep(1.0)
+    with backend.producer() as producer:
+        for i in range(20):
+            producer.send(mq.Message(topic, key=f"k{i}", value=f"{i}"))
+        assert producer.flush(30) == 0
+    values = {f"{i}".encode() for i in range(20)}
+    wait_for(
+        lambda: {m.value for m in a.messages() + b.messages()} == values,
+        timeout=60,
+        what="every message handled by the group",
+    )
+    a.stop()
+    b.stop()
+
+
+def test_failing_callback_is_logged_and_skipped(backend: Backend) -> None:
+    topic = backend.topic()
+    with backend.producer() as producer:
+        producer.send(mq.Message(topic, value=b"bad"))
+        producer.send(mq.Message(topic, value=b"good"))
+        assert producer.flush(30) == 0
+
+    def handler(msg: mq.Message) -> None:
+        if msg.value == b"bad":
+            raise ValueError("cannot handle")
+
+    with capture_logs() as logs:
+        run = Running(backend.consumer(group()), [topic], handler)
+        wait_for(lambda: len(run.messages()) >= 2, what="both messages")
+        run.stop()
+    assert [m.value for m in run.messages()] == [b"bad", b"good"]
+    failed = [r for r in logs if r["msg"] == "consume callback failed"]
+    assert len(failed) == 1
+    assert failed[0]["level"] == "error" and failed[0]["fields"]["topic"] == topic
+    assert failed[0]["error"]["type"] == "ValueError"
+
+
+def test_returned_exception_counts_as_a_failure(backend: Backend) -> None:
+    topic = backend.topic()
+    dlq = topic + mq.DLQ_SUFFIX
+    if isinstance(backend, Kafka):
+        backend.admin.create_topic(dlq, 1, 1)
+    with backend.producer() as producer:
+        producer.send_sync(mq.Message(topic, value=b"m"), timeout=30)
+    policy = mq.RetryPolicy(max_attempts=2, backoff=0.01)
+    run = Running(backend.consumer(group(), retry=policy), [topic], lambda m: ValueError("no"))
+    dead = Running(backend.consumer(group()), [dlq])
+    wait_for(lambda: len(dead.messages()) >= 1, what="the dead letter")
+    run.stop()
+    dead.stop()
+    assert len(run.messages()) == 2
+    assert mq.read_dead_letter(dead.messages()[0]).error == "ValueError: no"
+
+
+def test_retry_then_dead_letter(backend: Backend) -> None:
+    topic = backend.topic()
+    dlq = topic + mq.DLQ_SUFFIX
+    if isinstance(backend, Kafka):
+        backend.admin.create_topic(dlq, 1, 1)
+    with backend.producer() as producer, clog.trace_context("t-dlq"):
+        producer.send_sync(mq.Message(topic, key=b"k", value=b"poison"), timeout=30)
+    policy = mq.RetryPolicy(max_attempts=3, backoff=0.01, multiplier=1.0)
+
+    def handler(msg: mq.Message) -> None:
+        raise RuntimeError("always")
+
+    run = Running(backend.consumer(group(), retry=policy), [topic], handler)
+    dead = Running(backend.consumer(group()), [dlq])
+    wait_for(lambda: len(dead.messages()) >= 1, what="the dead letter")
+    run.stop()
+    dead.stop()
+    assert len(run.messages()) == 3  # max_attempts calls
+    (letter,) = dead.messages()
+    assert letter.key == b"k" and letter.value == b"poison"
+    info = mq.read_dead_letter(letter)
+    assert (info.original_topic, info.original_offset, info.attempts) == (topic, 0, 3)
+    assert info.error == "RuntimeError: always"
+    assert letter.trace_id == "t-dlq"
+
+
+def test_message_in_hand_at_close_is_delivered_again(backend: Backend) -> None:
+    """At-least-once: a message whose handling was cut short by close() is not committed, so
+    the next member of the group gets it again."""
+    topic = backend.topic()
+    g = group()
+    with backend.producer() as producer:
+        producer.send_sync(mq.Message(topic, value=b"m0"), timeout=30)
+    policy = mq.RetryPolicy(max_attempts=2, backoff=30.0, dead_letter=False)
+
+    def handler(msg: mq.Message) -> None:
+        raise RuntimeError("fails first")
+
+    first = Running(backend.consumer(g, retry=policy), [topic], handler)
+    wait_for(lambda: len(first.messages()) == 1, what="first attempt")
+    first.stop()  # during the 30 s back-off: the message is not committed
+    second = Running(backend.consumer(g), [topic])
+    wait_for(lambda: len(second.messages()) == 1, what="redelivery")
+    second.stop()
+    assert second.messages()[0].value == b"m0"
+    assert second.messages()[0].offset == first.messages()[0].offset
+
+
+def test_bad_messages_are_typed_errors(backend: Backend) -> None:
+    topic = backend.topic()
+    with backend.producer() as producer:
+        with pytest.raises(mq.InvalidArgumentError, match="value"):
+            producer.send(mq.Message(topic, value=42))  # type: ignore[arg-type]
+        with pytest.raises(mq.InvalidArgumentError, match="header"):
+            producer.send(mq.Message(topic, value=b"v", headers={"h": 1}))  # type: ignore[dict-item]
+        with pytest.raises(mq.InvalidArgumentError, match="topic"):
+            producer.send(mq.Message(7, value=b"v"))  # type: ignore[arg-type]
+        with pytest.raises(mq.DeliveryError) as failed:  # an empty name: refused by the broker
+            producer.send_sync(mq.Message("", value=b"v"), timeout=30)
+        assert failed.value.code == "TOPIC_EXCEPTION"
+
+
+def test_subscribe_argument_errors(backend: Backend) -> None:
+    consumer = backend.consumer(group())
+    with pytest.raises(mq.ConsumerError):
+        consumer.subscribe([], lambda m: None)
+    with pytest.raises(mq.InvalidArgumentError, match=r"topics\[0\]"):
+        consumer.subscribe([""], lambda m: None)
+    consumer.close()
+    with pytest.raises(mq.ConsumerError):
+        consumer.subscribe([backend.topic()], lambda m: None)
+
+
+# ------------------------------------------------------------------ asyncio
+def test_asyncio_send_and_subscribe_carry_trace_ids(backend: Backend) -> None:
+    topic = backend.topic(partitions=2)
+
+    async def main() -> tuple[list[tuple[bytes | str | None, str | None]], list[str | None]]:
+        reports: list[str | None] = []
+        producer = backend.async_producer()
+        with clog.trace_context("t-async"):
+            await producer.send(
+                mq.Message(topic, key="a", value=b"1"), lambda err: reports.append(clog.trace_id())
+            )
+            await producer.send_sync(mq.Message(topic, key="b", value=b"2"), timeout=30)
+        await producer.send(mq.Message(topic, key="c", value=b"3"))
+        assert await producer.flush(30) == 0
+        await producer.close()
+        with pytest.raises(mq.ProducerClosedError):
+            await producer.send(mq.Message(topic, value=b"late"))
+        consumer = backend.async_consumer(group())
+        seen: list[tuple[bytes | str | None, str | None]] = []
+
+        async def handle(msg: mq.Message) -> None:
+            seen.append((msg.value, clog.trace_id()))
+            if len(seen) == 3:
+                await consumer.close()
+
+        await asyncio.wait_for(consumer.subscribe([topic], handle), 60)
+        return seen, reports
+
+    seen, reports = asyncio.run(main())
+    assert sorted(seen, key=lambda s: str(s[0])) == [
+        (b"1", "t-async"),
+        (b"2", "t-async"),
+        (b"3", None),
+    ]
+    assert reports == ["t-async"]
+
+
+def test_asyncio_iterator_commits_what_the_loop_finished(backend: Backend) -> None:
+    topic = backend.topic()
+    g = group()
+
+    async def main() -> tuple[list[bytes | str | None], list[bytes | str | None]]:
+        producer = backend.async_producer()
+        for v in (b"a", b"b", b"c"):
+            await producer.send(mq.Message(topic, value=v))
+        assert await producer.flush(30) == 0
+        await producer.close()
+        first: list[bytes | str | None] = []
+        consumer = backend.async_consumer(g)
+        async for msg in consumer.messages([topic]):
+            first.append(msg.value)
+            if msg.value == b"b":
+                break  # "b" was not finished: not committed
+        await consumer.close()
+        again: list[bytes | str | None] = []
+        consumer = backend.async_consumer(g)
+        async for msg in consumer.messages([topic]):
+            again.append(msg.value)
+            if msg.value == b"c":
+                break
+        await consumer.close()
+        return first, again
+
+    first, again = asyncio.run(asyncio.wait_for(main(), 90))
+    assert first == [b"a", b"b"]
+    assert again == [b"b", b"c"]
