@@ -328,7 +328,7 @@ def print_report(rep: dict[str, Any], backends: stack.Backends) -> None:
         print(f"  log      {proc['log']}")
         if proc["metrics"]:
             print(f"  metrics  {proc['metrics_url']}")
-            for name, text in list(proc["metrics"].items())[:8]:
+            for name, text in proc["metrics"].items():
                 print(f"    {name:<50} {text}")
         else:
             print("  metrics  (not scraped: the process was gone by the end of the run)")
