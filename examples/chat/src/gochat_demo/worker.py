@@ -64,9 +64,14 @@ class Worker:
         self.log = clog.get_logger("logic")
         self.db = db.new(SERVICE, coord=provider)
         tune_sqlite(self.db.engine)
-        self.db.create_all(Base.metadata)
         self.outbox = db.Outbox(self.db)
-        self.db.create_all(self.outbox.table.metadata)  # the demo's schema; Alembic in production
+        # The demo's schema (Alembic in production), created by one worker at a time: workers
+        # starting together would otherwise run their DDL concurrently, and two SQLite
+        # connections upgrading read transactions to writes deadlock ("database is locked" at
+        # once, whatever the busy timeout).
+        with provider.lock.acquire(f"{SERVICE}/schema", timeout=60):
+            self.db.create_all(Base.metadata)
+            self.db.create_all(self.outbox.table.metadata)
         self.producer = mq.new_producer(SERVICE, coord=provider)
         self.relay = db.OutboxRelay(self.db, self.producer, message=mq.Message)
         self.cache = cache.new(SERVICE, coord=provider)
