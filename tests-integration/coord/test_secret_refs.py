@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pymysql
+import pymysql  # type: ignore[import-untyped]
 import pytest
 import redis
 from sqlalchemy import text
