@@ -14,6 +14,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from im_infra import coord
+from im_infra.clog.testing import capture_logs
 from im_infra.coord import ConfigError, load_component_config
 from im_infra.coord._internal.secretref import plaintext_secrets
 from im_infra.coord.cli import validate_document
@@ -256,8 +257,15 @@ def test_references_are_read_again_on_every_live_reload(
 
         secret_file.unlink()  # a reload whose reference is gone is rejected: last good stays
         changed.clear()
-        p.config.set("global/store.yaml", document.replace("poolSize: 1", "poolSize: 2"))
-        assert not changed.wait(0.5)
+        with capture_logs() as lines:
+            p.config.set("global/store.yaml", document.replace("poolSize: 1", "poolSize: 2"))
+            assert not changed.wait(0.5)
+        rejected = [line for line in lines if line["msg"].startswith("rejected")]
+        assert len(rejected) == 1
+        cause = rejected[0]["fields"]["cause"]
+        assert "field 'password' from etcd /im-infra/config/t/global/store.yaml" in cause
+        assert f"{{fromFile: {secret_file}}}" in cause
+        assert "second-pw" not in str(lines)
         assert live.value.password.get_secret_value() == "second-pw"
         assert live.value.pool_size == 1
         with pytest.raises(StoreError, match="cannot read the file"):
