@@ -90,6 +90,7 @@ def test_from_env(config_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         (SECRET + "\r\n", SECRET),
         (SECRET, SECRET),
         (SECRET + "\n\n", SECRET + "\n"),  # only one
+        (SECRET + "\r", SECRET + "\r"),  # a carriage return alone is not a newline
         (" " + SECRET + " \n", " " + SECRET + " "),  # nothing else is trimmed
     ],
 )

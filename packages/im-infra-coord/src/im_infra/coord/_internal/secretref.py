@@ -115,7 +115,7 @@ def read_reference(ref: Reference, where: str, environ: Mapping[str, str]) -> st
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: the file is not UTF-8 text") from None
     # one trailing newline, as `echo pw > file` and most editors write (Kubernetes convention)
-    text = text.removesuffix("\n").removesuffix("\r")
+    text = text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
     if not text:
         raise ConfigError(f"{where}: the file is empty")
     return text
