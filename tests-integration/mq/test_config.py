@@ -20,7 +20,7 @@ common:
     sasl:
       mechanism: "SCRAM-SHA-256"
       username: "svc-user"
-      password: "top-secret-pw"
+      password: {{fromEnv: IT_KAFKA_SASL_PASSWORD}}  # doubled braces: str.format
 producer:
   lingerMs: 20
 consumer:
@@ -41,6 +41,7 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     monkeypatch.setenv("IM_INFRA_CONFIG_DIR", str(tmp_path))
     monkeypatch.delenv("IM_INFRA_ETCD_ENDPOINTS", raising=False)
     monkeypatch.delenv(mq.BROKERS_ENV, raising=False)
+    monkeypatch.setenv("IT_KAFKA_SASL_PASSWORD", "top-secret-pw")  # the document references it
     coord.close_default_provider()
     yield tmp_path
     coord.close_default_provider()

@@ -11,7 +11,9 @@
 Keys are relative to ``/im-infra/config/{env}/`` (``--env``, default $IM_INFRA_ENV or dev).
 ``config put`` validates a component's document (``.../{component}.yaml``) against the schema that
 the installed package declares (entry-point group ``im_infra.config``) and refuses to write an
-invalid one, naming the field; other keys only have to parse as YAML/JSON.
+invalid one, naming the field; other keys only have to parse as YAML/JSON. A document holding a
+secret itself (``password: pw`` rather than ``password: {fromEnv: DB_PASSWORD}``) is refused
+unless ``--allow-plaintext`` is given.
 Connection settings come from the options or the usual IM_INFRA_ETCD_* variables; the password is
 read from $IM_INFRA_ETCD_PASSWORD (never pass it on the command line in shared shells).
 """
@@ -34,6 +36,12 @@ from im_infra.coord._internal.documents import (
     parse_document,
     resolve_env,
     validate_layers,
+)
+from im_infra.coord._internal.secretref import (
+    FROM_ENV,
+    FROM_FILE,
+    check_references,
+    plaintext_secrets,
 )
 from im_infra.coord.component import discover_components
 from im_infra.coord.config import ConfigEvent
@@ -83,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="only write if the key's mod revision is still this (0: only if absent)",
     )
+    put.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="store a document that holds secrets itself instead of referencing them "
+        "({fromEnv: NAME} / {fromFile: /path})",
+    )
 
     get = sub.add_parser("get", help="print a document")
     get.add_argument("key")
@@ -108,24 +122,34 @@ def _read(source: str) -> bytes:
         return f.read()
 
 
-def validate_document(key: str, data: bytes) -> str | None:
+def validate_document(key: str, data: bytes, *, allow_plaintext: bool = False) -> str | None:
     """Check ``data`` stored at ``key`` against the schema of the component it belongs to
-    (``.../{component}.yaml`` for a component an installed package declares). Returns that
-    component's name (None for a key of no known component); raises ConfigError naming the
-    field and the problem."""
+    (``.../{component}.yaml`` for a component an installed package declares), with its secret
+    references checked but not read (their secrets are where the services run). Unless
+    ``allow_plaintext``, a document holding a secret itself is refused. Returns the component's
+    name (None for a key of no known component); raises ConfigError naming the field and the
+    problem, never a value."""
     name = PurePosixPath(key).name
     stem, dot, ext = name.rpartition(".")
     if not dot or ext not in ("yaml", "yml", "json"):
         return None
     document = parse_document(data, key)
     spec = discover_components().get(stem)
-    if spec is None:
-        return None
     try:
-        validate_layers(spec.model, [Layer(key, document)], f"{spec.name} document {key}")
+        checked = check_references(document, key, placeholder="secret-reference")
+        if spec is not None:
+            validate_layers(spec.model, [Layer(key, checked)], f"{spec.name} document {key}")
+        plaintext = [] if allow_plaintext else plaintext_secrets(document)
+        if plaintext:
+            fields = ", ".join(f"'{f}'" for f in plaintext)
+            raise ConfigError(
+                f"{key} holds plain-text secrets in {fields}: reference them instead "
+                f"({{{FROM_ENV}: NAME}} or {{{FROM_FILE}: /path}}, see docs/configuration.md), "
+                "or pass --allow-plaintext"
+            )
     except ConfigError as exc:
         raise ConfigError(f"{exc}; nothing was written") from None
-    return spec.name
+    return spec.name if spec is not None else None
 
 
 def _endpoints(args: argparse.Namespace) -> list[str]:
@@ -250,7 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "put":  # a bad document is refused before any etcd call
             args.data = _read(args.file)
             root = config_root(resolve_env(args.env))
-            validate_document(args.key if args.key.startswith("/") else root + args.key, args.data)
+            validate_document(
+                args.key if args.key.startswith("/") else root + args.key,
+                args.data,
+                allow_plaintext=args.allow_plaintext,
+            )
         endpoints = _endpoints(args)
         _check_reachable(endpoints, args.timeout)
         with connect(

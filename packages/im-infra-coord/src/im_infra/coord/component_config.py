@@ -9,6 +9,10 @@ Resolution for component C of service S in environment E (later wins, deep-merge
    component's aliases (``IM_INFRA_KAFKA_BROKERS``, ``IM_INFRA_REDIS_URL``),
 5. keyword overrides from code.
 
+Secret references in the documents (``password: {fromEnv: DB_PASSWORD}``,
+``{fromFile: /run/secrets/db}``) are read each time the config is built: at load time and on
+every live reload.
+
 Without a config center, or when etcd is unreachable, the directory ``$IM_INFRA_CONFIG_DIR``
 replaces 2-3 (``global/{C}.yaml``, else ``{C}.yaml``; then ``{S}/{C}.yaml``). docs/configuration.md
 is the user-facing statement of these rules.
@@ -39,6 +43,7 @@ from im_infra.coord._internal.etcd import EtcdClient, GetOp, KeyValue, WatchEven
 from im_infra.coord._internal.hub import ConfigHub, Subscription
 from im_infra.coord._internal.log import log
 from im_infra.coord._internal.redact import redact, secrets_in
+from im_infra.coord._internal.secretref import resolve_references
 from im_infra.coord.component import Component
 from im_infra.coord.errors import ConfigError, CoordUnavailable
 
@@ -107,19 +112,34 @@ class Resolver(Generic[M]):
             self.keys = document_keys(env, service, spec.name)
         except ConfigError as exc:
             raise spec.error(str(exc)) from None
-        environ = os.environ if environ is None else environ
+        self._environ = os.environ if environ is None else environ
         self._secrets: set[str] = set()
         try:
-            self._env = env_layers(spec.name, spec.model, environ, spec.env_aliases)
+            self._env = env_layers(spec.name, spec.model, self._environ, spec.env_aliases)
         except ConfigError as exc:
             raise self._error(exc) from None
         self._overrides = [Layer("keyword arguments", dict(overrides))] if overrides else []
         for layer in self._env + self._overrides:
             self._secrets |= secrets_in(layer.data)
 
-    def _error(self, exc: ConfigError) -> ConfigError:
+    def _error(self, exc: ConfigError, secrets: set[str] | None = None) -> ConfigError:
         """``exc`` as the component's own config error, secrets redacted."""
-        return self.spec.error(redact(str(exc), self._secrets))
+        return self.spec.error(redact(str(exc), self._secrets | (secrets or set())))
+
+    def _resolve(self, documents: list[Layer]) -> tuple[list[Layer], set[str]]:
+        """The documents with their secret references (``{fromEnv: ...}``, ``{fromFile: ...}``)
+        replaced by the secrets, read now; and those secrets."""
+        resolved: list[Layer] = []
+        found: set[str] = set()
+        for layer in documents:
+            try:
+                data, secrets = resolve_references(layer.data, layer.source, self._environ)
+            except ConfigError as exc:
+                what = f"{self.spec.name} (service {self.service!r})"
+                raise self._error(ConfigError(f"invalid {what} config: {exc}"), found) from None
+            resolved.append(Layer(layer.source, data))
+            found |= secrets
+        return resolved, found
 
     def etcd_layers(self, raw: Mapping[str, bytes | None]) -> list[Layer]:
         layers = []
@@ -141,7 +161,8 @@ class Resolver(Generic[M]):
     def build(self, documents: list[Layer]) -> M:
         """Validate defaults < ``documents`` < environment < overrides; ConfigError (secrets
         redacted) naming the document, the field and the problem."""
-        layers = documents + self._env + self._overrides
+        resolved, secrets = self._resolve(documents)
+        layers = resolved + self._env + self._overrides
         try:
             config = validate_layers(
                 self.spec.model, layers, f"{self.spec.name} (service {self.service!r})"
@@ -149,7 +170,7 @@ class Resolver(Generic[M]):
             sources = ", ".join(layer.source for layer in layers) or "no document"
             self.spec.check_required(config, sources)
         except ConfigError as exc:
-            raise self._error(exc) from None
+            raise self._error(exc, secrets) from None
         return config
 
 
