@@ -18,6 +18,7 @@ from .config import (
     ConsumerConfig,
     KafkaConfig,
     ProducerConfig,
+    RetryTopicsConfig,
     SASLConfig,
     SecurityConfig,
     SSLConfig,
@@ -63,12 +64,13 @@ from .interfaces import (
 )
 from .message import TRACE_ID_HEADER, Message
 from .producer import KafkaProducer
-from .retry import DLQ_SUFFIX, RetryPolicy
+from .retry import DLQ_SUFFIX, RETRY_INFIX, RetryPolicy, retry_source, retry_topic
 
 __all__ = [
     "BROKERS_ENV",
     "DLQ_SUFFIX",
     "KAFKA",
+    "RETRY_INFIX",
     "TRACE_ID_HEADER",
     "AdminClient",
     "AdminError",
@@ -100,6 +102,7 @@ __all__ = [
     "ProducerConfig",
     "QueueFullError",
     "RetryPolicy",
+    "RetryTopicsConfig",
     "SASLConfig",
     "SSLConfig",
     "SecurityConfig",
@@ -118,4 +121,6 @@ __all__ = [
     "new_producer",
     "producer_properties",
     "read_dead_letter",
+    "retry_source",
+    "retry_topic",
 ]

@@ -31,14 +31,17 @@ from im_infra.clog.lifecycle import Closing
 from ._internal.client import AuthFailure, build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
 from ._internal.ordering import chains, committable
+from ._internal.retry_topics import forwards, next_hop, subscription
 from ._internal.tracing import bound_from
 from ._internal.validate import check_topics
-from .dead_letter import dead_letter_headers
-from .errors import ConfigError, ConsumerError, MQError
+from .admin import KafkaAdminClient
+from .config import RetryTopicsConfig
+from .dead_letter import RETRY_DUE_HEADER
+from .errors import ConfigError, ConsumerError, MQError, TopicExistsError
 from .interfaces import ConsumeCallback
 from .message import Message
 from .producer import KafkaProducer
-from .retry import DLQ_SUFFIX, RetryPolicy
+from .retry import DLQ_SUFFIX, RetryPolicy, retry_source
 
 __all__ = ["KafkaConsumer"]
 
@@ -98,11 +101,15 @@ class KafkaConsumer(Closing):
         on_closed: Callable[[], None] | None = None,
         concurrency: int = 1,
         order_by: str = "key",
+        retry_topics: RetryTopicsConfig | None = None,
+        admin: Callable[[], KafkaAdminClient] | None = None,
     ) -> None:
         """Create the member from ready librdkafka ``properties`` (it joins on subscribe).
 
         ``on_closed`` runs once the member has left the group (it releases the static
-        membership id, see :mod:`im_infra.mq.membership`).
+        membership id, see :mod:`im_infra.mq.membership`). ``retry_topics``: non-blocking
+        retries (:meth:`set_retry_topics` changes them); ``dlq_producer`` writes to the retry
+        and dead-letter topics, which ``admin`` creates on first use.
         """
         self._on_closed = on_closed
         if concurrency < 1:
@@ -125,6 +132,20 @@ class KafkaConsumer(Closing):
             raise ConfigError("RetryPolicy.dead_letter needs a producer for the dead-letter topic")
         self._dlq_factory = dlq_producer
         self._dlq: KafkaProducer | None = None
+        # Non-blocking retries: the current settings (replaced live), the retry topics
+        # subscribed so far (the subscription only grows, so retry topics of earlier delays
+        # drain), and the retry-topic partitions paused until their head message is due.
+        self._topics = RetryTopicsConfig() if retry_topics is None else retry_topics
+        if self._topics.enabled and dlq_producer is None:
+            raise ConfigError("retry topics need a producer for the retry topics")
+        self._topics_dirty = False
+        self._sources: list[str] = []
+        self._retry_subs: list[str] = []
+        self._retry_set: frozenset[str] = frozenset()
+        self._paused: dict[PartitionKey, float] = {}  # -> due (Unix ms)
+        self._admin_factory = admin
+        self._admin: KafkaAdminClient | None = None
+        self._ensured: set[str] = set()
         self._poll_timeout = poll_timeout
         self._close_timeout = close_timeout
         self._lock = threading.Lock()
@@ -190,6 +211,29 @@ class KafkaConsumer(Closing):
         """Whether :meth:`close` (or :meth:`request_stop`) was called."""
         return self._closing.is_set()
 
+    @property
+    def retry_topics(self) -> RetryTopicsConfig:
+        """The non-blocking retry settings in force (``consumer.retryTopics``)."""
+        return self._topics
+
+    def set_retry_topics(self, topics: RetryTopicsConfig) -> None:
+        """Apply new retry-topic settings (the live config does, from its watch thread).
+
+        Later failures follow them; the consumer subscribes to new retry topics before its
+        next poll and keeps the old ones until it closes (their messages drain)."""
+        if topics == self._topics:
+            return
+        if topics.enabled and self._dlq_factory is None:
+            raise ConfigError("retry topics need a producer for the retry topics")
+        self._topics = topics
+        self._topics_dirty = True
+        self._log.info(
+            "retry topics changed",
+            group_id=self._group_id,
+            delays_ms=list(topics.delays_ms),
+            dead_letter=topics.dead_letter,
+        )
+
     # ------------------------------------------------------------------ the shared core
     def run(
         self,
@@ -217,14 +261,12 @@ class KafkaConsumer(Closing):
             self._loop_thread = threading.current_thread()
         consumer = self._consumer
         try:
-            consumer.subscribe(
-                list(topics),
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
+            self._sources = list(topics)
+            self._topics_dirty = False
+            if self._grow_retry_subs():
+                self._side_producer()  # ready before the first failure, not during it
+            self._subscribe()
             self._subscribed = True
-            self._log.info("subscribed", topics=list(topics), group_id=self._group_id)
             metrics, consume_batch, auth = self._metrics, self._consume_batch, self._auth
             if batch_handler is not None:
                 hand_over = batch_handler
@@ -236,7 +278,14 @@ class KafkaConsumer(Closing):
                 consume_batch = self._consume_concurrent
 
             while not self._stopping:
-                first = consumer.poll(self._poll_timeout)
+                timeout = self._poll_timeout
+                if self._topics_dirty:
+                    self._topics_dirty = False
+                    if self._grow_retry_subs():
+                        self._subscribe()
+                if self._paused:
+                    timeout = self._resume_due(timeout)
+                first = consumer.poll(timeout)
                 if auth.fresh and auth.take_fresh():  # error_cb runs inside poll, here
                     refused = auth.error(f"consumer of group {self._group_id!r}")
                     if refused is not None:
@@ -249,6 +298,10 @@ class KafkaConsumer(Closing):
                 if more:
                     batch.extend(more)
                 metrics.polled(batch)
+                if self._retry_set:
+                    batch = self._hold_back(batch)
+                    if not batch:
+                        continue
                 consume_batch(batch, handler)
         except KafkaException as exc:
             raise ConsumerError(f"consumer failed: {exc}") from exc
@@ -276,7 +329,7 @@ class KafkaConsumer(Closing):
         # run in locals and adds it to ``done`` when the partition changes.
         done: dict[PartitionKey, list[int]] = {}
         topic, partition, count, last = "", -1, 0, -1  # the current run
-        plain, now = self._retry is None, time.monotonic
+        plain, now = self._retry is None and not self._topics.enabled, time.monotonic
         store_at, seen = now() + _STORE_INTERVAL_S, 0
         try:
             for kmsg in batch:
@@ -417,8 +470,9 @@ class KafkaConsumer(Closing):
 
     @property
     def retries(self) -> bool:
-        """Whether a failing callback is retried (a :class:`RetryPolicy` was given)."""
-        return self._retry is not None
+        """Whether a failing callback is retried (a :class:`RetryPolicy` was given, or retry
+        topics are on or still subscribed)."""
+        return self._retry is not None or self._topics.enabled or bool(self._retry_set)
 
     def _handle_traced(self, msg: Message, handler: Handler, failed: Exception | None) -> bool:
         """:meth:`_handle` with the producer's trace id and trace context bound around it (and
@@ -482,45 +536,165 @@ class KafkaConsumer(Closing):
                     if not self._failed(msg, exc, attempt, attempts):
                         return False
                     failed = exc
-            if retry is None:
+            if retry is None and not forwards(msg, self._topics):
                 return True  # the seed's behaviour: log and go on
             if attempt >= attempts:
-                if retry.dead_letter:
-                    self._dead_letter(msg, failed, attempt)
+                self._forward(msg, failed, attempt)
                 return True
+            assert retry is not None  # attempts > 1
             if self._closing.wait(retry.pause(attempt)):
                 return False
             attempt += 1
             failed = None
 
-    def _dead_letter(self, msg: Message, exc: Exception, attempts: int) -> None:
-        with self._dlq_lock:  # concurrent handlers may fail at once
-            if self._dlq is None:
-                assert self._dlq_factory is not None
-                self._dlq = self._dlq_factory()
-        headers = dead_letter_headers(msg, exc, attempts)
-        target = msg.topic + DLQ_SUFFIX
-        dead = Message(topic=target, key=msg.key, value=msg.value, headers=headers)
+    def _forward(self, msg: Message, exc: Exception, attempts: int) -> None:
+        """Produce a message that failed its last attempt here to its next retry topic or to
+        the dead-letter topic (or nowhere: logged and skipped, the seed's behaviour)."""
+        policy_dlq = self._retry is not None and self._retry.dead_letter
+        hop = next_hop(msg, exc, attempts, self._topics, policy_dlq)
+        if hop is None:
+            return
+        producer = self._side_producer()
+        target = hop.message.topic
+        dead = hop.delay_ms is None
+        self._ensure([target])
         try:
-            self._dlq.send_sync(dead, timeout=30.0)
+            producer.send_sync(hop.message, timeout=30.0)
         except MQError as dlq_exc:
-            self._metrics.dead_lettered(msg.topic, dlq_exc)
+            if dead:
+                self._metrics.dead_lettered(msg.topic, dlq_exc)
             self._log.exception(
-                "could not write message to the dead-letter topic; it is skipped",
+                f"could not write message to the {'dead-letter' if dead else 'retry'} topic; "
+                "it is skipped",
                 topic=msg.topic,
                 partition=msg.partition,
                 offset=msg.offset,
                 dlq_topic=target,
             )
             return
-        self._metrics.dead_lettered(msg.topic, None)
-        self._log.warning(
-            "message sent to the dead-letter topic",
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
-            dlq_topic=target,
+        if dead:
+            self._metrics.dead_lettered(msg.topic, None)
+            self._log.warning(
+                "message sent to the dead-letter topic",
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                dlq_topic=target,
+            )
+        else:
+            self._log.info(
+                "message sent to a retry topic",
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                retry_topic=target,
+                delay_ms=hop.delay_ms,
+            )
+
+    def _side_producer(self) -> KafkaProducer:
+        """The producer writing to the retry and dead-letter topics (created on first use)."""
+        with self._dlq_lock:  # concurrent handlers may fail at once
+            if self._dlq is None:
+                assert self._dlq_factory is not None
+                self._dlq = self._dlq_factory()
+            return self._dlq
+
+    # ------------------------------------------------------------ retry topics
+    def _subscribe(self) -> None:
+        """(Re)subscribe to the source topics and the retry topics so far (poll thread)."""
+        topics = self._sources + self._retry_subs
+        self._consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+        self._log.info("subscribed", topics=topics, group_id=self._group_id)
+
+    def _grow_retry_subs(self) -> bool:
+        """Add the current settings' retry topics to the subscription list (creating them);
+        whether any was new."""
+        new = [t for t in subscription(self._sources, self._topics) if t not in self._retry_set]
+        if not new:
+            return False
+        self._ensure(new)
+        self._retry_subs.extend(new)
+        self._retry_set = frozenset(self._retry_subs)
+        return True
+
+    def _ensure(self, names: list[str]) -> None:
+        """Create the retry / dead-letter topics ``names`` with their source topic's partition
+        count and replication factor, once each (for brokers that do not auto-create topics).
+        A failure is logged: the topic may exist anyway, or be auto-created."""
+        if self._admin_factory is None:
+            return
+        with self._dlq_lock:
+            missing = [n for n in names if n not in self._ensured]
+            if not missing:
+                return
+            if self._admin is None:
+                self._admin = self._admin_factory()
+            for name in missing:
+                self._ensured.add(name)  # tried once, whatever the outcome
+                source = retry_source(name) or name.removesuffix(DLQ_SUFFIX)
+                try:
+                    info = self._admin.describe_topic(source)
+                    self._admin.create_topic(name, info.partitions, info.replication_factor)
+                except TopicExistsError:
+                    continue  # exists with another partition count: usable
+                except MQError as exc:
+                    self._log.warning("could not create topic", topic=name, cause=str(exc))
+
+    def _hold_back(self, batch: list[Any]) -> list[Any]:
+        """Take out of ``batch`` the retry-topic messages not due yet: for each such partition,
+        pause it and seek back to its first one (it is fetched again once resumed); nothing of
+        that partition after it is handled, so no offset is stored past it. Paused entries
+        outlive rebalances (librdkafka may or may not keep a partition's pause across one):
+        resuming a partition no longer assigned does nothing."""
+        now = time.time() * 1000
+        retry_set, paused = self._retry_set, self._paused
+        held: dict[PartitionKey, int] = {}
+        out = []
+        for kmsg in batch:
+            topic = kmsg.topic()
+            if topic in retry_set and kmsg.error() is None:
+                tp = (topic, kmsg.partition())
+                if tp in held:
+                    continue
+                due = _due_ms(kmsg)
+                # A message of a partition we paused (its pause lost in a rebalance) is held
+                # back too, until the entry's due time; then it is looked at again.
+                if tp in paused or (due is not None and due > now):
+                    held[tp] = kmsg.offset()
+                    paused[tp] = max(paused.get(tp, 0.0), due or 0.0)
+                    continue
+            out.append(kmsg)
+        for (topic, partition), offset in held.items():
+            where = TopicPartition(topic, partition, offset)
+            self._consumer.pause([where])
+            try:
+                self._consumer.seek(where)
+            except KafkaException as exc:
+                # Going on would store offsets past the held message: stop instead (at-least-
+                # once; the group delivers it again).
+                raise ConsumerError(
+                    f"could not seek {topic}[{partition}] back to {offset}: {exc}"
+                ) from exc
+        return out
+
+    def _resume_due(self, timeout: float) -> float:
+        """Resume the paused retry-topic partitions whose message is due; the poll timeout,
+        shortened to the next due time."""
+        now = time.time() * 1000
+        ready = [tp for tp, due in self._paused.items() if due <= now]
+        if ready:
+            for tp in ready:
+                del self._paused[tp]
+            try:
+                self._consumer.resume([TopicPartition(t, p) for t, p in ready])
+            except KafkaException as exc:  # revoked meanwhile: nothing to resume
+                self._log.warning("could not resume retry partitions", cause=str(exc))
+        if not self._paused:
+            return timeout
+        wait = (min(self._paused.values()) - now) / 1000
+        return max(0.0, min(timeout, wait))
 
     def _on_message_error(self, err: KafkaError) -> None:
         if err.code() == KafkaError._PARTITION_EOF:
@@ -578,6 +752,8 @@ class KafkaConsumer(Closing):
         finally:
             if self._dlq is not None:
                 self._dlq.close()
+            if self._admin is not None:
+                self._admin.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
             if self._on_closed is not None:
@@ -601,6 +777,17 @@ class KafkaConsumer(Closing):
         except (KafkaException, RuntimeError):
             return None
         return int(high) if high >= 0 else None
+
+
+def _due_ms(kmsg: Any) -> float | None:
+    """The ``retry_due_ms`` header of a confluent-kafka message, if it has a valid one."""
+    for name, value in kmsg.headers() or ():
+        if name == RETRY_DUE_HEADER and value:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _add_run(
