@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from im_infra.mq._internal.retry_topics import forwards, next_hop, subscription
 from im_infra.mq.dead_letter import retry_due_ms, retry_stage
 from im_infra.mq.testing import MemoryBroker
 
-BROKERS = {"common": {"brokers": ["b:9092"]}}
+BROKERS: dict[str, Any] = {"common": {"brokers": ["b:9092"]}}
 
 
 def _topics(*delays: int, dead_letter: bool = True) -> mq.RetryTopicsConfig:
