@@ -10,7 +10,7 @@ import pytest
 
 from im_infra import mq
 from im_infra.mq._internal.retry_topics import forwards, next_hop, subscription
-from im_infra.mq.dead_letter import retry_due_ms, retry_stage
+from im_infra.mq.dead_letter import retry_due_ms, retry_group, retry_stage
 from im_infra.mq.testing import MemoryBroker
 
 BROKERS: dict[str, Any] = {"common": {"brokers": ["b:9092"]}}
@@ -39,7 +39,7 @@ def test_naming() -> None:
 
 def test_a_failure_walks_the_delays_then_the_dead_letter_topic() -> None:
     topics = _topics(1000, 60000)
-    first = next_hop(_consumed(), ValueError("a"), 1, topics, False, now_ms=5_000)
+    first = next_hop(_consumed(), ValueError("a"), 1, topics, False, "g", now_ms=5_000)
     assert first is not None and first.delay_ms == 1000
     hop1 = first.message
     assert (hop1.topic, hop1.key, hop1.value) == ("orders.retry.1000", b"k", b"v")
@@ -47,11 +47,12 @@ def test_a_failure_walks_the_delays_then_the_dead_letter_topic() -> None:
     # as consumed from the retry topic
     again = mq.Message(hop1.topic, hop1.key, hop1.value, hop1.headers, 0, 7)
     assert retry_stage(again) == 1 and retry_due_ms(again) == 6_000
-    second = next_hop(again, ValueError("b"), 2, topics, False, now_ms=7_000)
+    assert retry_group(again) == "g"
+    second = next_hop(again, ValueError("b"), 2, topics, False, "g", now_ms=7_000)
     assert second is not None and second.message.topic == "orders.retry.60000"
     last = mq.Message(second.message.topic, b"k", b"v", second.message.headers, 1, 3)
     assert retry_due_ms(last) == 67_000
-    dead = next_hop(last, RuntimeError("c"), 1, topics, False)
+    dead = next_hop(last, RuntimeError("c"), 1, topics, False, "g")
     assert dead is not None and dead.delay_ms is None
     assert dead.message.topic == "orders.dlq"
     info = mq.read_dead_letter(dead.message)
@@ -63,29 +64,29 @@ def test_a_failure_walks_the_delays_then_the_dead_letter_topic() -> None:
 
 def test_dead_letter_switches() -> None:
     no_dlq = _topics(10, dead_letter=False)
-    hop = next_hop(_consumed(), ValueError("x"), 1, no_dlq, True)
+    hop = next_hop(_consumed(), ValueError("x"), 1, no_dlq, True, "g")
     assert hop is not None
     at_end = mq.Message(hop.message.topic, headers=hop.message.headers, partition=0, offset=0)
-    assert next_hop(at_end, ValueError("x"), 1, no_dlq, True) is None
+    assert next_hop(at_end, ValueError("x"), 1, no_dlq, True, "g") is None
     # retry topics off: the RetryPolicy's dead_letter decides, as before
     off = _topics()
     assert not forwards(_consumed(), off)
-    assert next_hop(_consumed(), ValueError("x"), 3, off, False) is None
-    plain = next_hop(_consumed(), ValueError("x"), 3, off, True)
+    assert next_hop(_consumed(), ValueError("x"), 3, off, False, "g") is None
+    plain = next_hop(_consumed(), ValueError("x"), 3, off, True, "g")
     assert plain is not None and plain.message.topic == "orders.dlq"
     # a message read from a retry topic after they were turned off still ends in the DLQ
     assert forwards(at_end, off)
-    late = next_hop(at_end, ValueError("x"), 1, off, False)
+    late = next_hop(at_end, ValueError("x"), 1, off, False, "g")
     assert late is not None and late.message.topic == "orders.dlq"
 
 
 def test_a_replayed_dead_letter_starts_afresh() -> None:
-    hop = next_hop(_consumed(), ValueError("x"), 1, _topics(10), False)
+    hop = next_hop(_consumed(), ValueError("x"), 1, _topics(10), False, "g")
     assert hop is not None
     # copied back to the source topic by an operator: not a retry-topic message
     replayed = mq.Message("orders", headers=hop.message.headers, partition=0, offset=99)
     assert retry_stage(replayed) == 0 and retry_due_ms(replayed) is None
-    again = next_hop(replayed, ValueError("y"), 1, _topics(10), False)
+    again = next_hop(replayed, ValueError("y"), 1, _topics(10), False, "g")
     assert again is not None
     info = mq.read_dead_letter(again.message)
     assert (info.original_offset, info.attempts) == (99, 1)

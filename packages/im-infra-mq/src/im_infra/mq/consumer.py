@@ -15,6 +15,7 @@ starts are children of the producer's span.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import threading
 import time
@@ -36,7 +37,7 @@ from ._internal.tracing import bound_from
 from ._internal.validate import check_topics
 from .admin import KafkaAdminClient
 from .config import RetryTopicsConfig
-from .dead_letter import RETRY_DUE_HEADER
+from .dead_letter import RETRY_DUE_HEADER, RETRY_GROUP_HEADER
 from .errors import ConfigError, ConsumerError, MQError, TopicExistsError
 from .interfaces import ConsumeCallback
 from .message import Message
@@ -551,7 +552,7 @@ class KafkaConsumer(Closing):
         """Produce a message that failed its last attempt here to its next retry topic or to
         the dead-letter topic (or nowhere: logged and skipped, the seed's behaviour)."""
         policy_dlq = self._retry is not None and self._retry.dead_letter
-        hop = next_hop(msg, exc, attempts, self._topics, policy_dlq)
+        hop = next_hop(msg, exc, attempts, self._topics, policy_dlq, self._group_id)
         if hop is None:
             return
         producer = self._side_producer()
@@ -643,13 +644,14 @@ class KafkaConsumer(Closing):
                     self._log.warning("could not create topic", topic=name, cause=str(exc))
 
     def _hold_back(self, batch: list[Any]) -> list[Any]:
-        """Take out of ``batch`` the retry-topic messages not due yet: for each such partition,
+        """Take out of ``batch`` the retry-topic messages of other consumer groups (nothing to
+        do with them) and those not due yet: for each such partition,
         pause it and seek back to its first one (it is fetched again once resumed); nothing of
         that partition after it is handled, so no offset is stored past it. Paused entries
         outlive rebalances (librdkafka may or may not keep a partition's pause across one):
         resuming a partition no longer assigned does nothing."""
         now = time.time() * 1000
-        retry_set, paused = self._retry_set, self._paused
+        retry_set, paused, group = self._retry_set, self._paused, self._group_id.encode()
         held: dict[PartitionKey, int] = {}
         out = []
         for kmsg in batch:
@@ -658,7 +660,9 @@ class KafkaConsumer(Closing):
                 tp = (topic, kmsg.partition())
                 if tp in held:
                     continue
-                due = _due_ms(kmsg)
+                due, owner = _retry_fields(kmsg)
+                if owner is not None and owner != group:
+                    continue
                 # A message of a partition we paused (its pause lost in a rebalance) is held
                 # back too, until the entry's due time; then it is looked at again.
                 if tp in paused or (due is not None and due > now):
@@ -779,15 +783,17 @@ class KafkaConsumer(Closing):
         return int(high) if high >= 0 else None
 
 
-def _due_ms(kmsg: Any) -> float | None:
-    """The ``retry_due_ms`` header of a confluent-kafka message, if it has a valid one."""
+def _retry_fields(kmsg: Any) -> tuple[float | None, bytes | None]:
+    """The ``retry_due_ms`` (when valid) and ``retry_group`` headers of a confluent-kafka
+    message."""
+    due, group = None, None
     for name, value in kmsg.headers() or ():
         if name == RETRY_DUE_HEADER and value:
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
+            with contextlib.suppress(ValueError):
+                due = float(value)
+        elif name == RETRY_GROUP_HEADER:
+            group = value or b""
+    return due, group
 
 
 def _add_run(

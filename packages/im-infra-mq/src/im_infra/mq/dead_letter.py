@@ -12,8 +12,10 @@ headers plus:
 ========================== =========================================================
 
 A message moved to a retry topic (``<topic>.retry.<delayMs>``, see :mod:`im_infra.mq.retry`)
-carries the same headers plus ``retry_stage`` (how many retry topics it reached, decimal) and
-``retry_due_ms`` (Unix time in milliseconds before which it is not handled). When it fails
+carries the same headers plus ``retry_stage`` (how many retry topics it reached, decimal),
+``retry_due_ms`` (Unix time in milliseconds before which it is not handled) and
+``retry_group`` (the consumer group it failed in: every group consuming the source topic reads
+its retry topics and skips the other groups' messages). When it fails
 again there, the original topic, partition and offset stay those of the first failure and
 ``dlq_attempts`` counts every call of the callback, on every topic.
 
@@ -39,11 +41,13 @@ __all__ = [
     "ORIGINAL_PARTITION_HEADER",
     "ORIGINAL_TOPIC_HEADER",
     "RETRY_DUE_HEADER",
+    "RETRY_GROUP_HEADER",
     "RETRY_STAGE_HEADER",
     "DeadLetter",
     "dead_letter_headers",
     "read_dead_letter",
     "retry_due_ms",
+    "retry_group",
     "retry_headers",
     "retry_stage",
 ]
@@ -55,6 +59,7 @@ ATTEMPTS_HEADER = "dlq_attempts"
 ERROR_HEADER = "dlq_error"
 RETRY_STAGE_HEADER = "retry_stage"
 RETRY_DUE_HEADER = "retry_due_ms"
+RETRY_GROUP_HEADER = "retry_group"
 
 #: The names 0.1 wrote (new name -> old name); still written and read in 0.2, gone in 0.3.
 _DEPRECATED = {
@@ -87,13 +92,14 @@ def dead_letter_headers(msg: Message, exc: BaseException, attempts: int) -> dict
 
 
 def retry_headers(
-    msg: Message, exc: BaseException, attempts: int, stage: int, due_ms: int
+    msg: Message, exc: BaseException, attempts: int, stage: int, due_ms: int, group: str
 ) -> dict[str, bytes]:
-    """The headers of ``msg`` moved to its retry topic number ``stage`` (1-based), due at
-    ``due_ms`` (Unix milliseconds)."""
+    """The headers of ``msg`` moved to its retry topic number ``stage`` (1-based) by consumer
+    group ``group``, due at ``due_ms`` (Unix milliseconds)."""
     headers = _forwarded(msg, exc, attempts)
     headers[RETRY_STAGE_HEADER] = str(stage).encode()
     headers[RETRY_DUE_HEADER] = str(due_ms).encode()
+    headers[RETRY_GROUP_HEADER] = group.encode()
     return headers
 
 
@@ -107,6 +113,13 @@ def retry_stage(msg: Message) -> int:
 def retry_due_ms(msg: Message) -> int | None:
     """When ``msg``, read from a retry topic, may be handled (Unix ms); None: at once."""
     return _number(msg.headers.get(RETRY_DUE_HEADER)) if _from_retry_topic(msg) else None
+
+
+def retry_group(msg: Message) -> str | None:
+    """The consumer group that moved ``msg``, read from a retry topic, there (None: unknown,
+    every group handles it)."""
+    raw = msg.headers.get(RETRY_GROUP_HEADER) if _from_retry_topic(msg) else None
+    return None if raw is None else raw.decode("utf-8", "replace")
 
 
 def _from_retry_topic(msg: Message) -> bool:

@@ -422,6 +422,7 @@ _Ask = float | None
 def _handling(
     state: BrokerState,
     log: clog.Logger,
+    group: str,
     retry: RetryPolicy | None,
     topics: RetryTopicsConfig,
     msg: Message,
@@ -438,7 +439,7 @@ def _handling(
         if retry is None and not forwards(msg, topics):
             return True  # the seed's behaviour: logged (by the driver) and skipped
         if attempt >= attempts:
-            _forward(state, log, msg, exc, attempt, topics, retry)
+            _forward(state, log, group, msg, exc, attempt, topics, retry)
             return True
         assert retry is not None  # attempts > 1
         if (yield retry.pause(attempt)):
@@ -449,6 +450,7 @@ def _handling(
 def _forward(
     state: BrokerState,
     log: clog.Logger,
+    group: str,
     msg: Message,
     exc: Exception,
     attempts: int,
@@ -457,7 +459,7 @@ def _forward(
 ) -> None:
     """Store a message that failed its last attempt in its next retry topic or the
     dead-letter topic (created like the Kafka consumer's admin creates them)."""
-    hop = next_hop(msg, exc, attempts, topics, retry is not None and retry.dead_letter)
+    hop = next_hop(msg, exc, attempts, topics, retry is not None and retry.dead_letter, group)
     if hop is None:
         return
     target, dead = hop.message.topic, hop.delay_ms is None
@@ -633,7 +635,7 @@ class MemoryConsumer(_Member, Closing):
             self._leave(member)
 
     def _drive(self, msg: Message, callback: ConsumeCallback) -> bool:
-        flow = _handling(self._state, self._log, self._retry, self._topics, msg)
+        flow = _handling(self._state, self._log, self._group_id, self._retry, self._topics, msg)
         ask, attempt = next(flow), 0
         try:
             while True:
@@ -686,7 +688,7 @@ class MemoryAsyncConsumer(_Member, AsyncClosing):
             self._leave(member)
 
     async def _drive(self, msg: Message, callback: AsyncConsumeCallback) -> bool:
-        flow = _handling(self._state, self._log, self._retry, self._topics, msg)
+        flow = _handling(self._state, self._log, self._group_id, self._retry, self._topics, msg)
         ask, attempt = next(flow), 0
         try:
             while True:

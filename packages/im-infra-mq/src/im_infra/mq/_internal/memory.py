@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from im_infra.mq.dead_letter import retry_due_ms
+from im_infra.mq.dead_letter import retry_due_ms, retry_group
 from im_infra.mq.errors import DeliveryError, TopicExistsError
 from im_infra.mq.message import Message
 
@@ -180,8 +180,8 @@ class BrokerState:
     def fetch(self, group_id: str, member: str, timeout: float) -> Message | None:
         """The next message for ``member`` (its position advances), waiting up to ``timeout``.
 
-        A retry-topic partition whose next message is not due yet is skipped until it is (the
-        Kafka consumer pauses it)."""
+        Other groups' retry-topic messages are passed over; a retry-topic partition whose next
+        message is not due yet is skipped until it is (the Kafka consumer pauses it)."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -192,6 +192,9 @@ class BrokerState:
                         continue
                     log = self.logs[tp[0]][tp[1]]
                     pos = group.position.get(tp, 0)
+                    while pos < len(log) and retry_group(log[pos]) not in (None, group_id):
+                        pos += 1  # another group's retry: nothing to do with it
+                    group.position[tp] = pos
                     if pos < len(log):
                         due = retry_due_ms(log[pos])
                         if due is not None and due > now_ms:

@@ -38,9 +38,11 @@ def next_hop(
     attempts: int,
     topics: RetryTopicsConfig,
     policy_dead_letter: bool,
+    group: str,
     now_ms: int | None = None,
 ) -> Hop | None:
-    """Where ``msg`` goes after ``attempts`` failed calls here, ``exc`` the last error.
+    """Where ``msg`` goes after ``attempts`` failed calls in consumer group ``group``, ``exc``
+    the last error.
 
     With retry topics on, stage ``n`` (0 on a source topic) goes to the retry topic of the
     ``n``-th delay of the *current* ``topics`` (so a live change applies to later failures),
@@ -54,7 +56,7 @@ def next_hop(
     if stage < len(delays):
         delay = delays[stage]
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        headers = retry_headers(msg, exc, attempts, stage + 1, now + delay)
+        headers = retry_headers(msg, exc, attempts, stage + 1, now + delay, group)
         return Hop(Message(retry_topic(source, delay), msg.key, msg.value, headers), delay)
     if topics.dead_letter if (topics.enabled or stage) else policy_dead_letter:
         headers = dead_letter_headers(msg, exc, attempts)
