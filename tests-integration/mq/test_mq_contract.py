@@ -702,3 +702,204 @@ def test_groups_sharing_a_topic_each_retry_only_their_own_failures(backend: Back
     fine.stop()
     assert [t for t, _ in _attempts(failing, b"m")] == [topic, mq.retry_topic(topic, 200)]
     assert [t for t, _ in _attempts(fine, b"m")] == [topic]
+
+
+# ------------------------------------------------------------------ batch handlers
+class RunningLists:
+    """A consumer's blocking ``subscribe_batch`` on a thread, recording each list it got."""
+
+    def __init__(
+        self,
+        consumer: mq.Consumer,
+        topics: list[str],
+        handler: Callable[[list[mq.Message]], object] | None = None,
+        max_messages: int = 25,
+        max_wait: float = 0.2,
+    ) -> None:
+        self.consumer = consumer
+        self.lock = threading.Lock()
+        self.lists: list[list[mq.Message]] = []
+        self.errors: list[BaseException] = []
+
+        def callback(msgs: list[mq.Message]) -> object:
+            with self.lock:
+                self.lists.append(list(msgs))
+            return None if handler is None else handler(msgs)
+
+        def run() -> None:
+            try:
+                consumer.subscribe_batch(
+                    topics, callback, max_messages=max_messages, max_wait=max_wait
+                )
+            except BaseException as exc:
+                self.errors.append(exc)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def values(self) -> list[bytes | str | None]:
+        with self.lock:
+            return [m.value for batch in self.lists for m in batch]
+
+    def stop(self) -> None:
+        self.consumer.close()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "subscribe_batch did not return after close()"
+        if self.errors:
+            raise self.errors[0]
+
+
+def _traced_values(backend: Backend, topic: str, count: int) -> list[bytes]:
+    values = [f"v{i:03d}".encode() for i in range(count)]
+    with backend.producer() as producer:
+        for i, value in enumerate(values):
+            with clog.trace_context(f"t-{i}"):
+                producer.send(mq.Message(topic, key=f"k{i % 7}", value=value))
+        assert producer.flush(30) == 0
+    return values
+
+
+def test_batch_handler_gets_bounded_lists_and_offsets_after_it_returned(
+    backend: Backend,
+) -> None:
+    topic = backend.topic(partitions=3)
+    values = _traced_values(backend, topic, 120)
+    traces: list[tuple[str | None, str | None, str | None]] = []
+
+    def handler(msgs: list[mq.Message]) -> None:
+        outside = clog.trace_id()  # a list has no single trace id: none is bound
+        for msg in msgs:
+            with mq.message_trace(msg):
+                traces.append((outside, clog.trace_id(), msg.trace_id))
+
+    g = group()
+    run = RunningLists(backend.consumer(g), [topic], handler, max_messages=25)
+    wait_for(lambda: len(run.values()) >= 120, what="120 messages")
+    run.stop()
+    assert sorted(run.values()) == values  # type: ignore[type-var]
+    assert all(1 <= len(batch) <= 25 for batch in run.lists)
+    for batch in run.lists:  # per partition, offsets rise within a list
+        for p in {m.partition for m in batch}:
+            offsets = [m.offset for m in batch if m.partition == p]
+            assert offsets == sorted(offsets)  # type: ignore[type-var]
+    assert len(traces) == 120
+    assert all(outside is None and bound == tid for outside, bound, tid in traces)
+    assert {tid for _, _, tid in traces} == {f"t-{i}" for i in range(120)}
+    # every offset was stored once its list returned: the group resumes after them
+    with backend.producer() as producer:
+        producer.send_sync(mq.Message(topic, key="k0", value=b"after"), timeout=30)
+    again = RunningLists(backend.consumer(g), [topic])
+    wait_for(lambda: len(again.values()) >= 1, what="the new message")
+    time.sleep(1.0)  # anything not committed would come now
+    again.stop()
+    assert again.values() == [b"after"]
+
+
+def test_batch_failure_retries_the_failed_part_then_forwards_each(backend: Backend) -> None:
+    topic = backend.topic()
+    with backend.producer() as producer:
+        for value in (b"ok-0", b"bad-1", b"ok-2", b"bad-3"):
+            producer.send(mq.Message(topic, key=b"k", value=value))
+        assert producer.flush(30) == 0
+
+    def handler(msgs: list[mq.Message]) -> None:
+        failed = {
+            i: ValueError(f"cannot {m.value!r}")
+            for i, m in enumerate(msgs)
+            if isinstance(m.value, bytes) and m.value.startswith(b"bad")
+        }
+        if failed:
+            raise mq.BatchFailure(failed)
+
+    policy = mq.RetryPolicy(max_attempts=2, backoff=0.01)
+    consumer = backend.consumer(group(), retry=policy, retry_topics=_retry_topics(200))
+    run = RunningLists(consumer, [topic], handler)
+    wait_for(lambda: run.values().count(b"bad-3") >= 4, what="every attempt of bad-3")
+    time.sleep(0.3)
+    run.stop()
+    counts = {v: run.values().count(v) for v in (b"ok-0", b"bad-1", b"ok-2", b"bad-3")}
+    # bad: 2 attempts on the topic, 2 on its retry topic; ok: once
+    assert counts == {b"ok-0": 1, b"bad-1": 4, b"ok-2": 1, b"bad-3": 4}
+    retried = [b for b in run.lists if all(m.value in (b"bad-1", b"bad-3") for m in b)]
+    assert len(retried) >= 3  # in place on the topic, then twice from the retry topic
+    retry_topic = mq.retry_topic(topic, 200)
+    assert any(m.topic == retry_topic for b in run.lists for m in b)
+    dead = _read_all(backend, topic + mq.DLQ_SUFFIX, 2)
+    assert sorted(m.value for m in dead) == [b"bad-1", b"bad-3"]  # type: ignore[type-var]
+    for letter in dead:
+        info = mq.read_dead_letter(letter)
+        assert (info.original_topic, info.attempts) == (topic, 4)
+        assert info.error == f"ValueError: cannot {letter.value!r}"
+
+
+def test_a_raising_batch_handler_fails_the_whole_list(backend: Backend) -> None:
+    topic = backend.topic()
+    with backend.producer() as producer:
+        for i in range(5):
+            producer.send(mq.Message(topic, value=f"m{i}"))
+        assert producer.flush(30) == 0
+
+    def handler(msgs: list[mq.Message]) -> None:
+        raise RuntimeError("database down")
+
+    policy = mq.RetryPolicy(max_attempts=1)  # no retry; dead-letter every message
+    with capture_logs() as logs:
+        run = RunningLists(backend.consumer(group(), retry=policy), [topic], handler)
+        wait_for(lambda: len(run.values()) >= 5, what="the 5 messages")
+        time.sleep(0.3)
+        run.stop()
+    dead = _read_all(backend, topic + mq.DLQ_SUFFIX, 5)
+    assert sorted(m.value for m in dead) == [f"m{i}".encode() for i in range(5)]  # type: ignore[type-var]
+    assert all(mq.read_dead_letter(m).error == "RuntimeError: database down" for m in dead)
+    failed = [r for r in logs if r["msg"] == "batch callback failed"]
+    assert failed and sum(r["fields"]["failed"] for r in failed) == 5
+    assert failed[0]["error"]["type"] == "RuntimeError"
+
+
+def test_bad_batch_limits_are_config_errors(backend: Backend) -> None:
+    consumer = backend.consumer(group())
+    with pytest.raises(mq.ConfigError, match="max_messages"):
+        consumer.subscribe_batch(["t"], lambda msgs: None, max_messages=0)
+    with pytest.raises(mq.ConfigError, match="max_wait"):
+        consumer.subscribe_batch(["t"], lambda msgs: None, max_wait=-1)
+    consumer.close()
+
+
+def test_asyncio_batch_handler(backend: Backend) -> None:
+    topic = backend.topic(partitions=2)
+    values = _traced_values(backend, topic, 60)
+    with backend.producer() as producer:
+        producer.send_sync(mq.Message(topic, key="k0", value=b"bad"), timeout=30)
+
+    async def main() -> tuple[list[list[mq.Message]], list[bool]]:
+        consumer = backend.async_consumer(group(), retry_topics=_retry_topics(200))
+        lists: list[list[mq.Message]] = []
+        traced: list[bool] = []
+        closing: list[asyncio.Task[None]] = []
+
+        async def handle(msgs: list[mq.Message]) -> None:
+            lists.append(msgs)
+            for msg in msgs:
+                with mq.message_trace(msg):
+                    traced.append(clog.trace_id() == msg.trace_id)
+            bad = {i: ValueError("bad") for i, m in enumerate(msgs) if m.value == b"bad"}
+            seen = sum(1 for batch in lists for m in batch if m.value == b"bad")
+            if seen == 2 and not closing:
+                closing.append(asyncio.ensure_future(consumer.close()))
+            if bad:
+                raise mq.BatchFailure(bad)
+
+        await asyncio.wait_for(
+            consumer.subscribe_batch([topic], handle, max_messages=16, max_wait=0.1), 60
+        )
+        return lists, traced
+
+    lists, traced = asyncio.run(main())
+    got = [m.value for batch in lists for m in batch]
+    assert sorted(v for v in got if v != b"bad") == values  # type: ignore[type-var]
+    assert all(1 <= len(batch) <= 16 for batch in lists)
+    assert all(traced)
+    bad_topics = [m.topic for batch in lists for m in batch if m.value == b"bad"]
+    assert bad_topics == [topic, mq.retry_topic(topic, 200)]
+    (letter,) = _read_all(backend, topic + mq.DLQ_SUFFIX, 1)
+    assert mq.read_dead_letter(letter).attempts == 2

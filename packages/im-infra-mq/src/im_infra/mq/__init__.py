@@ -11,6 +11,7 @@ Built on confluent-kafka (librdkafka); configuration is the ``kafka.yaml`` docum
 from .admin import KafkaAdminClient
 from .admin_types import TopicInfo
 from .aio import KafkaAsyncConsumer, KafkaAsyncProducer
+from .batch import AsyncBatchCallback, BatchCallback, BatchFailure, message_trace
 from .config import (
     BROKERS_ENV,
     KAFKA,
@@ -75,10 +76,13 @@ __all__ = [
     "AdminClient",
     "AdminError",
     "AdminTimeoutError",
+    "AsyncBatchCallback",
     "AsyncConsumeCallback",
     "AsyncConsumer",
     "AsyncProducer",
     "AuthenticationError",
+    "BatchCallback",
+    "BatchFailure",
     "CommonConfig",
     "ConfigError",
     "ConsumeCallback",
@@ -114,6 +118,7 @@ __all__ = [
     "client_id",
     "consumer_properties",
     "load_config",
+    "message_trace",
     "new_admin_client",
     "new_async_consumer",
     "new_async_producer",

@@ -29,6 +29,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
+from ._internal.batches import batch_flow, failures, log_failure
 from ._internal.client import AuthFailure, build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
 from ._internal.ordering import chains, committable
@@ -36,6 +37,7 @@ from ._internal.retry_topics import forwards, next_hop, subscription
 from ._internal.tracing import bound_from
 from ._internal.validate import check_topics
 from .admin import KafkaAdminClient
+from .batch import BatchCallback, check_batch_limits
 from .config import RetryTopicsConfig
 from .dead_letter import RETRY_DUE_HEADER, RETRY_GROUP_HEADER
 from .errors import ConfigError, ConsumerError, MQError, TopicExistsError
@@ -69,6 +71,9 @@ Handler = Callable[[Message], object]
 #: the run's length without a failure means the runner stopped (close, cancellation): the rest is
 #: not stored, so it is delivered again.
 BatchHandler = Callable[[list[Any]], "tuple[int, Exception | None]"]
+
+#: A batch subscription: the callback (taking a list of messages), max messages, max wait (s).
+Batches = tuple[BatchCallback, int, float]
 
 
 def to_message(kmsg: Any) -> Message:
@@ -182,6 +187,28 @@ class KafkaConsumer(Closing):
         """
         self.run(topics, callback)
 
+    def subscribe_batch(
+        self,
+        topics: Sequence[str],
+        callback: BatchCallback,
+        *,
+        max_messages: int = 100,
+        max_wait: float = 0.5,
+    ) -> None:
+        """Like :meth:`subscribe`, calling ``callback(messages)`` with lists of messages.
+
+        A list holds up to ``max_messages``, gathered for up to ``max_wait`` seconds after the
+        first one (never empty). Offsets are stored after the callback returned for the whole
+        list. Raising fails every message of the list, :class:`~im_infra.mq.BatchFailure`
+        only those it names; failed ones are retried as a smaller list under the
+        :class:`RetryPolicy`, then go to their retry topic / the dead-letter topic one by one
+        (see :mod:`im_infra.mq.batch`). No trace id is bound around the call: use
+        :func:`~im_infra.mq.message_trace` per message. ``consumer.concurrency`` does not apply
+        (one list at a time). Raises :class:`ConfigError` for bad limits.
+        """
+        check_batch_limits(max_messages, max_wait)
+        self.run(topics, no_handler, batches=(callback, max_messages, float(max_wait)))
+
     def close(self, timeout: float | None = None) -> None:
         """Stop consuming: finish the message in hand, commit stored offsets, leave the group.
 
@@ -241,12 +268,15 @@ class KafkaConsumer(Closing):
         topics: Sequence[str],
         handler: Handler,
         batch_handler: BatchHandler | None = None,
+        *,
+        batches: Batches | None = None,
     ) -> None:
         """The consume loop shared by the blocking and asyncio consumers.
 
         ``handler`` handles one message on the loop's thread. With ``batch_handler`` each polled
         batch goes to it in one call instead (one thread hop per batch), and ``handler`` only
-        serves the retries of a message that failed there.
+        serves the retries of a message that failed there. With ``batches`` (a batch
+        subscription) lists of messages go to its callback instead of either.
         """
         if isinstance(topics, str):
             topics = [topics]
@@ -269,7 +299,15 @@ class KafkaConsumer(Closing):
             self._subscribe()
             self._subscribed = True
             metrics, consume_batch, auth = self._metrics, self._consume_batch, self._auth
-            if batch_handler is not None:
+            more_count, more_wait = _BATCH - 1, 0.0
+            if batches is not None:
+                call, max_messages, more_wait = batches
+                more_count = max_messages - 1
+
+                def consume_batch(batch: list[Any], handler: Handler) -> None:
+                    self._consume_list(batch, call)
+
+            elif batch_handler is not None:
                 hand_over = batch_handler
 
                 def consume_batch(batch: list[Any], handler: Handler) -> None:
@@ -295,7 +333,7 @@ class KafkaConsumer(Closing):
                     metrics.polled(())
                     continue
                 batch = [first]
-                more = consumer.consume(_BATCH - 1, 0)
+                more = consumer.consume(more_count, more_wait) if more_count else None
                 if more:
                     batch.extend(more)
                 metrics.polled(batch)
@@ -400,6 +438,60 @@ class KafkaConsumer(Closing):
                 start += 1
         finally:
             self._store(done)
+
+    def _consume_list(self, batch: list[Any], call: BatchCallback) -> None:
+        """Hand a polled batch to a batch callback as one list (see :mod:`im_infra.mq.batch`);
+        store every offset of the list once it is finished, none when it is not (a stop during
+        a retry pause, a cancelled asyncio callback)."""
+        msgs: list[Message] = []
+        for kmsg in batch:
+            err = kmsg.error()
+            if err is None:
+                msgs.append(to_message(kmsg))
+            else:
+                self._on_message_error(err)
+        if not msgs:
+            return
+        flow = batch_flow(msgs, self._retry)
+        attempts = 1 if self._retry is None else self._retry.max_attempts
+        attempt = 0
+        try:
+            ask = next(flow)
+            while True:
+                kind, arg = ask
+                if kind == "call":
+                    attempt += 1
+                    ask = flow.send(self._call_list(call, arg, attempt, attempts))  # type: ignore[arg-type]
+                else:
+                    ask = flow.send(self._closing.wait(arg))  # type: ignore[arg-type]
+        except StopIteration as stop:
+            finished, failed, attempt = stop.value
+        if not finished:
+            return  # not stored: delivered again
+        for msg, exc in failed:
+            with bound_from(msg.headers):
+                self._forward(msg, exc, attempt)
+        done: dict[PartitionKey, list[int]] = {}
+        for msg in msgs:
+            _add_run(done, msg.topic, msg.partition, 1, msg.offset)  # type: ignore[arg-type]
+        self._store(done)
+
+    def _call_list(
+        self, call: BatchCallback, msgs: list[Message], attempt: int, attempts: int
+    ) -> dict[int, Exception] | None:
+        """Call a batch callback; which messages failed (None: abandoned, not stored)."""
+        try:
+            if (result := call(list(msgs))) is not None and isinstance(result, Exception):
+                raise result
+            return {}
+        except Exception as exc:
+            if isinstance(exc, AbortedError) and self._closing.is_set():
+                return None
+            failed = failures(exc, len(msgs))
+            for i, error in failed.items():
+                self._metrics.callback_error(msgs[i].topic, error)
+            log_failure(self._log, msgs, failed, attempt, attempts)
+            return failed
 
     # ------------------------------------------------------------ ordered concurrency
     def ordering_keys(self, msgs: Sequence[Message]) -> list[Hashable]:
@@ -781,6 +873,11 @@ class KafkaConsumer(Closing):
         except (KafkaException, RuntimeError):
             return None
         return int(high) if high >= 0 else None
+
+
+def no_handler(msg: Message) -> object:  # pragma: no cover - never called
+    """The per-message handler of a batch subscription, which hands lists to its callback."""
+    raise AssertionError("a batch subscription hands lists to its callback")
 
 
 def _retry_fields(kmsg: Any) -> tuple[float | None, bytes | None]:

@@ -38,16 +38,19 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Generator, Sequence
 from typing import Any, Literal
 
 from im_infra import clog
 from im_infra.clog.lifecycle import AsyncClosing, Closing
 
+from ._internal.batches import Failed, batch_flow, failures, log_failure
 from ._internal.memory import BrokerState, partition_for
 from ._internal.retry_topics import forwards, next_hop, subscription
 from ._internal.tracing import bound_from, current_trace_headers
 from ._internal.validate import check_headers, check_topic, check_topics, explain
+from .batch import AsyncBatchCallback, BatchCallback, check_batch_limits
 from .config import RetryTopicsConfig
 from .errors import ConfigError, ConsumerError, MQError, ProducerClosedError, SendTimeoutError
 from .interfaces import (
@@ -579,6 +582,37 @@ class _Member:
                 self._subscribed += new
                 self._state.resubscribe(self._group_id, member, self._subscribed)
 
+    def _call_failed(self, msgs: list[Message], exc: Exception, attempt: int) -> Failed:
+        """A batch callback raised ``exc`` (called from the ``except`` clause): which failed."""
+        failed = failures(exc, len(msgs))
+        attempts = 1 if self._retry is None else self._retry.max_attempts
+        log_failure(self._log, msgs, failed, attempt, attempts)
+        return failed
+
+    def _finish_list(
+        self,
+        member: str,
+        msgs: list[Message],
+        failed: list[tuple[Message, Exception]],
+        attempt: int,
+    ) -> None:
+        """A finished list: each message that failed every attempt goes on its way, then
+        every offset is committed."""
+        for msg, exc in failed:
+            with bound_from(msg.headers):
+                _forward(
+                    self._state,
+                    self._log,
+                    self._group_id,
+                    msg,
+                    exc,
+                    attempt,
+                    self._topics,
+                    self._retry,
+                )
+        for msg in msgs:
+            self._state.commit(self._group_id, member, msg)
+
     def _join(self, topics: Sequence[str]) -> str:
         if isinstance(topics, str):
             topics = [topics]
@@ -631,6 +665,57 @@ class MemoryConsumer(_Member, Closing):
                     finished = self._drive(handed, callback)
                 if finished:
                     self._state.commit(self._group_id, member, msg)
+        finally:
+            self._leave(member)
+
+    def subscribe_batch(
+        self,
+        topics: Sequence[str],
+        callback: BatchCallback,
+        *,
+        max_messages: int = 100,
+        max_wait: float = 0.5,
+    ) -> None:
+        """Join the group on ``topics`` and call ``callback(messages)`` with lists of up to
+        ``max_messages``, gathered for up to ``max_wait`` s, until closed (blocking); the
+        Kafka consumer's batch semantics (:mod:`im_infra.mq.batch`)."""
+        check_batch_limits(max_messages, max_wait)
+        member = self._join(topics)
+        self._loop_thread = threading.current_thread()
+        try:
+            while not self._closing.is_set():
+                first = self._state.fetch(self._group_id, member, 0.05)
+                if first is None:
+                    continue
+                msgs = [_handed(first)]
+                deadline = time.monotonic() + max_wait
+                while len(msgs) < max_messages:
+                    remaining = deadline - time.monotonic()
+                    more = self._state.fetch(self._group_id, member, max(remaining, 0))
+                    if more is None:
+                        break
+                    msgs.append(_handed(more))
+                flow = batch_flow(msgs, self._retry)
+                ask, attempt = next(flow), 0
+                try:
+                    while True:
+                        kind, arg = ask
+                        if kind == "call":
+                            attempt += 1
+                            batch: list[Message] = arg  # type: ignore[assignment]
+                            try:
+                                if isinstance(result := callback(list(batch)), Exception):
+                                    raise result
+                                reply: Any = {}
+                            except Exception as exc:
+                                reply = self._call_failed(batch, exc, attempt)
+                        else:
+                            reply = self._closing.wait(arg)  # type: ignore[arg-type]
+                        ask = flow.send(reply)
+                except StopIteration as done:
+                    finished, failed, attempt = done.value
+                if finished:
+                    self._finish_list(member, msgs, failed, attempt)
         finally:
             self._leave(member)
 
@@ -706,6 +791,59 @@ class MemoryAsyncConsumer(_Member, AsyncClosing):
                 ask = flow.send(reply)
         except StopIteration as done:
             return bool(done.value)
+
+    async def subscribe_batch(
+        self,
+        topics: Sequence[str],
+        callback: AsyncBatchCallback,
+        *,
+        max_messages: int = 100,
+        max_wait: float = 0.5,
+    ) -> None:
+        """The asyncio form of :meth:`MemoryConsumer.subscribe_batch`."""
+        check_batch_limits(max_messages, max_wait)
+        member = self._join(topics)
+        self._task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._closing.is_set():
+                first = self._state.fetch(self._group_id, member, 0)
+                if first is None:
+                    await asyncio.sleep(_IDLE_POLL)
+                    continue
+                msgs = [_handed(first)]
+                deadline = loop.time() + max_wait
+                while len(msgs) < max_messages:
+                    more = self._state.fetch(self._group_id, member, 0)
+                    if more is not None:
+                        msgs.append(_handed(more))
+                    elif loop.time() >= deadline:
+                        break
+                    else:
+                        await asyncio.sleep(min(_IDLE_POLL, deadline - loop.time()))
+                flow = batch_flow(msgs, self._retry)
+                ask, attempt = next(flow), 0
+                try:
+                    while True:
+                        kind, arg = ask
+                        if kind == "call":
+                            attempt += 1
+                            batch: list[Message] = arg  # type: ignore[assignment]
+                            try:
+                                if isinstance(result := await callback(list(batch)), Exception):
+                                    raise result
+                                reply: Any = {}
+                            except Exception as exc:
+                                reply = self._call_failed(batch, exc, attempt)
+                        else:
+                            reply = await self._pause(arg)  # type: ignore[arg-type]
+                        ask = flow.send(reply)
+                except StopIteration as done:
+                    finished, failed, attempt = done.value
+                if finished:
+                    self._finish_list(member, msgs, failed, attempt)
+        finally:
+            self._leave(member)
 
     async def _pause(self, seconds: float) -> bool:
         deadline = asyncio.get_running_loop().time() + seconds
