@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 from im_infra import clog, mq
 
@@ -62,7 +63,7 @@ def main() -> None:
 def consume_lists(brokers: str, topic: str, group: str, outfile: str, pause: float, n: int) -> None:
     """The batch-handler form: a line per message as the handler gets to it, so a SIGKILL
     lands in the middle of a list with part of it written and part not."""
-    settings = {
+    settings: dict[str, Any] = {
         "common": {"brokers": [brokers]},
         "consumer": {
             "sessionTimeoutMs": 6000,
