@@ -29,6 +29,17 @@ def _start_worker(brokers: str, topic: str, group: str, out: Path, delay: float,
     )
 
 
+def _stop(worker: Any) -> None:
+    """SIGTERM a worker still running (SIGKILL when it does not stop)."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(5)
+
+
 def _lines(out: Path) -> list[bytes]:
     return out.read_bytes().splitlines() if out.exists() else []
 
@@ -75,13 +86,7 @@ def test_sigkilled_consumer_restarts_without_losing_messages(
         worker = _start_worker(kafka_brokers, topic, group, out, delay=0, **env)
         h.wait_for(lambda: set(_lines(out)) >= set(values), 90, "every message after restart")
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(5)
+        _stop(worker)
     counts = Counter(_lines(out))
     assert set(counts) == set(values)  # nothing lost
     duplicates = sum(c - 1 for c in counts.values())
@@ -174,13 +179,7 @@ def test_concurrent_consumer_sigkilled_twice_loses_nothing_and_keeps_key_order(
             worker = _start_worker(kafka_brokers, topic, group, out, delay=0.002, **env)
         h.wait_for(lambda: set(_lines(out)) >= set(values), 120, "every message")
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(5)
+        _stop(worker)
     lines = _lines(out)
     assert set(lines) == set(values)  # nothing lost
     first: dict[bytes, list[int]] = {}
@@ -225,13 +224,7 @@ def test_batch_consumer_sigkilled_mid_list_loses_nothing(
             worker = _start_worker(kafka_brokers, topic, group, out, delay=0.001, **env)
         h.wait_for(lambda: set(_lines(out)) >= set(values), 120, "every message")
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(5)
+        _stop(worker)
     counts = Counter(_lines(out))
     assert set(counts) == set(values)  # nothing lost
     print(f"batch kill test ({flavour}): {sum(counts.values()) - total} duplicates")

@@ -439,10 +439,8 @@ class KafkaConsumer(Closing):
         finally:
             self._store(done)
 
-    def _consume_list(self, batch: list[Any], call: BatchCallback) -> None:
-        """Hand a polled batch to a batch callback as one list (see :mod:`im_infra.mq.batch`);
-        store every offset of the list once it is finished, none when it is not (a stop during
-        a retry pause, a cancelled asyncio callback)."""
+    def _messages(self, batch: list[Any]) -> list[Message]:
+        """The messages of a polled batch, its error events reported."""
         msgs: list[Message] = []
         for kmsg in batch:
             err = kmsg.error()
@@ -450,6 +448,13 @@ class KafkaConsumer(Closing):
                 msgs.append(to_message(kmsg))
             else:
                 self._on_message_error(err)
+        return msgs
+
+    def _consume_list(self, batch: list[Any], call: BatchCallback) -> None:
+        """Hand a polled batch to a batch callback as one list (see :mod:`im_infra.mq.batch`);
+        store every offset of the list once it is finished, none when it is not (a stop during
+        a retry pause, a cancelled asyncio callback)."""
+        msgs = self._messages(batch)
         if not msgs:
             return
         flow = batch_flow(msgs, self._retry)
@@ -513,13 +518,7 @@ class KafkaConsumer(Closing):
         messages per task, in order; the batch ends when every chain did (so nothing is in
         flight when the next poll can revoke partitions), then the contiguous finished runs are
         stored. After a stop request no new message starts; in-flight ones finish."""
-        msgs: list[Message] = []
-        for kmsg in batch:
-            err = kmsg.error()
-            if err is None:
-                msgs.append(to_message(kmsg))
-            else:
-                self._on_message_error(err)
+        msgs = self._messages(batch)
         finished = [False] * len(msgs)
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
