@@ -37,6 +37,7 @@ from ._internal.retry_topics import forwards, next_hop, subscription
 from ._internal.tracing import bound_from
 from ._internal.validate import check_topics
 from .admin import KafkaAdminClient
+from .admin_types import TopicInfo
 from .batch import BatchCallback, check_batch_limits
 from .config import RetryTopicsConfig
 from .dead_letter import RETRY_DUE_HEADER, RETRY_GROUP_HEADER
@@ -723,11 +724,19 @@ class KafkaConsumer(Closing):
                 return
             if self._admin is None:
                 self._admin = self._admin_factory()
+            sources: dict[str, TopicInfo | MQError] = {}  # one look-up per source topic
             for name in missing:
                 self._ensured.add(name)  # tried once, whatever the outcome
                 source = retry_source(name) or name.removesuffix(DLQ_SUFFIX)
+                if source not in sources:
+                    try:
+                        sources[source] = self._admin.describe_topic(source)
+                    except MQError as exc:
+                        sources[source] = exc
+                info = sources[source]
                 try:
-                    info = self._admin.describe_topic(source)
+                    if isinstance(info, MQError):
+                        raise info
                     self._admin.create_topic(name, info.partitions, info.replication_factor)
                 except TopicExistsError:
                     continue  # exists with another partition count: usable
@@ -779,13 +788,17 @@ class KafkaConsumer(Closing):
         shortened to the next due time."""
         now = time.time() * 1000
         ready = [tp for tp, due in self._paused.items() if due <= now]
-        if ready:
-            for tp in ready:
-                del self._paused[tp]
-            try:
-                self._consumer.resume([TopicPartition(t, p) for t, p in ready])
-            except KafkaException as exc:  # revoked meanwhile: nothing to resume
-                self._log.warning("could not resume retry partitions", cause=str(exc))
+        for topic, partition in ready:
+            del self._paused[(topic, partition)]
+            try:  # one at a time: a partition revoked meanwhile fails alone
+                self._consumer.resume([TopicPartition(topic, partition)])
+            except KafkaException as exc:
+                self._log.warning(
+                    "could not resume a retry partition",
+                    topic=topic,
+                    partition=partition,
+                    cause=str(exc),
+                )
         if not self._paused:
             return timeout
         wait = (min(self._paused.values()) - now) / 1000
