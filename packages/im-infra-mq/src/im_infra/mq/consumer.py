@@ -654,8 +654,7 @@ class KafkaConsumer(Closing):
         try:
             producer.send_sync(hop.message, timeout=30.0)
         except MQError as dlq_exc:
-            if dead:
-                self._metrics.dead_lettered(msg.topic, dlq_exc)
+            self._count_forward(msg.topic, hop.delay_ms, dlq_exc)
             self._log.exception(
                 f"could not write message to the {'dead-letter' if dead else 'retry'} topic; "
                 "it is skipped",
@@ -665,8 +664,8 @@ class KafkaConsumer(Closing):
                 dlq_topic=target,
             )
             return
+        self._count_forward(msg.topic, hop.delay_ms, None)
         if dead:
-            self._metrics.dead_lettered(msg.topic, None)
             self._log.warning(
                 "message sent to the dead-letter topic",
                 topic=msg.topic,
@@ -683,6 +682,12 @@ class KafkaConsumer(Closing):
                 retry_topic=target,
                 delay_ms=hop.delay_ms,
             )
+
+    def _count_forward(self, topic: str, delay_ms: int | None, error: MQError | None) -> None:
+        if delay_ms is None:
+            self._metrics.dead_lettered(topic, error)
+        else:
+            self._metrics.retried(topic, delay_ms, error)
 
     def _side_producer(self) -> KafkaProducer:
         """The producer writing to the retry and dead-letter topics (created on first use)."""
