@@ -118,7 +118,7 @@ def _check(counts: Counter[tuple[str, bytes]], topic: str, dead: list[mq.Message
 
 
 def test_retry_topics_with_ordered_concurrency(
-    kafka_brokers: str, make_topic: Callable[..., str], h: Any
+    kafka_brokers: str, make_topic: Callable[..., str], admin: mq.KafkaAdminClient, h: Any
 ) -> None:
     topic = make_topic("conc", partitions=3)
     _produce(kafka_brokers, topic)
@@ -150,6 +150,10 @@ def test_retry_topics_with_ordered_concurrency(
         consumer.close()
         h.join_or_raise(thread)
     _check(counts, topic, _dead_letters(kafka_brokers, topic, failing, h))
+    # created by the consumer's admin client like their source (an auto-created topic would
+    # have the broker's default partition count, 1 on the local broker)
+    assert admin.describe_topic(retry).partitions == 3
+    assert admin.describe_topic(topic + mq.DLQ_SUFFIX).partitions == 3
 
 
 def test_asyncio_retry_topics_with_ordered_concurrency(
