@@ -29,6 +29,17 @@ def _start_worker(brokers: str, topic: str, group: str, out: Path, delay: float,
     )
 
 
+def _stop(worker: Any) -> None:
+    """SIGTERM a worker still running (SIGKILL when it does not stop)."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(5)
+
+
 def _lines(out: Path) -> list[bytes]:
     return out.read_bytes().splitlines() if out.exists() else []
 
@@ -75,13 +86,7 @@ def test_sigkilled_consumer_restarts_without_losing_messages(
         worker = _start_worker(kafka_brokers, topic, group, out, delay=0, **env)
         h.wait_for(lambda: set(_lines(out)) >= set(values), 90, "every message after restart")
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(5)
+        _stop(worker)
     counts = Counter(_lines(out))
     assert set(counts) == set(values)  # nothing lost
     duplicates = sum(c - 1 for c in counts.values())
@@ -174,13 +179,7 @@ def test_concurrent_consumer_sigkilled_twice_loses_nothing_and_keeps_key_order(
             worker = _start_worker(kafka_brokers, topic, group, out, delay=0.002, **env)
         h.wait_for(lambda: set(_lines(out)) >= set(values), 120, "every message")
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(5)
+        _stop(worker)
     lines = _lines(out)
     assert set(lines) == set(values)  # nothing lost
     first: dict[bytes, list[int]] = {}
@@ -192,3 +191,40 @@ def test_concurrent_consumer_sigkilled_twice_loses_nothing_and_keeps_key_order(
     for key, seqs in first.items():
         assert seqs == sorted(seqs), f"key {key!r}: first deliveries out of order"
     print(f"concurrent kill test: {len(lines) - len(values)} duplicates")
+
+
+@pytest.mark.broker_deviation("dead-member-never-evicted")
+@pytest.mark.parametrize("flavour", ["blocking", "asyncio"])
+def test_batch_consumer_sigkilled_mid_list_loses_nothing(
+    kafka_brokers: str,
+    etcd_endpoints: str,
+    make_topic: Any,
+    h: Any,
+    tmp_path: Path,
+    flavour: str,
+) -> None:
+    """A batch handler SIGKILLed in the middle of a list (part of it handled, part not), twice:
+    nothing is lost, because a list's offsets are stored only after the handler returned."""
+    topic = make_topic("killb", 3)
+    group = h.unique("g")
+    total = 2000
+    values = [f"b{i:05d}".encode() for i in range(total)]
+    h.produce(kafka_brokers, topic, values)
+    out = tmp_path / "handled.txt"
+    env = {"IM_INFRA_ETCD_ENDPOINTS": etcd_endpoints, "MQ_IT_BATCH": "50"}
+    if flavour == "asyncio":
+        env["MQ_IT_ASYNC"] = "1"
+    worker = _start_worker(kafka_brokers, topic, group, out, delay=0.001, **env)
+    try:
+        for kill_at in (400, 1100):
+            h.wait_for(lambda n=kill_at: len(_lines(out)) >= n, 90, f"{kill_at} handled")
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+            assert len(set(_lines(out))) < total, "finished before the kill"
+            worker = _start_worker(kafka_brokers, topic, group, out, delay=0.001, **env)
+        h.wait_for(lambda: set(_lines(out)) >= set(values), 120, "every message")
+    finally:
+        _stop(worker)
+    counts = Counter(_lines(out))
+    assert set(counts) == set(values)  # nothing lost
+    print(f"batch kill test ({flavour}): {sum(counts.values()) - total} duplicates")

@@ -24,6 +24,7 @@ CONSUMED = "messaging.client.consumed.messages"
 LAG = "im_infra.mq.consumer.lag"
 CALLBACK_ERRORS = "im_infra.mq.callback.errors"
 DLQ = "im_infra.mq.consumer.dead_lettered"
+RETRIED = "im_infra.mq.consumer.retried"
 
 
 def dest(topic: str, **more: Any) -> dict[str, Any]:
@@ -190,6 +191,37 @@ def test_dead_lettered_messages_are_counted(
         assert metrics_probe.value(DLQ, **at, **{"error.type": None}) == 1
         assert metrics_probe.value(CALLBACK_ERRORS, **at) == 2  # both attempts
         assert seen.count() == 4
+    finally:
+        consumer.close()
+        h.join_or_raise(thread)
+
+
+def test_retried_messages_are_counted_by_delay(
+    kafka_brokers: str, make_topic: Any, metrics_probe: Any, h: Any
+) -> None:
+    topic = make_topic("m-retry")
+    group = h.unique("g")
+    h.produce(kafka_brokers, topic, [b"poison"])
+    seen = h.Collector()
+
+    def handle(msg: mq.Message) -> None:
+        seen(msg)
+        raise RuntimeError("cannot handle")
+
+    cfg = h.overrides(kafka_brokers, retryTopics={"delaysMs": [100, 200]})
+    consumer = mq.new_consumer("mq-it", group, **cfg)
+    thread = h.run_in_thread(consumer, [topic], handle)
+    first = {"messaging.consumer.group.name": group, "error.type": None}
+    try:
+        h.wait_for(lambda: metrics_probe.value(DLQ, **first) == 1, 30, "the dead letter")
+        assert metrics_probe.value(RETRIED, **dest(topic, **first)) == 1
+        retry_topic = mq.retry_topic(topic, 100)
+        assert metrics_probe.value(RETRIED, **dest(retry_topic, **first)) == 1
+        assert (
+            metrics_probe.value(RETRIED, **dest(topic, **{"im_infra.mq.retry.delay_ms": 100})) == 1
+        )
+        assert metrics_probe.value(DLQ, **dest(mq.retry_topic(topic, 200), **first)) == 1
+        assert seen.count() == 3
     finally:
         consumer.close()
         h.join_or_raise(thread)

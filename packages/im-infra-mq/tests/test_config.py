@@ -53,6 +53,7 @@ def test_defaults_are_the_seed_document_except_the_placeholder_brokers() -> None
     assert dumped["consumer"].pop("groupInstanceId") == ""
     assert dumped["consumer"].pop("concurrency") == 1
     assert dumped["consumer"].pop("orderBy") == "key"
+    assert dumped["consumer"].pop("retryTopics") == {"delaysMs": (), "deadLetter": True}
     dumped["common"]["brokers"] = ["kafka-1:9092", "kafka-2:9092", "kafka-3:9092"]
     assert dumped == SEED_DOC
 

@@ -11,6 +11,7 @@ Built on confluent-kafka (librdkafka); configuration is the ``kafka.yaml`` docum
 from .admin import KafkaAdminClient
 from .admin_types import TopicInfo
 from .aio import KafkaAsyncConsumer, KafkaAsyncProducer
+from .batch import AsyncBatchCallback, BatchCallback, BatchFailure, message_trace
 from .config import (
     BROKERS_ENV,
     KAFKA,
@@ -18,6 +19,7 @@ from .config import (
     ConsumerConfig,
     KafkaConfig,
     ProducerConfig,
+    RetryTopicsConfig,
     SASLConfig,
     SecurityConfig,
     SSLConfig,
@@ -63,20 +65,24 @@ from .interfaces import (
 )
 from .message import TRACE_ID_HEADER, Message
 from .producer import KafkaProducer
-from .retry import DLQ_SUFFIX, RetryPolicy
+from .retry import DLQ_SUFFIX, RETRY_INFIX, RetryPolicy, retry_source, retry_topic
 
 __all__ = [
     "BROKERS_ENV",
     "DLQ_SUFFIX",
     "KAFKA",
+    "RETRY_INFIX",
     "TRACE_ID_HEADER",
     "AdminClient",
     "AdminError",
     "AdminTimeoutError",
+    "AsyncBatchCallback",
     "AsyncConsumeCallback",
     "AsyncConsumer",
     "AsyncProducer",
     "AuthenticationError",
+    "BatchCallback",
+    "BatchFailure",
     "CommonConfig",
     "ConfigError",
     "ConsumeCallback",
@@ -100,6 +106,7 @@ __all__ = [
     "ProducerConfig",
     "QueueFullError",
     "RetryPolicy",
+    "RetryTopicsConfig",
     "SASLConfig",
     "SSLConfig",
     "SecurityConfig",
@@ -111,6 +118,7 @@ __all__ = [
     "client_id",
     "consumer_properties",
     "load_config",
+    "message_trace",
     "new_admin_client",
     "new_async_consumer",
     "new_async_producer",
@@ -118,4 +126,6 @@ __all__ = [
     "new_producer",
     "producer_properties",
     "read_dead_letter",
+    "retry_source",
+    "retry_topic",
 ]

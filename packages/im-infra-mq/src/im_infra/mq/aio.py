@@ -18,7 +18,8 @@ from im_infra import clog
 from im_infra.clog.lifecycle import AsyncClosing
 
 from ._internal.handoff import BatchRunner, CallbackSlot, ConcurrentRunner, Handoff
-from .consumer import AbortedError, KafkaConsumer, to_message
+from .batch import AsyncBatchCallback, check_batch_limits
+from .consumer import AbortedError, Batches, KafkaConsumer, no_handler, to_message
 from .errors import ConsumerError, MQError, SendTimeoutError
 from .interfaces import AsyncConsumeCallback, DeliveryCallback
 from .message import Message
@@ -180,6 +181,39 @@ class KafkaAsyncConsumer(AsyncClosing):
             runner = BatchRunner(loop, callback, self._core, self._slot)
         await self._run(topics, handler, runner)
 
+    async def subscribe_batch(
+        self,
+        topics: Sequence[str],
+        callback: AsyncBatchCallback,
+        *,
+        max_messages: int = 100,
+        max_wait: float = 0.5,
+    ) -> None:
+        """Consume ``topics``, awaiting ``callback(messages)`` per list of messages, until
+        :meth:`close`: the asyncio form of :meth:`KafkaConsumer.subscribe_batch` (same lists,
+        offsets, failures and trace ids). One hop to the event loop per list. Cancelling the
+        awaiting task stops the consumer (the list in hand is not stored)."""
+        check_batch_limits(max_messages, max_wait)
+        loop = asyncio.get_running_loop()
+
+        async def run_callback(msgs: list[Message]) -> object:
+            if self._slot.aborting:
+                raise AbortedError("the subscription was cancelled")
+            previous, self._slot.task = self._slot.task, asyncio.current_task()
+            try:
+                return await callback(msgs)
+            finally:
+                self._slot.task = previous
+
+        def call(msgs: list[Message]) -> object:
+            future = asyncio.run_coroutine_threadsafe(run_callback(msgs), loop)
+            try:
+                return future.result()
+            except concurrent.futures.CancelledError as exc:
+                raise AbortedError("callback cancelled") from exc
+
+        await self._run(topics, no_handler, None, batches=(call, max_messages, float(max_wait)))
+
     async def messages(self, topics: Sequence[str]) -> AsyncIterator[Message]:
         """Iterate over messages of ``topics``: ``async for msg in consumer.messages([...])``.
 
@@ -256,10 +290,14 @@ class KafkaAsyncConsumer(AsyncClosing):
         self,
         topics: Sequence[str],
         handler: Callable[[Message], object],
-        runner: Callable[[list[Any]], tuple[int, Exception | None]],
+        runner: Callable[[list[Any]], tuple[int, Exception | None]] | None,
+        batches: Batches | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
-        run = loop.run_in_executor(self._executor, self._core.run, topics, handler, runner)
+        core = self._core
+        run = loop.run_in_executor(
+            self._executor, lambda: core.run(topics, handler, runner, batches=batches)
+        )
         try:
             await asyncio.shield(run)
         except asyncio.CancelledError:

@@ -23,6 +23,7 @@ __all__ = [
     "ConsumerConfig",
     "KafkaConfig",
     "ProducerConfig",
+    "RetryTopicsConfig",
     "SASLConfig",
     "SSLConfig",
     "SecurityConfig",
@@ -131,6 +132,37 @@ class ProducerConfig(_Model):
         return self
 
 
+#: Longest accepted retry-topic delay (a week): a longer one is almost certainly a unit mistake.
+MAX_RETRY_DELAY_MS = 7 * 24 * 3600 * 1000
+
+
+class RetryTopicsConfig(_Model):
+    """``consumer.retryTopics``: non-blocking retries (see :mod:`im_infra.mq.retry`).
+
+    A message whose callback failed moves to ``<topic>.retry.<delayMs>`` for each delay in turn,
+    then to ``<topic>.dlq`` (``deadLetter``); its partition goes on meanwhile. Empty ``delaysMs``
+    (the default) turns retry topics off. Applied live: a change affects later failures.
+    """
+
+    delays_ms: tuple[int, ...] = Field(default=(), alias="delaysMs", max_length=20)
+    dead_letter: bool = Field(default=True, alias="deadLetter")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether failing messages go to retry topics."""
+        return bool(self.delays_ms)
+
+    @field_validator("delays_ms")
+    @classmethod
+    def _delays_in_range(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for delay in value:
+            if not 1 <= delay <= MAX_RETRY_DELAY_MS:
+                raise ValueError(
+                    f"retry delay {delay} ms is out of range (1..{MAX_RETRY_DELAY_MS} ms)"
+                )
+        return value
+
+
 class ConsumerConfig(_Model):
     """``consumer``: defaults for every consumer group member."""
 
@@ -151,6 +183,8 @@ class ConsumerConfig(_Model):
     group_instance_id: str = Field(
         default="", alias="groupInstanceId", max_length=249, pattern=r"^[A-Za-z0-9._-]*$"
     )
+    #: Non-blocking retries through delayed topics (applied live).
+    retry_topics: RetryTopicsConfig = Field(default=RetryTopicsConfig(), alias="retryTopics")
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> ConsumerConfig:
@@ -173,8 +207,9 @@ class KafkaConfig(_Model):
 KAFKA: coord.Component[KafkaConfig] = coord.Component(
     "kafka",
     KafkaConfig,
-    # librdkafka fixes its configuration when a client is created: no field is applied live.
-    live_fields=frozenset(),
+    # librdkafka fixes its configuration when a client is created; the retry topics are mq's
+    # own and are applied by running consumers (factories.new_consumer).
+    live_fields=frozenset({"consumer.retry_topics"}),
     required={"common.brokers": "the keyword argument common={'brokers': ['host:9092']}"},
     env_aliases={BROKERS_ENV: "common.brokers"},
     error=ConfigError,

@@ -15,6 +15,7 @@ starts are children of the producer's span.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import threading
 import time
@@ -28,17 +29,23 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
+from ._internal.batches import batch_flow, failures, log_failure
 from ._internal.client import AuthFailure, build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
 from ._internal.ordering import chains, committable
+from ._internal.retry_topics import forwards, next_hop, subscription
 from ._internal.tracing import bound_from
 from ._internal.validate import check_topics
-from .dead_letter import dead_letter_headers
-from .errors import ConfigError, ConsumerError, MQError
+from .admin import KafkaAdminClient
+from .admin_types import TopicInfo
+from .batch import BatchCallback, check_batch_limits
+from .config import RetryTopicsConfig
+from .dead_letter import RETRY_DUE_HEADER, RETRY_GROUP_HEADER
+from .errors import ConfigError, ConsumerError, MQError, TopicExistsError
 from .interfaces import ConsumeCallback
 from .message import Message
 from .producer import KafkaProducer
-from .retry import DLQ_SUFFIX, RetryPolicy
+from .retry import DLQ_SUFFIX, RetryPolicy, retry_source
 
 __all__ = ["KafkaConsumer"]
 
@@ -65,6 +72,9 @@ Handler = Callable[[Message], object]
 #: the run's length without a failure means the runner stopped (close, cancellation): the rest is
 #: not stored, so it is delivered again.
 BatchHandler = Callable[[list[Any]], "tuple[int, Exception | None]"]
+
+#: A batch subscription: the callback (taking a list of messages), max messages, max wait (s).
+Batches = tuple[BatchCallback, int, float]
 
 
 def to_message(kmsg: Any) -> Message:
@@ -98,11 +108,15 @@ class KafkaConsumer(Closing):
         on_closed: Callable[[], None] | None = None,
         concurrency: int = 1,
         order_by: str = "key",
+        retry_topics: RetryTopicsConfig | None = None,
+        admin: Callable[[], KafkaAdminClient] | None = None,
     ) -> None:
         """Create the member from ready librdkafka ``properties`` (it joins on subscribe).
 
         ``on_closed`` runs once the member has left the group (it releases the static
-        membership id, see :mod:`im_infra.mq.membership`).
+        membership id, see :mod:`im_infra.mq.membership`). ``retry_topics``: non-blocking
+        retries (:meth:`set_retry_topics` changes them); ``dlq_producer`` writes to the retry
+        and dead-letter topics, which ``admin`` creates on first use.
         """
         self._on_closed = on_closed
         if concurrency < 1:
@@ -125,6 +139,20 @@ class KafkaConsumer(Closing):
             raise ConfigError("RetryPolicy.dead_letter needs a producer for the dead-letter topic")
         self._dlq_factory = dlq_producer
         self._dlq: KafkaProducer | None = None
+        # Non-blocking retries: the current settings (replaced live), the retry topics
+        # subscribed so far (the subscription only grows, so retry topics of earlier delays
+        # drain), and the retry-topic partitions paused until their head message is due.
+        self._topics = RetryTopicsConfig() if retry_topics is None else retry_topics
+        if self._topics.enabled and dlq_producer is None:
+            raise ConfigError("retry topics need a producer for the retry topics")
+        self._topics_dirty = False
+        self._sources: list[str] = []
+        self._retry_subs: list[str] = []
+        self._retry_set: frozenset[str] = frozenset()
+        self._paused: dict[PartitionKey, float] = {}  # -> due (Unix ms)
+        self._admin_factory = admin
+        self._admin: KafkaAdminClient | None = None
+        self._ensured: set[str] = set()
         self._poll_timeout = poll_timeout
         self._close_timeout = close_timeout
         self._lock = threading.Lock()
@@ -160,6 +188,28 @@ class KafkaConsumer(Closing):
         """
         self.run(topics, callback)
 
+    def subscribe_batch(
+        self,
+        topics: Sequence[str],
+        callback: BatchCallback,
+        *,
+        max_messages: int = 100,
+        max_wait: float = 0.5,
+    ) -> None:
+        """Like :meth:`subscribe`, calling ``callback(messages)`` with lists of messages.
+
+        A list holds up to ``max_messages``, gathered for up to ``max_wait`` seconds after the
+        first one (never empty). Offsets are stored after the callback returned for the whole
+        list. Raising fails every message of the list, :class:`~im_infra.mq.BatchFailure`
+        only those it names; failed ones are retried as a smaller list under the
+        :class:`RetryPolicy`, then go to their retry topic / the dead-letter topic one by one
+        (see :mod:`im_infra.mq.batch`). No trace id is bound around the call: use
+        :func:`~im_infra.mq.message_trace` per message. ``consumer.concurrency`` does not apply
+        (one list at a time). Raises :class:`ConfigError` for bad limits.
+        """
+        check_batch_limits(max_messages, max_wait)
+        self.run(topics, no_handler, batches=(callback, max_messages, float(max_wait)))
+
     def close(self, timeout: float | None = None) -> None:
         """Stop consuming: finish the message in hand, commit stored offsets, leave the group.
 
@@ -190,18 +240,44 @@ class KafkaConsumer(Closing):
         """Whether :meth:`close` (or :meth:`request_stop`) was called."""
         return self._closing.is_set()
 
+    @property
+    def retry_topics(self) -> RetryTopicsConfig:
+        """The non-blocking retry settings in force (``consumer.retryTopics``)."""
+        return self._topics
+
+    def set_retry_topics(self, topics: RetryTopicsConfig) -> None:
+        """Apply new retry-topic settings (the live config does, from its watch thread).
+
+        Later failures follow them; the consumer subscribes to new retry topics before its
+        next poll and keeps the old ones until it closes (their messages drain)."""
+        if topics == self._topics:
+            return
+        if topics.enabled and self._dlq_factory is None:
+            raise ConfigError("retry topics need a producer for the retry topics")
+        self._topics = topics
+        self._topics_dirty = True
+        self._log.info(
+            "retry topics changed",
+            group_id=self._group_id,
+            delays_ms=list(topics.delays_ms),
+            dead_letter=topics.dead_letter,
+        )
+
     # ------------------------------------------------------------------ the shared core
     def run(
         self,
         topics: Sequence[str],
         handler: Handler,
         batch_handler: BatchHandler | None = None,
+        *,
+        batches: Batches | None = None,
     ) -> None:
         """The consume loop shared by the blocking and asyncio consumers.
 
         ``handler`` handles one message on the loop's thread. With ``batch_handler`` each polled
         batch goes to it in one call instead (one thread hop per batch), and ``handler`` only
-        serves the retries of a message that failed there.
+        serves the retries of a message that failed there. With ``batches`` (a batch
+        subscription) lists of messages go to its callback instead of either.
         """
         if isinstance(topics, str):
             topics = [topics]
@@ -217,16 +293,22 @@ class KafkaConsumer(Closing):
             self._loop_thread = threading.current_thread()
         consumer = self._consumer
         try:
-            consumer.subscribe(
-                list(topics),
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
+            self._sources = list(topics)
+            self._topics_dirty = False
+            if self._grow_retry_subs():
+                self._side_producer()  # ready before the first failure, not during it
+            self._subscribe()
             self._subscribed = True
-            self._log.info("subscribed", topics=list(topics), group_id=self._group_id)
             metrics, consume_batch, auth = self._metrics, self._consume_batch, self._auth
-            if batch_handler is not None:
+            more_count, more_wait = _BATCH - 1, 0.0
+            if batches is not None:
+                call, max_messages, more_wait = batches
+                more_count = max_messages - 1
+
+                def consume_batch(batch: list[Any], handler: Handler) -> None:
+                    self._consume_list(batch, call)
+
+            elif batch_handler is not None:
                 hand_over = batch_handler
 
                 def consume_batch(batch: list[Any], handler: Handler) -> None:
@@ -236,7 +318,14 @@ class KafkaConsumer(Closing):
                 consume_batch = self._consume_concurrent
 
             while not self._stopping:
-                first = consumer.poll(self._poll_timeout)
+                timeout = self._poll_timeout
+                if self._topics_dirty:
+                    self._topics_dirty = False
+                    if self._grow_retry_subs():
+                        self._subscribe()
+                if self._paused:
+                    timeout = self._resume_due(timeout)
+                first = consumer.poll(timeout)
                 if auth.fresh and auth.take_fresh():  # error_cb runs inside poll, here
                     refused = auth.error(f"consumer of group {self._group_id!r}")
                     if refused is not None:
@@ -245,10 +334,14 @@ class KafkaConsumer(Closing):
                     metrics.polled(())
                     continue
                 batch = [first]
-                more = consumer.consume(_BATCH - 1, 0)
+                more = consumer.consume(more_count, more_wait) if more_count else None
                 if more:
                     batch.extend(more)
                 metrics.polled(batch)
+                if self._retry_set:
+                    batch = self._hold_back(batch)
+                    if not batch:
+                        continue
                 consume_batch(batch, handler)
         except KafkaException as exc:
             raise ConsumerError(f"consumer failed: {exc}") from exc
@@ -276,7 +369,7 @@ class KafkaConsumer(Closing):
         # run in locals and adds it to ``done`` when the partition changes.
         done: dict[PartitionKey, list[int]] = {}
         topic, partition, count, last = "", -1, 0, -1  # the current run
-        plain, now = self._retry is None, time.monotonic
+        plain, now = self._retry is None and not self._topics.enabled, time.monotonic
         store_at, seen = now() + _STORE_INTERVAL_S, 0
         try:
             for kmsg in batch:
@@ -347,6 +440,65 @@ class KafkaConsumer(Closing):
         finally:
             self._store(done)
 
+    def _messages(self, batch: list[Any]) -> list[Message]:
+        """The messages of a polled batch, its error events reported."""
+        msgs: list[Message] = []
+        for kmsg in batch:
+            err = kmsg.error()
+            if err is None:
+                msgs.append(to_message(kmsg))
+            else:
+                self._on_message_error(err)
+        return msgs
+
+    def _consume_list(self, batch: list[Any], call: BatchCallback) -> None:
+        """Hand a polled batch to a batch callback as one list (see :mod:`im_infra.mq.batch`);
+        store every offset of the list once it is finished, none when it is not (a stop during
+        a retry pause, a cancelled asyncio callback)."""
+        msgs = self._messages(batch)
+        if not msgs:
+            return
+        flow = batch_flow(msgs, self._retry)
+        attempts = 1 if self._retry is None else self._retry.max_attempts
+        attempt = 0
+        try:
+            ask = next(flow)
+            while True:
+                kind, arg = ask
+                if kind == "call":
+                    attempt += 1
+                    ask = flow.send(self._call_list(call, arg, attempt, attempts))  # type: ignore[arg-type]
+                else:
+                    ask = flow.send(self._closing.wait(arg))  # type: ignore[arg-type]
+        except StopIteration as stop:
+            finished, failed, attempt = stop.value
+        if not finished:
+            return  # not stored: delivered again
+        for msg, exc in failed:
+            with bound_from(msg.headers):
+                self._forward(msg, exc, attempt)
+        done: dict[PartitionKey, list[int]] = {}
+        for msg in msgs:
+            _add_run(done, msg.topic, msg.partition, 1, msg.offset)  # type: ignore[arg-type]
+        self._store(done)
+
+    def _call_list(
+        self, call: BatchCallback, msgs: list[Message], attempt: int, attempts: int
+    ) -> dict[int, Exception] | None:
+        """Call a batch callback; which messages failed (None: abandoned, not stored)."""
+        try:
+            if (result := call(list(msgs))) is not None and isinstance(result, Exception):
+                raise result
+            return {}
+        except Exception as exc:
+            if isinstance(exc, AbortedError) and self._closing.is_set():
+                return None
+            failed = failures(exc, len(msgs))
+            for i, error in failed.items():
+                self._metrics.callback_error(msgs[i].topic, error)
+            log_failure(self._log, msgs, failed, attempt, attempts)
+            return failed
+
     # ------------------------------------------------------------ ordered concurrency
     def ordering_keys(self, msgs: Sequence[Message]) -> list[Hashable]:
         """Each message's ordering key: its partition, or (``order_by="key"``) its key within
@@ -367,13 +519,7 @@ class KafkaConsumer(Closing):
         messages per task, in order; the batch ends when every chain did (so nothing is in
         flight when the next poll can revoke partitions), then the contiguous finished runs are
         stored. After a stop request no new message starts; in-flight ones finish."""
-        msgs: list[Message] = []
-        for kmsg in batch:
-            err = kmsg.error()
-            if err is None:
-                msgs.append(to_message(kmsg))
-            else:
-                self._on_message_error(err)
+        msgs = self._messages(batch)
         finished = [False] * len(msgs)
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -417,8 +563,9 @@ class KafkaConsumer(Closing):
 
     @property
     def retries(self) -> bool:
-        """Whether a failing callback is retried (a :class:`RetryPolicy` was given)."""
-        return self._retry is not None
+        """Whether a failing callback is retried (a :class:`RetryPolicy` was given, or retry
+        topics are on or still subscribed)."""
+        return self._retry is not None or self._topics.enabled or bool(self._retry_set)
 
     def _handle_traced(self, msg: Message, handler: Handler, failed: Exception | None) -> bool:
         """:meth:`_handle` with the producer's trace id and trace context bound around it (and
@@ -482,45 +629,185 @@ class KafkaConsumer(Closing):
                     if not self._failed(msg, exc, attempt, attempts):
                         return False
                     failed = exc
-            if retry is None:
+            if retry is None and not forwards(msg, self._topics):
                 return True  # the seed's behaviour: log and go on
             if attempt >= attempts:
-                if retry.dead_letter:
-                    self._dead_letter(msg, failed, attempt)
+                self._forward(msg, failed, attempt)
                 return True
+            assert retry is not None  # attempts > 1
             if self._closing.wait(retry.pause(attempt)):
                 return False
             attempt += 1
             failed = None
 
-    def _dead_letter(self, msg: Message, exc: Exception, attempts: int) -> None:
-        with self._dlq_lock:  # concurrent handlers may fail at once
-            if self._dlq is None:
-                assert self._dlq_factory is not None
-                self._dlq = self._dlq_factory()
-        headers = dead_letter_headers(msg, exc, attempts)
-        target = msg.topic + DLQ_SUFFIX
-        dead = Message(topic=target, key=msg.key, value=msg.value, headers=headers)
+    def _forward(self, msg: Message, exc: Exception, attempts: int) -> None:
+        """Produce a message that failed its last attempt here to its next retry topic or to
+        the dead-letter topic (or nowhere: logged and skipped, the seed's behaviour)."""
+        policy_dlq = self._retry is not None and self._retry.dead_letter
+        hop = next_hop(msg, exc, attempts, self._topics, policy_dlq, self._group_id)
+        if hop is None:
+            return
+        producer = self._side_producer()
+        target = hop.message.topic
+        dead = hop.delay_ms is None
+        self._ensure([target])
         try:
-            self._dlq.send_sync(dead, timeout=30.0)
+            producer.send_sync(hop.message, timeout=30.0)
         except MQError as dlq_exc:
-            self._metrics.dead_lettered(msg.topic, dlq_exc)
+            self._count_forward(msg.topic, hop.delay_ms, dlq_exc)
             self._log.exception(
-                "could not write message to the dead-letter topic; it is skipped",
+                f"could not write message to the {'dead-letter' if dead else 'retry'} topic; "
+                "it is skipped",
                 topic=msg.topic,
                 partition=msg.partition,
                 offset=msg.offset,
                 dlq_topic=target,
             )
             return
-        self._metrics.dead_lettered(msg.topic, None)
-        self._log.warning(
-            "message sent to the dead-letter topic",
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
-            dlq_topic=target,
+        self._count_forward(msg.topic, hop.delay_ms, None)
+        if dead:
+            self._log.warning(
+                "message sent to the dead-letter topic",
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                dlq_topic=target,
+            )
+        else:
+            self._log.info(
+                "message sent to a retry topic",
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                retry_topic=target,
+                delay_ms=hop.delay_ms,
+            )
+
+    def _count_forward(self, topic: str, delay_ms: int | None, error: MQError | None) -> None:
+        if delay_ms is None:
+            self._metrics.dead_lettered(topic, error)
+        else:
+            self._metrics.retried(topic, delay_ms, error)
+
+    def _side_producer(self) -> KafkaProducer:
+        """The producer writing to the retry and dead-letter topics (created on first use)."""
+        with self._dlq_lock:  # concurrent handlers may fail at once
+            if self._dlq is None:
+                assert self._dlq_factory is not None
+                self._dlq = self._dlq_factory()
+            return self._dlq
+
+    # ------------------------------------------------------------ retry topics
+    def _subscribe(self) -> None:
+        """(Re)subscribe to the source topics and the retry topics so far (poll thread)."""
+        topics = self._sources + self._retry_subs
+        self._consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+        self._log.info("subscribed", topics=topics, group_id=self._group_id)
+
+    def _grow_retry_subs(self) -> bool:
+        """Add the current settings' retry topics to the subscription list (creating them);
+        whether any was new."""
+        new = [t for t in subscription(self._sources, self._topics) if t not in self._retry_set]
+        if not new:
+            return False
+        self._ensure(new)
+        self._retry_subs.extend(new)
+        self._retry_set = frozenset(self._retry_subs)
+        return True
+
+    def _ensure(self, names: list[str]) -> None:
+        """Create the retry / dead-letter topics ``names`` with their source topic's partition
+        count and replication factor, once each (for brokers that do not auto-create topics).
+        A failure is logged: the topic may exist anyway, or be auto-created."""
+        if self._admin_factory is None:
+            return
+        with self._dlq_lock:
+            missing = [n for n in names if n not in self._ensured]
+            if not missing:
+                return
+            if self._admin is None:
+                self._admin = self._admin_factory()
+            sources: dict[str, TopicInfo | MQError] = {}  # one look-up per source topic
+            for name in missing:
+                self._ensured.add(name)  # tried once, whatever the outcome
+                source = retry_source(name) or name.removesuffix(DLQ_SUFFIX)
+                if source not in sources:
+                    try:
+                        sources[source] = self._admin.describe_topic(source)
+                    except MQError as exc:
+                        sources[source] = exc
+                info = sources[source]
+                try:
+                    if isinstance(info, MQError):
+                        raise info
+                    self._admin.create_topic(name, info.partitions, info.replication_factor)
+                except TopicExistsError:
+                    continue  # exists with another partition count: usable
+                except MQError as exc:
+                    self._log.warning("could not create topic", topic=name, cause=str(exc))
+
+    def _hold_back(self, batch: list[Any]) -> list[Any]:
+        """Take out of ``batch`` the retry-topic messages of other consumer groups (nothing to
+        do with them) and those not due yet: for each such partition,
+        pause it and seek back to its first one (it is fetched again once resumed); nothing of
+        that partition after it is handled, so no offset is stored past it. Paused entries
+        outlive rebalances (librdkafka may or may not keep a partition's pause across one):
+        resuming a partition no longer assigned does nothing."""
+        now = time.time() * 1000
+        retry_set, paused, group = self._retry_set, self._paused, self._group_id.encode()
+        held: dict[PartitionKey, int] = {}
+        out = []
+        for kmsg in batch:
+            topic = kmsg.topic()
+            if topic in retry_set and kmsg.error() is None:
+                tp = (topic, kmsg.partition())
+                if tp in held:
+                    continue
+                due, owner = _retry_fields(kmsg)
+                if owner is not None and owner != group:
+                    continue
+                # A message of a partition we paused (its pause lost in a rebalance) is held
+                # back too, until the entry's due time; then it is looked at again.
+                if tp in paused or (due is not None and due > now):
+                    held[tp] = kmsg.offset()
+                    paused[tp] = max(paused.get(tp, 0.0), due or 0.0)
+                    continue
+            out.append(kmsg)
+        for (topic, partition), offset in held.items():
+            where = TopicPartition(topic, partition, offset)
+            self._consumer.pause([where])
+            try:
+                self._consumer.seek(where)
+            except KafkaException as exc:
+                # Going on would store offsets past the held message: stop instead (at-least-
+                # once; the group delivers it again).
+                raise ConsumerError(
+                    f"could not seek {topic}[{partition}] back to {offset}: {exc}"
+                ) from exc
+        return out
+
+    def _resume_due(self, timeout: float) -> float:
+        """Resume the paused retry-topic partitions whose message is due; the poll timeout,
+        shortened to the next due time."""
+        now = time.time() * 1000
+        ready = [tp for tp, due in self._paused.items() if due <= now]
+        for topic, partition in ready:
+            del self._paused[(topic, partition)]
+            try:  # one at a time: a partition revoked meanwhile fails alone
+                self._consumer.resume([TopicPartition(topic, partition)])
+            except KafkaException as exc:
+                self._log.warning(
+                    "could not resume a retry partition",
+                    topic=topic,
+                    partition=partition,
+                    cause=str(exc),
+                )
+        if not self._paused:
+            return timeout
+        wait = (min(self._paused.values()) - now) / 1000
+        return max(0.0, min(timeout, wait))
 
     def _on_message_error(self, err: KafkaError) -> None:
         if err.code() == KafkaError._PARTITION_EOF:
@@ -578,6 +865,8 @@ class KafkaConsumer(Closing):
         finally:
             if self._dlq is not None:
                 self._dlq.close()
+            if self._admin is not None:
+                self._admin.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
             if self._on_closed is not None:
@@ -601,6 +890,24 @@ class KafkaConsumer(Closing):
         except (KafkaException, RuntimeError):
             return None
         return int(high) if high >= 0 else None
+
+
+def no_handler(msg: Message) -> object:  # pragma: no cover - never called
+    """The per-message handler of a batch subscription, which hands lists to its callback."""
+    raise AssertionError("a batch subscription hands lists to its callback")
+
+
+def _retry_fields(kmsg: Any) -> tuple[float | None, bytes | None]:
+    """The ``retry_due_ms`` (when valid) and ``retry_group`` headers of a confluent-kafka
+    message."""
+    due, group = None, None
+    for name, value in kmsg.headers() or ():
+        if name == RETRY_DUE_HEADER and value:
+            with contextlib.suppress(ValueError):
+                due = float(value)
+        elif name == RETRY_GROUP_HEADER:
+            group = value or b""
+    return due, group
 
 
 def _add_run(

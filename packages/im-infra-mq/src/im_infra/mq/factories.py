@@ -56,8 +56,9 @@ def load_config(
 def _live(
     service_name: str | None, coord: _coord.Provider | None, overrides: Mapping[str, Any]
 ) -> _coord.LiveConfig[KafkaConfig]:
-    """The live view a client follows: mq applies no field at run time (librdkafka's
-    configuration is fixed at creation), so a change is logged once as needing a restart."""
+    """The live view a client follows: librdkafka's configuration is fixed at creation, so a
+    change is logged once as needing a restart, except ``consumer.retryTopics`` (consumers
+    apply it, see :func:`new_consumer`)."""
     return _coord.live_config(KAFKA, service_name, coord=coord, overrides=overrides or None)
 
 
@@ -115,6 +116,8 @@ def new_consumer(
 
     Without ``retry`` a failing callback is logged and skipped (the seed's behaviour); with a
     :class:`RetryPolicy` it is retried and, if it keeps failing, sent to ``<topic>.dlq``.
+    ``consumer.retryTopics`` (kafka.yaml, followed live) adds non-blocking retries through
+    delayed retry topics (docs/mq.md).
     """
     if not group_id:
         raise ConfigError("group_id must be a non-empty string")
@@ -131,6 +134,9 @@ def new_consumer(
     def dlq_producer() -> KafkaProducer:
         return KafkaProducer(producer_properties(config, service_name), logger=logger)
 
+    def admin() -> KafkaAdminClient:
+        return KafkaAdminClient(admin_properties(config, service_name), logger=logger)
+
     try:
         consumer = KafkaConsumer(
             props,
@@ -141,11 +147,19 @@ def new_consumer(
             on_closed=None if member is None else member.release,
             concurrency=config.consumer.concurrency,
             order_by=config.consumer.order_by,
+            retry_topics=config.consumer.retry_topics,
+            admin=admin,
         )
     except BaseException:
         if member is not None:
             member.release()
         raise
+
+    def apply(old: KafkaConfig, new: KafkaConfig) -> None:
+        if new.consumer.retry_topics != old.consumer.retry_topics:
+            consumer.set_retry_topics(new.consumer.retry_topics)
+
+    live.on_change(apply)
     live.close_with(consumer)
     return consumer
 

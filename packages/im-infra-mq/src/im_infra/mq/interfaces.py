@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from .admin_types import TopicInfo
+from .batch import AsyncBatchCallback, BatchCallback
 from .errors import MQError
 from .message import Message
 
@@ -71,6 +72,17 @@ class Consumer(_ContextManaged, Protocol):
         """Consume ``topics`` and call ``callback`` per message until :meth:`close` (blocking)."""
         ...
 
+    def subscribe_batch(
+        self,
+        topics: Sequence[str],
+        callback: BatchCallback,
+        *,
+        max_messages: int = 100,
+        max_wait: float = 0.5,
+    ) -> None:
+        """Like :meth:`subscribe`, calling ``callback`` with lists of messages."""
+        ...
+
     def close(self) -> None:
         """Finish the message in hand, commit, leave the group. Safe from another thread."""
         ...
@@ -128,6 +140,17 @@ class AsyncConsumer(Protocol):
 
     async def subscribe(self, topics: Sequence[str], callback: AsyncConsumeCallback) -> None:
         """Consume ``topics`` awaiting ``callback`` per message until :meth:`close`."""
+        ...
+
+    async def subscribe_batch(
+        self,
+        topics: Sequence[str],
+        callback: AsyncBatchCallback,
+        *,
+        max_messages: int = 100,
+        max_wait: float = 0.5,
+    ) -> None:
+        """Like :meth:`subscribe`, awaiting ``callback`` with lists of messages."""
         ...
 
     def messages(self, topics: Sequence[str]) -> AsyncIterator[Message]:

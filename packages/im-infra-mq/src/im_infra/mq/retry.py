@@ -1,13 +1,40 @@
-"""Retry policy and dead-letter topic for consumer callbacks (beyond the seed)."""
+"""Retry policy, retry topics and dead-letter topic for consumer callbacks (beyond the seed).
+
+Two kinds of retries, which combine:
+
+- *blocking* (:class:`RetryPolicy`, a keyword argument): the callback is called again after a
+  pause, in place; the message's partition waits;
+- *non-blocking* (``consumer.retryTopics`` in kafka.yaml, applied live): a message that failed
+  moves to a retry topic and the partition goes on at once. The retry topic of source topic
+  ``T`` and delay ``D`` milliseconds is ``T.retry.D`` (:func:`retry_topic`); the consumer
+  subscribes to the retry topics of its topics too and handles a message there no earlier than
+  its due time (the partition is paused until then). After the last delay the message goes to
+  ``T.dlq``. Topic names ending in ``.retry.<digits>`` are reserved for this.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-__all__ = ["DLQ_SUFFIX", "RetryPolicy"]
+__all__ = ["DLQ_SUFFIX", "RETRY_INFIX", "RetryPolicy", "retry_source", "retry_topic"]
 
 #: A message that keeps failing on topic ``T`` goes to ``T + DLQ_SUFFIX``.
 DLQ_SUFFIX = ".dlq"
+#: The retry topic of ``T`` for a delay of ``D`` ms is ``T + RETRY_INFIX + str(D)``.
+RETRY_INFIX = ".retry."
+_RETRY_TOPIC = re.compile(r"^(.+)\.retry\.([0-9]+)$")
+
+
+def retry_topic(topic: str, delay_ms: int) -> str:
+    """The retry topic of ``topic`` for a delay of ``delay_ms`` milliseconds."""
+    return f"{topic}{RETRY_INFIX}{delay_ms}"
+
+
+def retry_source(topic: str) -> str | None:
+    """The source topic when ``topic`` is a retry topic (named by :func:`retry_topic`)."""
+    match = _RETRY_TOPIC.match(topic)
+    return None if match is None else match.group(1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,9 @@ against both): a key always maps to the same partition, by librdkafka's default 
 the key); headers travel with the message; the current clog trace id is added as the
 ``trace_id`` header and bound again around the consumer's callback; offsets are committed only
 after the callback returned, and a :class:`~im_infra.mq.RetryPolicy` retries and dead-letters
-as in production::
+as in production, as do retry topics (``retry_topics=mq.RetryTopicsConfig(delaysMs=[...])``,
+the ``consumer.retryTopics`` of kafka.yaml; :meth:`MemoryConsumer.set_retry_topics` plays a
+live change)::
 
     from im_infra import clog, mq
     from im_infra.mq.testing import MemoryBroker
@@ -36,16 +38,20 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Generator, Sequence
 from typing import Any, Literal
 
 from im_infra import clog
 from im_infra.clog.lifecycle import AsyncClosing, Closing
 
+from ._internal.batches import Failed, batch_flow, failures, log_failure
 from ._internal.memory import BrokerState, partition_for
+from ._internal.retry_topics import forwards, next_hop, subscription
 from ._internal.tracing import bound_from, current_trace_headers
 from ._internal.validate import check_headers, check_topic, check_topics, explain
-from .dead_letter import dead_letter_headers
+from .batch import AsyncBatchCallback, BatchCallback, check_batch_limits
+from .config import RetryTopicsConfig
 from .errors import ConfigError, ConsumerError, MQError, ProducerClosedError, SendTimeoutError
 from .interfaces import (
     AsyncConsumeCallback,
@@ -57,7 +63,7 @@ from .interfaces import (
     Producer,
 )
 from .message import Message
-from .retry import DLQ_SUFFIX, RetryPolicy
+from .retry import RetryPolicy, retry_source
 
 __all__ = [
     "MemoryAsyncConsumer",
@@ -117,6 +123,7 @@ class MemoryBroker:
         retry: RetryPolicy | None = None,
         auto_offset_reset: Literal["earliest", "latest"] = "latest",
         logger: clog.Logger | None = None,
+        retry_topics: RetryTopicsConfig | None = None,
     ) -> MemoryConsumer:
         """A member of consumer group ``group_id`` (the in-memory ``mq.new_consumer``).
 
@@ -125,7 +132,12 @@ class MemoryBroker:
         """
         _check_group(group_id, auto_offset_reset)
         return MemoryConsumer(
-            self._state, group_id, retry=retry, reset=auto_offset_reset, logger=logger
+            self._state,
+            group_id,
+            retry=retry,
+            reset=auto_offset_reset,
+            logger=logger,
+            retry_topics=retry_topics,
         )
 
     def async_producer(self, *, logger: clog.Logger | None = None) -> MemoryAsyncProducer:
@@ -139,11 +151,17 @@ class MemoryBroker:
         retry: RetryPolicy | None = None,
         auto_offset_reset: Literal["earliest", "latest"] = "latest",
         logger: clog.Logger | None = None,
+        retry_topics: RetryTopicsConfig | None = None,
     ) -> MemoryAsyncConsumer:
         """An asyncio member of ``group_id`` (the in-memory ``mq.new_async_consumer``)."""
         _check_group(group_id, auto_offset_reset)
         return MemoryAsyncConsumer(
-            self._state, group_id, retry=retry, reset=auto_offset_reset, logger=logger
+            self._state,
+            group_id,
+            retry=retry,
+            reset=auto_offset_reset,
+            logger=logger,
+            retry_topics=retry_topics,
         )
 
     def partition_for(self, topic: str, key: bytes | str) -> int:
@@ -405,47 +423,76 @@ _Ask = float | None
 
 
 def _handling(
-    state: BrokerState, log: clog.Logger, retry: RetryPolicy | None, msg: Message
+    state: BrokerState,
+    log: clog.Logger,
+    group: str,
+    retry: RetryPolicy | None,
+    topics: RetryTopicsConfig,
+    msg: Message,
 ) -> Generator[_Ask, Any, bool]:
     """One message's handling, without I/O (the blocking and asyncio consumers drive it):
-    the callback with retries and the dead-letter topic, as the Kafka consumer does. Returns
-    whether the message is finished (its offset may be committed)."""
+    the callback with retries, the retry topics and the dead-letter topic, as the Kafka
+    consumer does. Returns whether the message is finished (its offset may be committed)."""
     attempts = 1 if retry is None else retry.max_attempts
     attempt = 1
     while True:
         exc = yield None
         if exc is None:
             return True
-        if retry is None:
+        if retry is None and not forwards(msg, topics):
             return True  # the seed's behaviour: logged (by the driver) and skipped
         if attempt >= attempts:
-            if retry.dead_letter:
-                dead = Message(
-                    msg.topic + DLQ_SUFFIX,
-                    msg.key,
-                    msg.value,
-                    dead_letter_headers(msg, exc, attempt),
-                )
-                error = _store(state, dead)
-                if error is None:
-                    log.warning(
-                        "message sent to the dead-letter topic",
-                        topic=msg.topic,
-                        partition=msg.partition,
-                        offset=msg.offset,
-                        dlq_topic=dead.topic,
-                    )
-                else:
-                    log.error(
-                        "could not write message to the dead-letter topic; it is skipped",
-                        topic=msg.topic,
-                        dlq_topic=dead.topic,
-                        cause=str(error),
-                    )
+            _forward(state, log, group, msg, exc, attempt, topics, retry)
             return True
+        assert retry is not None  # attempts > 1
         if (yield retry.pause(attempt)):
             return False
         attempt += 1
+
+
+def _forward(
+    state: BrokerState,
+    log: clog.Logger,
+    group: str,
+    msg: Message,
+    exc: Exception,
+    attempts: int,
+    topics: RetryTopicsConfig,
+    retry: RetryPolicy | None,
+) -> None:
+    """Store a message that failed its last attempt in its next retry topic or the
+    dead-letter topic (created like the Kafka consumer's admin creates them)."""
+    hop = next_hop(msg, exc, attempts, topics, retry is not None and retry.dead_letter, group)
+    if hop is None:
+        return
+    target, dead = hop.message.topic, hop.delay_ms is None
+    state.ensure_topic(target, retry_source(msg.topic) or msg.topic)
+    error = _store(state, hop.message)
+    if error is not None:
+        log.error(
+            f"could not write message to the {'dead-letter' if dead else 'retry'} topic; "
+            "it is skipped",
+            topic=msg.topic,
+            dlq_topic=target,
+            cause=str(error),
+        )
+    elif dead:
+        log.warning(
+            "message sent to the dead-letter topic",
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            dlq_topic=target,
+        )
+    else:
+        log.info(
+            "message sent to a retry topic",
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            retry_topic=target,
+            delay_ms=hop.delay_ms,
+        )
 
 
 def _log_failure(log: clog.Logger, msg: Message, attempt: int, retry: RetryPolicy | None) -> None:
@@ -484,10 +531,14 @@ class _Member:
         retry: RetryPolicy | None,
         reset: Literal["earliest", "latest"],
         logger: clog.Logger | None,
+        retry_topics: RetryTopicsConfig | None = None,
     ) -> None:
         self._state = state
         self._group_id = group_id
         self._retry = retry
+        self._topics = RetryTopicsConfig() if retry_topics is None else retry_topics
+        self._sources: tuple[str, ...] = ()
+        self._subscribed: tuple[str, ...] = ()  # sources + retry topics; only grows
         self._reset: Literal["earliest", "latest"] = reset
         self._log = (logger or clog.get_logger("mq")).named("consumer")
         self._lock = threading.Lock()
@@ -504,6 +555,64 @@ class _Member:
     def closed(self) -> bool:
         return self._closing.is_set()
 
+    @property
+    def retry_topics(self) -> RetryTopicsConfig:
+        """The non-blocking retry settings in force."""
+        return self._topics
+
+    def set_retry_topics(self, topics: RetryTopicsConfig) -> None:
+        """Apply new retry-topic settings, as a live kafka.yaml change does to the Kafka
+        consumer: later failures follow them; new retry topics are subscribed to at once."""
+        self._topics = topics
+        with self._lock:
+            member = self._member
+        if member is not None:
+            self._grow(member)
+
+    _member: str | None = None
+
+    def _grow(self, member: str) -> None:
+        """Subscribe ``member`` to the current retry topics too (creating them)."""
+        with self._lock:
+            wanted = subscription(self._sources, self._topics)
+            new = tuple(t for t in wanted if t not in self._subscribed)
+            if new:
+                for name in new:
+                    self._state.ensure_topic(name, retry_source(name) or name)
+                self._subscribed += new
+                self._state.resubscribe(self._group_id, member, self._subscribed)
+
+    def _call_failed(self, msgs: list[Message], exc: Exception, attempt: int) -> Failed:
+        """A batch callback raised ``exc`` (called from the ``except`` clause): which failed."""
+        failed = failures(exc, len(msgs))
+        attempts = 1 if self._retry is None else self._retry.max_attempts
+        log_failure(self._log, msgs, failed, attempt, attempts)
+        return failed
+
+    def _finish_list(
+        self,
+        member: str,
+        msgs: list[Message],
+        failed: list[tuple[Message, Exception]],
+        attempt: int,
+    ) -> None:
+        """A finished list: each message that failed every attempt goes on its way, then
+        every offset is committed."""
+        for msg, exc in failed:
+            with bound_from(msg.headers):
+                _forward(
+                    self._state,
+                    self._log,
+                    self._group_id,
+                    msg,
+                    exc,
+                    attempt,
+                    self._topics,
+                    self._retry,
+                )
+        for msg in msgs:
+            self._state.commit(self._group_id, member, msg)
+
     def _join(self, topics: Sequence[str]) -> str:
         if isinstance(topics, str):
             topics = [topics]
@@ -517,12 +626,18 @@ class _Member:
                 raise ConsumerError("subscribe is already running on this consumer")
             self._running = True
             self._stopped.clear()
-        return self._state.join(self._group_id, tuple(topics), self._reset)
+        self._sources = self._subscribed = tuple(topics)
+        member = self._state.join(self._group_id, self._sources, self._reset)
+        self._grow(member)
+        with self._lock:
+            self._member = member
+        return member
 
     def _leave(self, member: str) -> None:
         self._state.leave(self._group_id, member)
         with self._lock:
             self._running = False
+            self._member = None
         self._stopped.set()
 
     def _stop(self) -> None:
@@ -553,8 +668,59 @@ class MemoryConsumer(_Member, Closing):
         finally:
             self._leave(member)
 
+    def subscribe_batch(
+        self,
+        topics: Sequence[str],
+        callback: BatchCallback,
+        *,
+        max_messages: int = 100,
+        max_wait: float = 0.5,
+    ) -> None:
+        """Join the group on ``topics`` and call ``callback(messages)`` with lists of up to
+        ``max_messages``, gathered for up to ``max_wait`` s, until closed (blocking); the
+        Kafka consumer's batch semantics (:mod:`im_infra.mq.batch`)."""
+        check_batch_limits(max_messages, max_wait)
+        member = self._join(topics)
+        self._loop_thread = threading.current_thread()
+        try:
+            while not self._closing.is_set():
+                first = self._state.fetch(self._group_id, member, 0.05)
+                if first is None:
+                    continue
+                msgs = [_handed(first)]
+                deadline = time.monotonic() + max_wait
+                while len(msgs) < max_messages:
+                    remaining = deadline - time.monotonic()
+                    more = self._state.fetch(self._group_id, member, max(remaining, 0))
+                    if more is None:
+                        break
+                    msgs.append(_handed(more))
+                flow = batch_flow(msgs, self._retry)
+                ask, attempt = next(flow), 0
+                try:
+                    while True:
+                        kind, arg = ask
+                        if kind == "call":
+                            attempt += 1
+                            batch: list[Message] = arg  # type: ignore[assignment]
+                            try:
+                                if isinstance(result := callback(list(batch)), Exception):
+                                    raise result
+                                reply: Any = {}
+                            except Exception as exc:
+                                reply = self._call_failed(batch, exc, attempt)
+                        else:
+                            reply = self._closing.wait(arg)  # type: ignore[arg-type]
+                        ask = flow.send(reply)
+                except StopIteration as done:
+                    finished, failed, attempt = done.value
+                if finished:
+                    self._finish_list(member, msgs, failed, attempt)
+        finally:
+            self._leave(member)
+
     def _drive(self, msg: Message, callback: ConsumeCallback) -> bool:
-        flow = _handling(self._state, self._log, self._retry, msg)
+        flow = _handling(self._state, self._log, self._group_id, self._retry, self._topics, msg)
         ask, attempt = next(flow), 0
         try:
             while True:
@@ -607,7 +773,7 @@ class MemoryAsyncConsumer(_Member, AsyncClosing):
             self._leave(member)
 
     async def _drive(self, msg: Message, callback: AsyncConsumeCallback) -> bool:
-        flow = _handling(self._state, self._log, self._retry, msg)
+        flow = _handling(self._state, self._log, self._group_id, self._retry, self._topics, msg)
         ask, attempt = next(flow), 0
         try:
             while True:
@@ -625,6 +791,59 @@ class MemoryAsyncConsumer(_Member, AsyncClosing):
                 ask = flow.send(reply)
         except StopIteration as done:
             return bool(done.value)
+
+    async def subscribe_batch(
+        self,
+        topics: Sequence[str],
+        callback: AsyncBatchCallback,
+        *,
+        max_messages: int = 100,
+        max_wait: float = 0.5,
+    ) -> None:
+        """The asyncio form of :meth:`MemoryConsumer.subscribe_batch`."""
+        check_batch_limits(max_messages, max_wait)
+        member = self._join(topics)
+        self._task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._closing.is_set():
+                first = self._state.fetch(self._group_id, member, 0)
+                if first is None:
+                    await asyncio.sleep(_IDLE_POLL)
+                    continue
+                msgs = [_handed(first)]
+                deadline = loop.time() + max_wait
+                while len(msgs) < max_messages:
+                    more = self._state.fetch(self._group_id, member, 0)
+                    if more is not None:
+                        msgs.append(_handed(more))
+                    elif loop.time() >= deadline:
+                        break
+                    else:
+                        await asyncio.sleep(min(_IDLE_POLL, deadline - loop.time()))
+                flow = batch_flow(msgs, self._retry)
+                ask, attempt = next(flow), 0
+                try:
+                    while True:
+                        kind, arg = ask
+                        if kind == "call":
+                            attempt += 1
+                            batch: list[Message] = arg  # type: ignore[assignment]
+                            try:
+                                if isinstance(result := await callback(list(batch)), Exception):
+                                    raise result
+                                reply: Any = {}
+                            except Exception as exc:
+                                reply = self._call_failed(batch, exc, attempt)
+                        else:
+                            reply = await self._pause(arg)  # type: ignore[arg-type]
+                        ask = flow.send(reply)
+                except StopIteration as done:
+                    finished, failed, attempt = done.value
+                if finished:
+                    self._finish_list(member, msgs, failed, attempt)
+        finally:
+            self._leave(member)
 
     async def _pause(self, seconds: float) -> bool:
         deadline = asyncio.get_running_loop().time() + seconds

@@ -15,6 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
+from im_infra.mq.dead_letter import retry_due_ms, retry_group
 from im_infra.mq.errors import DeliveryError, TopicExistsError
 from im_infra.mq.message import Message
 
@@ -124,6 +125,25 @@ class BrokerState:
             self._rebalance_all()
             return member
 
+    def resubscribe(self, group_id: str, member: str, topics: tuple[str, ...]) -> None:
+        """Change ``member``'s subscription to ``topics`` (partitions move accordingly)."""
+        with self.cond:
+            group = self.groups[group_id]
+            if member in group.members:
+                group.members[member] = topics
+                self._rebalance_all()
+
+    def ensure_topic(self, name: str, like: str) -> None:
+        """Create ``name`` with the partition count of ``like`` (or the default) unless it
+        exists: the consumer's retry and dead-letter topics, as the Kafka consumer's admin
+        creates them."""
+        with self.cond:
+            if name not in self.logs:
+                source = self.logs.get(like)
+                count = self.default_partitions if source is None else len(source)
+                self.logs[name] = [[] for _ in range(count)]
+                self._rebalance_all()
+
     def leave(self, group_id: str, member: str) -> None:
         with self.cond:
             group = self.groups.get(group_id)
@@ -158,17 +178,27 @@ class BrokerState:
         return group.start[tp]
 
     def fetch(self, group_id: str, member: str, timeout: float) -> Message | None:
-        """The next message for ``member`` (its position advances), waiting up to ``timeout``."""
+        """The next message for ``member`` (its position advances), waiting up to ``timeout``.
+
+        Other groups' retry-topic messages are passed over; a retry-topic partition whose next
+        message is not due yet is skipped until it is (the Kafka consumer pauses it)."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
                 group = self.groups[group_id]
+                now_ms = time.time() * 1000
                 for tp, owner in group.owner.items():
                     if owner != member:
                         continue
                     log = self.logs[tp[0]][tp[1]]
                     pos = group.position.get(tp, 0)
+                    while pos < len(log) and retry_group(log[pos]) not in (None, group_id):
+                        pos += 1  # another group's retry: nothing to do with it
+                    group.position[tp] = pos
                     if pos < len(log):
+                        due = retry_due_ms(log[pos])
+                        if due is not None and due > now_ms:
+                            continue
                         group.position[tp] = pos + 1
                         return log[pos]
                 remaining = deadline - time.monotonic()

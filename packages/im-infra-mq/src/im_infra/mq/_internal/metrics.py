@@ -160,6 +160,13 @@ DEAD_LETTERED = _meter.create_counter(
     "(error.type is set when writing to the dead-letter topic failed).",
 )
 
+RETRIED = _meter.create_counter(
+    "im_infra.mq.consumer.retried",
+    unit="{message}",
+    description="Failed messages written to a retry topic (im_infra.mq.retry.delay_ms: the "
+    "topic's delay; error.type is set when writing to it failed).",
+)
+
 
 class ProducerMetrics:
     """One producer's delivery counts and latency sampling.
@@ -335,6 +342,17 @@ class ConsumerMetrics:
         if error is not None:
             attrs["error.type"] = _name(error)
         DEAD_LETTERED.add(1, attrs)
+
+    def retried(self, topic: str, delay_ms: int, error: BaseException | None) -> None:
+        attrs: Attrs = {
+            "messaging.system": SYSTEM,
+            "messaging.consumer.group.name": self._group,
+            "messaging.destination.name": topic,
+            "im_infra.mq.retry.delay_ms": delay_ms,
+        }
+        if error is not None:
+            attrs["error.type"] = _name(error)
+        RETRIED.add(1, attrs)
 
     def consumed_snapshot(self) -> dict[tuple[str, str, int], int]:
         return {(self._group, t, p): state[0] for (t, p), state in list(self._parts.items())}
