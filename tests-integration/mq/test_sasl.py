@@ -129,6 +129,7 @@ def test_wrong_credentials_asyncio(sasl_broker: str) -> None:
     asyncio.run(run())
 
 
+@pytest.mark.broker_deviation("sasl-not-enforced", needs=True)
 def test_noida_does_not_enforce(kafka_brokers: str) -> None:
     """The devstack broker accepts SASL/PLAIN with any password: it proves nothing about SASL.
 
