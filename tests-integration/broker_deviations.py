@@ -21,10 +21,12 @@ the broker and what the deviation is.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from backends import NOIDA_VERSION, TANSU_VERSION
 
 NOIDA = f"noida-db {NOIDA_VERSION}"
@@ -78,11 +80,35 @@ class BrokerUnderTest:
 
 
 def deviation(name: str) -> Deviation:
+    """The deviation called ``name``; ValueError naming the known ones if there is none."""
     try:
         return DEVIATIONS[name]
     except KeyError:
         known = ", ".join(sorted(DEVIATIONS))
-        raise KeyError(f"unknown broker deviation {name!r}; known: {known}") from None
+        raise ValueError(f"unknown broker deviation {name!r}; known: {known}") from None
+
+
+def verdict(marks: Iterable[pytest.Mark], broker: BrokerUnderTest) -> pytest.MarkDecorator | None:
+    """What a test's ``broker_deviation`` marks make of it on ``broker``: a skip (it needs
+    deviations the broker has none of), a strict xfail (it fails because of one the broker
+    has), or None (it runs as it is). ValueError for a malformed mark or an unknown name."""
+    named: list[tuple[str, Deviation, Mapping[str, Any]]] = []
+    for mark in marks:
+        if len(mark.args) != 1 or set(mark.kwargs) - {"needs", "fails"}:
+            raise ValueError(
+                "write broker_deviation(NAME), (NAME, needs=True) or (NAME, fails=True)"
+            )
+        named.append((mark.args[0], deviation(mark.args[0]), mark.kwargs))
+    needed = [(name, known) for name, known, kwargs in named if kwargs.get("needs")]
+    if needed and not any(broker.has(name) for name, _ in needed):
+        names = " or ".join(f"{name!r} ({', '.join(known.brokers)})" for name, known in needed)
+        reason = f"needs broker deviation {names}; the broker under test is {broker.describe()}"
+        return pytest.mark.skip(reason=reason)
+    for name, known, kwargs in named:
+        if kwargs.get("fails") and broker.has(name):
+            reason = f"fails on broker deviation {name!r} of {broker.impl}: {known.what}"
+            return pytest.mark.xfail(strict=True, reason=reason)
+    return None
 
 
 def identify(address: str | None, devstack_dir: Path) -> BrokerUnderTest:

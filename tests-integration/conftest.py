@@ -38,7 +38,7 @@ from backends import (
     tansu_env,
     tcp_open,
 )
-from broker_deviations import TANSU, BrokerUnderTest, Deviation, deviation, identify
+from broker_deviations import TANSU, BrokerUnderTest, identify, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 DEVSTACK_DIR = Path(os.environ.get("IM_INFRA_DEVSTACK_DIR", REPO / ".devstack"))
@@ -412,36 +412,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Apply the ``broker_deviation`` markers (broker_deviations.py)."""
     broker = config.stash[_BROKER]
     for item in items:
-        _apply_deviations(item, broker)
-
-
-def _deviation_of(item: pytest.Item, mark: pytest.Mark) -> tuple[str, Deviation]:
-    if len(mark.args) != 1 or set(mark.kwargs) - {"needs", "fails"}:
-        raise pytest.UsageError(
-            f"{item.nodeid}: write broker_deviation(NAME), (NAME, needs=True) or (NAME, fails=True)"
-        )
-    name = mark.args[0]
-    try:
-        known = deviation(name)
-    except KeyError as exc:
-        raise pytest.UsageError(f"{item.nodeid}: {exc.args[0]}") from None
-    return name, known
-
-
-def _apply_deviations(item: pytest.Item, broker: BrokerUnderTest) -> None:
-    """needs=True: the test runs where the broker has one of the deviations it needs, and is
-    skipped (naming them) elsewhere; fails=True: a strict xfail where the broker has it."""
-    marks = [(*_deviation_of(item, m), m.kwargs) for m in item.iter_markers("broker_deviation")]
-    needed = [(name, known) for name, known, kwargs in marks if kwargs.get("needs")]
-    if needed and not any(broker.has(name) for name, _ in needed):
-        names = " or ".join(f"{name!r} ({', '.join(known.brokers)})" for name, known in needed)
-        reason = f"needs broker deviation {names}; the broker under test is {broker.describe()}"
-        item.add_marker(pytest.mark.skip(reason=reason))
-        return
-    for name, known, kwargs in marks:
-        if kwargs.get("fails") and broker.has(name):
-            reason = f"fails on broker deviation {name!r} of {broker.impl}: {known.what}"
-            item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+        try:
+            mark = verdict(item.iter_markers("broker_deviation"), broker)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
+        if mark is not None:
+            item.add_marker(mark)
 
 
 @pytest.fixture(scope="session")
