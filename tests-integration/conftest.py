@@ -6,6 +6,11 @@ the test fails with a message saying to run ``scripts/devstack up``: integration
 
 The ``*_factory`` fixtures start servers owned by one test (to kill, restart or configure them);
 they run the same binaries as the devstack and are stopped when the test ends.
+
+``--broker=kafka2`` runs the tests against the devstack's second Kafka-protocol broker (Tansu,
+``IM_INFRA_KAFKA2_BROKERS``) instead of its first (noida-db): it points ``IM_INFRA_KAFKA_BROKERS``
+there for the whole session (clients, subprocesses) and ``kafka_server_factory`` starts that
+implementation too. Tests naming a broker deviation run as ``broker_deviations.py`` says.
 """
 
 from __future__ import annotations
@@ -24,7 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backends import etcd_healthy, free_port, kafka_healthy, tcp_open
+from backends import (
+    ensure_tansu,
+    etcd_healthy,
+    free_port,
+    kafka_healthy,
+    tansu_command,
+    tansu_env,
+    tcp_open,
+)
+from broker_deviations import TANSU, BrokerUnderTest, identify, verdict
 
 REPO = Path(__file__).resolve().parent.parent
 DEVSTACK_DIR = Path(os.environ.get("IM_INFRA_DEVSTACK_DIR", REPO / ".devstack"))
@@ -233,30 +247,26 @@ class RedisServer:
 # ------------------------------------------------------------------------------ kafka
 @dataclass
 class KafkaServer:
-    """A Kafka-protocol broker (the devstack's noida-db) owned by one test."""
+    """A Kafka-protocol broker owned by one test: the devstack's noida-db, or Tansu (memory
+    storage: a restart brings it back empty) when ``tansu`` is set."""
 
     binary: str
     root: Path
+    tansu: bool = False
     port: int = 0
     _proc: _Proc | None = None
 
     def __post_init__(self) -> None:
         self.port = free_port()
-        data = self.root / f"kafka-{self.port}"
-        data.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            self.binary,
-            "start",
-            "--data-dir",
-            str(data),
-            "--host",
-            "127.0.0.1",
-            "--only",
-            "kafka",
-            "--kafka-port",
-            str(self.port),
-        ]
-        self._proc = _Proc(cmd, self.root / f"kafka-{self.port}.log")
+        log = self.root / f"kafka-{self.port}.log"
+        if self.tansu:
+            self._proc = _Proc(tansu_command(self.binary, self.port), log, tansu_env())
+        else:
+            data = self.root / f"kafka-{self.port}"
+            data.mkdir(parents=True, exist_ok=True)
+            cmd = [self.binary, "start", "--data-dir", str(data), "--host", "127.0.0.1"]
+            cmd += ["--only", "kafka", "--kafka-port", str(self.port)]
+            self._proc = _Proc(cmd, log)
         self.start()
 
     @property
@@ -368,6 +378,53 @@ def kafka_brokers() -> str:
     return backend("IM_INFRA_KAFKA_BROKERS")
 
 
+# ------------------------------------------------------------------------------ which broker
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--broker",
+        choices=("kafka", "kafka2"),
+        default="kafka",
+        help="the devstack broker the Kafka tests run against: kafka (noida-db, the default: "
+        "IM_INFRA_KAFKA_BROKERS as set) or kafka2 (Tansu, IM_INFRA_KAFKA2_BROKERS)",
+    )
+
+
+_BROKER = pytest.StashKey[BrokerUnderTest]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--broker") == "kafka2":
+        address = os.environ.get("IM_INFRA_KAFKA2_BROKERS")
+        if not address:
+            raise pytest.UsageError(
+                "--broker=kafka2: IM_INFRA_KAFKA2_BROKERS is not set; run "
+                '`scripts/devstack up kafka2 && eval "$(scripts/devstack env)"` first'
+            )
+        os.environ["IM_INFRA_KAFKA_BROKERS"] = address  # for every client and subprocess
+    config.stash[_BROKER] = identify(os.environ.get("IM_INFRA_KAFKA_BROKERS"), DEVSTACK_DIR)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"Kafka broker under test: {config.stash[_BROKER].describe()}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Apply the ``broker_deviation`` markers (broker_deviations.py)."""
+    broker = config.stash[_BROKER]
+    for item in items:
+        try:
+            mark = verdict(item.iter_markers("broker_deviation"), broker)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
+        if mark is not None:
+            item.add_marker(mark)
+
+
+@pytest.fixture(scope="session")
+def broker_under_test(pytestconfig: pytest.Config) -> BrokerUnderTest:
+    return pytestconfig.stash[_BROKER]
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return backend("IM_INFRA_REDIS_URL")
@@ -418,14 +475,18 @@ def redis_server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]
 
 
 @pytest.fixture
-def kafka_server_factory(tmp_path: Path) -> Iterator[Callable[[], KafkaServer]]:
+def kafka_server_factory(
+    tmp_path: Path, broker_under_test: BrokerUnderTest
+) -> Iterator[Callable[[], KafkaServer]]:
+    """Brokers of the implementation under test (noida-db unless that is Tansu)."""
     made: list[KafkaServer] = []
-    binary = _devstack_binary("kafka")
+    tansu = broker_under_test.impl == TANSU
+    binary = ensure_tansu() if tansu else _devstack_binary("kafka")
 
     def make() -> KafkaServer:
         root = tmp_path / f"kafka{len(made)}"
         root.mkdir()
-        server = KafkaServer(binary, root)
+        server = KafkaServer(binary, root, tansu)
         made.append(server)
         return server
 

@@ -2,7 +2,14 @@
 itself, reports every message queued or in flight in the old one to its callback with the fatal
 cause, and keeps accepting sends. On a broker the test owns: SIGKILLed mid-stream and restarted
 on the same port and data, after which noida-db has lost the last acknowledged messages and the
-idempotent producer fails with OUT_OF_ORDER_SEQUENCE_NUMBER (see services.md)."""
+idempotent producer fails with OUT_OF_ORDER_SEQUENCE_NUMBER (see services.md).
+
+noida-db only: Apache Kafka keeps acknowledged messages. Tansu (memory storage) comes back
+empty; its fatal error is UNKNOWN_PRODUCER_ID, whose refused messages showed an im-infra bug
+(they were not reported with the fatal cause; fixed, unit-tested in test_producer_offline.py),
+but then the replacement producer's send either waits for the vanished topic until
+message.timeout.ms or is refused with UNKNOWN_PRODUCER_ID again (epoch bumped thousands of
+times): 1 pass in 3 runs there."""
 
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ class Results:
             return [e for e in self.by_id.values() if e is not None]
 
 
+@pytest.mark.broker_deviation("acked-messages-lost-on-restart", needs=True)
 def test_fatal_error_replaces_the_producer_and_reports_in_flight_messages(
     kafka_server_factory: Any, logs: Any
 ) -> None:

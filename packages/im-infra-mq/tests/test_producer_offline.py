@@ -238,3 +238,26 @@ def test_send_after_a_fatal_error_replaces_the_client_and_reports_the_old_queue(
         assert "was replaced" in str(err)
     finally:
         producer.close()
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError.UNKNOWN_PRODUCER_ID],
+    ids=["OUT_OF_ORDER_SEQUENCE_NUMBER", "UNKNOWN_PRODUCER_ID"],
+)
+def test_a_message_refused_with_a_fatal_cause_is_reported_with_it(cause: int) -> None:
+    """librdkafka fails the refused batch with the fatal error's code but without the fatal
+    flag on that copy: the report still says the producer hit a fatal error and was replaced,
+    and that sending again may succeed (not a plain, non-retriable delivery failure)."""
+    producer = KafkaProducer(UNREACHABLE, close_timeout=0.1)
+    reports: list[MQError | None] = []
+    try:
+        hook = producer._hook(reports.append, None)
+        hook(KafkaError(cause, "refused"), confluent_kafka.Message(topic="t", value=b"x"))
+    finally:
+        producer.close()
+    [err] = reports
+    assert isinstance(err, DeliveryError)
+    assert err.code == KafkaError(cause).name()
+    assert err.retriable
+    assert "fatal error" in str(err) and "was replaced" in str(err)

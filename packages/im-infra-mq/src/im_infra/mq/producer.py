@@ -66,10 +66,14 @@ def _is_fatal(err: KafkaError) -> bool:
 
 
 #: Delivery-report errors that only occur as the cause of a fatal error of the idempotent
-#: producer (the per-message copy of the error does not carry the fatal flag).
+#: producer (the per-message copy of the error does not carry the fatal flag). An
+#: UNKNOWN_PRODUCER_ID that librdkafka can retry safely (nothing unacknowledged before it) is
+#: retried after an epoch bump and never reported; one it cannot is fatal ("unable to retry
+#: without risking duplication/reordering"), e.g. after a broker restart that lost its state.
 _FATAL_CAUSES = frozenset(
     {
         KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError.UNKNOWN_PRODUCER_ID,
         KafkaError.INVALID_PRODUCER_EPOCH,
         KafkaError.PRODUCER_FENCED,
     }
