@@ -33,7 +33,7 @@ from im_infra.coord.errors import (
     NoInstanceAvailable,
     TLSError,
 )
-from im_infra.coord.instance import EtcdInstancer
+from im_infra.coord.instance import EtcdInstancer, InstanceLease
 from im_infra.coord.loading import live_config, load_component_config, pick_provider
 from im_infra.coord.lock import DistributedLock, EtcdLocker
 from im_infra.coord.protocols import ConfigManager, Instancer, Locker, Provider, ServiceRegistry
@@ -61,6 +61,7 @@ __all__ = [
     "EtcdProvider",
     "EtcdRegistry",
     "InstanceIdExhausted",
+    "InstanceLease",
     "Instancer",
     "LiveConfig",
     "LockLost",
