@@ -22,7 +22,6 @@ import grpc.aio
 
 from im_infra.coord.errors import ConfigError
 from im_infra.coord.protocols import ServiceRegistry
-from im_infra.coord.registry import ServiceInstance
 from im_infra.coord.rpc._internal.base import BalancedBase, ChannelOptions
 from im_infra.coord.rpc._internal.pool import (
     CallPlan,
@@ -32,6 +31,7 @@ from im_infra.coord.rpc._internal.pool import (
     state_of,
 )
 from im_infra.coord.rpc.context import outgoing_metadata
+from im_infra.coord.types import ServiceInstance
 
 __all__ = ["AioBalancedChannel", "aio_channel"]
 

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Unpack
 import grpc
 
 from im_infra.coord.protocols import ServiceRegistry
-from im_infra.coord.registry import ServiceInstance
 from im_infra.coord.rpc._internal.base import BalancedBase, ChannelOptions
 from im_infra.coord.rpc._internal.pool import (
     CallPlan,
@@ -34,6 +33,7 @@ from im_infra.coord.rpc._internal.pool import (
     state_of,
 )
 from im_infra.coord.rpc.context import Metadata, outgoing_metadata
+from im_infra.coord.types import ServiceInstance
 
 __all__ = ["BalancedChannel", "channel"]
 

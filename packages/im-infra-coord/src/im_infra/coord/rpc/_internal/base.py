@@ -8,7 +8,6 @@ from typing import Any, ClassVar, Generic, TypedDict, TypeVar
 import grpc
 
 from im_infra.coord.protocols import ServiceRegistry
-from im_infra.coord.registry import ServiceInstance
 from im_infra.coord.rpc._internal.pool import (
     READY,
     C,
@@ -19,6 +18,7 @@ from im_infra.coord.rpc._internal.pool import (
     metadata_filter,
 )
 from im_infra.coord.rpc.balancer import Balancer, make_balancer
+from im_infra.coord.types import ServiceInstance
 
 __all__ = ["BalancedBase", "ChannelOptions"]
 

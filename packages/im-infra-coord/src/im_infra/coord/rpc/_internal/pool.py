@@ -20,13 +20,13 @@ import grpc
 
 from im_infra.coord._internal.log import log
 from im_infra.coord.errors import ConfigError, NoInstanceAvailable
-from im_infra.coord.registry import ServiceInstance
 from im_infra.coord.rpc.balancer import (
     ROUTE_KEY_METADATA,
     Balancer,
     current_route_key,
 )
 from im_infra.coord.rpc.context import Metadata, inherited_timeout, outgoing_metadata
+from im_infra.coord.types import ServiceInstance
 
 C = TypeVar("C")
 _Key = tuple[str, str, Any, Any]
