@@ -19,8 +19,9 @@ from im_infra.coord._internal.documents import (
     dump_document,
     parse_document,
 )
-from im_infra.coord._internal.etcd import Compare, EtcdClient, KeyValue, PutOp, WatchEvent
+from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.hub import ConfigHub
+from im_infra.coord._internal.model import Compare, KeyValue, PutOp, WatchEvent
 from im_infra.coord._internal.watch import WatchLoop
 from im_infra.coord.component import Component
 from im_infra.coord.component_config import LiveConfig, Resolver

@@ -28,9 +28,10 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from im_infra.coord._internal.etcd import Compare, EtcdClient, GetOp, KeyValue, PutOp
+from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.lease import KeptLease, LeaseKeeper
 from im_infra.coord._internal.log import log
+from im_infra.coord._internal.model import Compare, GetOp, KeyValue, PutOp
 from im_infra.coord.errors import ConfigError, CoordError, InstanceIdExhausted
 
 if TYPE_CHECKING:

@@ -13,9 +13,10 @@ from collections.abc import Callable
 
 from im_infra.clog.lifecycle import Closing
 from im_infra.coord._internal import metrics as _metrics
-from im_infra.coord._internal.etcd import EtcdClient, WatchEvent
+from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.lease import KeptLease, LeaseKeeper
 from im_infra.coord._internal.log import log
+from im_infra.coord._internal.model import WatchEvent
 from im_infra.coord._internal.watch import WatchLoop
 from im_infra.coord.errors import ConfigError, CoordError, CoordUnavailable, NoInstanceAvailable
 from im_infra.coord.types import ServiceInstance
