@@ -223,9 +223,7 @@ class OutboxRelay(_RelayBase[DBProvider, Publisher[M], M], Closing):
                 settled.notify_all()
 
         make = self._message
-        for index, event in enumerate(events):
-            if not deliveries.may_send(index, event):
-                continue
+        for index, event in deliveries.to_send(events):
             try:
                 msg = make(event.topic, event.key, event.value, event.headers)
                 self._publisher.send(msg, partial(report, index))
@@ -329,9 +327,7 @@ class AsyncOutboxRelay(_RelayBase[AsyncDBProvider, AsyncPublisher[M], M], AsyncC
                 settled.set()
 
         make = self._message
-        for index, event in enumerate(events):
-            if not deliveries.may_send(index, event):
-                continue
+        for index, event in deliveries.to_send(events):
             try:
                 msg = make(event.topic, event.key, event.value, event.headers)
                 await self._publisher.send(msg, partial(report, index))

@@ -45,52 +45,36 @@ Step = Call | Enter | Exit
 Flow = Generator[Step, Any, T]
 
 
-class _Stepper:
-    """Feeds a flow the result (or exception) of its previous step."""
-
-    __slots__ = ("_flow", "result")
-
-    def __init__(self, flow: Flow[Any]) -> None:
-        self._flow = flow
-        self.result: Any = None
-
-    def advance(self, reply: Any = None, error: BaseException | None = None) -> Step | None:
-        """The next step, or None when the flow returned (its value is then ``result``)."""
-        try:
-            return self._flow.send(reply) if error is None else self._flow.throw(error)
-        except StopIteration as stop:
-            self.result = stop.value
-            return None
-
-
 def run(flow: Flow[T]) -> T:
     """Run ``flow`` with blocking I/O."""
-    stepper = _Stepper(flow)
-    step = stepper.advance()
-    while step is not None:
-        try:
-            reply = _perform(step)
-        except BaseException as exc:  # thrown into the flow, which decides
-            step = stepper.advance(error=exc)
-        else:
-            step = stepper.advance(reply)
-    result: T = stepper.result
-    return result
+    try:
+        step = flow.send(None)
+        while True:
+            try:
+                reply = _perform(step)
+            except BaseException as exc:  # thrown into the flow, which decides
+                step = flow.throw(exc)
+            else:
+                step = flow.send(reply)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
 
 
 async def arun(flow: Flow[T]) -> T:
     """Run ``flow`` with asyncio I/O."""
-    stepper = _Stepper(flow)
-    step = stepper.advance()
-    while step is not None:
-        try:
-            reply = await _aperform(step)
-        except BaseException as exc:  # thrown into the flow, which decides
-            step = stepper.advance(error=exc)
-        else:
-            step = stepper.advance(reply)
-    result: T = stepper.result
-    return result
+    try:
+        step = flow.send(None)
+        while True:
+            try:
+                reply = await _aperform(step)
+            except BaseException as exc:  # thrown into the flow, which decides
+                step = flow.throw(exc)
+            else:
+                step = flow.send(reply)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
 
 
 def _perform(step: Step) -> Any:
