@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, SessionTransaction
 
 from im_infra import clog, db
 
@@ -92,6 +94,47 @@ def test_begin_tx(provider: db.DBProvider, schema: Schema) -> None:
     other.session.execute(insert(schema.users).values(name="rolled-back"))
     other.rollback()
     assert _names(provider, schema) == ["committed"]
+
+
+class _RefuseBegin:
+    """An ``after_transaction_create`` listener that fails the next begin() (as an application's
+    session event can), remembering the sessions it refused."""
+
+    def __init__(self) -> None:
+        self.sessions: list[Session] = []
+
+    def __call__(self, session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None:
+            self.sessions.append(session)
+            raise sa_exc.InvalidRequestError("begin refused by a listener")
+
+    def __enter__(self) -> _RefuseBegin:
+        event.listen(Session, "after_transaction_create", self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(Session, "after_transaction_create", self)
+
+
+def test_failed_begin_tx_is_translated_and_closes_the_session(
+    provider: db.DBProvider, schema: Schema
+) -> None:
+    with _RefuseBegin() as refuse, pytest.raises(db.DBError, match="begin refused"):
+        provider.begin_tx()
+    assert [s.in_transaction() for s in refuse.sessions] == [False]  # closed
+    test_begin_tx(provider, schema)  # the provider is fine afterwards
+
+
+async def test_async_failed_begin_tx_is_translated_and_closes_the_session(
+    aprovider: db.AsyncDBProvider, schema: Schema
+) -> None:
+    with _RefuseBegin() as refuse, pytest.raises(db.DBError, match="begin refused"):
+        await aprovider.begin_tx()
+    assert [s.in_transaction() for s in refuse.sessions] == [False]  # closed
+    tx = await aprovider.begin_tx()
+    await tx.session.execute(insert(schema.users).values(name="after"))
+    await tx.commit()
+    assert await _anames(aprovider, schema) == ["after"]
 
 
 def test_orm_objects_usable_after_commit(provider: db.DBProvider, schema: Schema) -> None:

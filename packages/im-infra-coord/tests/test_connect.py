@@ -7,7 +7,8 @@ import pytest
 
 from im_infra import coord
 from im_infra.coord import ConfigError
-from im_infra.coord._internal.etcd import parse_endpoint, prefix_end
+from im_infra.coord._internal.etcd import parse_endpoint
+from im_infra.coord._internal.model import prefix_end
 from im_infra.coord.cli import main
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from im_infra import uid
+from im_infra import coord, uid
 from im_infra.coord.errors import CoordUnavailable, InstanceIdExhausted
 
 
@@ -56,9 +57,14 @@ class FakeProvider:
         return self.instancer
 
 
+def as_provider(instancer: FakeInstancer) -> coord.Provider:
+    """A FakeProvider where a coord.Provider is expected (it has what from_coord uses)."""
+    return cast("coord.Provider", FakeProvider(instancer))
+
+
 def test_worker_id_comes_from_coord() -> None:
     provider = FakeProvider(FakeInstancer(42))
-    gen = uid.from_coord(provider, "im-logic")
+    gen = uid.from_coord(cast("coord.Provider", provider), "im-logic")
     assert gen.worker_id == 42
     assert uid.parse(gen.next_id()).worker == 42
     assert provider.requests == [("im-logic", 1023)]
@@ -67,7 +73,7 @@ def test_worker_id_comes_from_coord() -> None:
 
 def test_lost_worker_id_stops_generation_with_a_clear_error() -> None:
     instancer = FakeInstancer(7)
-    gen = uid.from_coord(FakeProvider(instancer), "im-logic")
+    gen = uid.from_coord(as_provider(instancer), "im-logic")
     before = gen.next_ids(100)
     instancer.lose()
     with pytest.raises(uid.WorkerIdLost, match="worker ID 7 was lost in coord") as info:
@@ -80,14 +86,14 @@ def test_lost_worker_id_stops_generation_with_a_clear_error() -> None:
 
 
 def test_loss_reported_before_the_generator_exists_still_stops_it() -> None:
-    gen = uid.from_coord(FakeProvider(FakeInstancer(8, lose_during_get=True)), "im-logic")
+    gen = uid.from_coord(as_provider(FakeInstancer(8, lose_during_get=True)), "im-logic")
     with pytest.raises(uid.WorkerIdLost):
         gen.next_id()
 
 
 def test_loss_stops_a_batch_in_progress(interrupt: Callable[..., Any]) -> None:
     instancer = FakeInstancer(9)
-    gen = uid.from_coord(FakeProvider(instancer), "im-logic")
+    gen = uid.from_coord(as_provider(instancer), "im-logic")
     # lose() runs in another thread than the batch, like coord's keepalive thread
     assert interrupt(gen.next_ids, instancer.lose) == [uid.WorkerIdLost]
 
@@ -97,23 +103,23 @@ def test_loss_stops_a_batch_in_progress(interrupt: Callable[..., Any]) -> None:
 )
 def test_coord_failure_is_translated(error: Exception) -> None:
     with pytest.raises(uid.WorkerIdUnavailable, match="im-logic") as info:
-        uid.from_coord(FakeProvider(FakeInstancer(1, error=error)), "im-logic")
+        uid.from_coord(as_provider(FakeInstancer(1, error=error)), "im-logic")
     assert info.value.__cause__ is error
 
 
 def test_out_of_range_worker_from_coord_is_rejected() -> None:
     with pytest.raises(uid.InvalidWorkerId, match=r"0\.\.1023"):
-        uid.from_coord(FakeProvider(FakeInstancer(5000)), "im-logic")
+        uid.from_coord(as_provider(FakeInstancer(5000)), "im-logic")
 
 
 def test_bad_service_name() -> None:
     with pytest.raises(uid.InvalidArgument, match="service"):
-        uid.from_coord(FakeProvider(FakeInstancer(1)), "")
+        uid.from_coord(as_provider(FakeInstancer(1)), "")
 
 
 def test_close_keeps_the_id_by_default() -> None:
     instancer = FakeInstancer(3)
-    with uid.from_coord(FakeProvider(instancer), "im-logic") as gen:
+    with uid.from_coord(as_provider(instancer), "im-logic") as gen:
         gen.next_id()
     assert gen.closed
     assert instancer.released == 0
@@ -124,7 +130,7 @@ def test_close_keeps_the_id_by_default() -> None:
 
 def test_release_on_close() -> None:
     instancer = FakeInstancer(3)
-    gen = uid.from_coord(FakeProvider(instancer), "im-logic", release_on_close=True)
+    gen = uid.from_coord(as_provider(instancer), "im-logic", release_on_close=True)
     gen.close()
     gen.close()
     assert instancer.released == 1
@@ -133,7 +139,7 @@ def test_release_on_close() -> None:
 def test_options_are_passed_through() -> None:
     ticks = iter(range(1_700_000_000 * 10**9, 1_800_000_000 * 10**9, 1000))
     gen = uid.from_coord(
-        FakeProvider(FakeInstancer(4)),
+        as_provider(FakeInstancer(4)),
         "im-logic",
         epoch_ms=1_600_000_000_000,
         clock=lambda: next(ticks),
@@ -161,9 +167,52 @@ class TrackingInstancer(FakeInstancer):
 
 def test_id_released_behind_the_generators_back_stops_it(fake_clock: Any) -> None:
     instancer = TrackingInstancer(11)
-    gen = uid.from_coord(FakeProvider(instancer), "im-logic", clock=fake_clock)
+    gen = uid.from_coord(as_provider(instancer), "im-logic", clock=fake_clock)
     gen.next_id()
     instancer.release()  # e.g. provider.close() while the generator is still in use
     fake_clock.set_ms(fake_clock.ms + 1)
     with pytest.raises(uid.WorkerIdLost, match="released"):
         gen.next_id()
+
+
+def test_from_coord_on_memory_etcd_stops_when_coord_expires_the_lease(fake_clock: Any) -> None:
+    from im_infra.coord.testing import MemoryEtcd
+
+    etcd = MemoryEtcd()
+    with etcd.connect(service="im-logic") as p:
+        gen = uid.from_coord(coord=p, clock=fake_clock)
+        assert gen.worker_id == p.instance_for("im-logic", max_id=uid.MAX_WORKER_ID).current_id
+        gen.next_id()
+        assert etcd.expire_leases() >= 1
+        deadline = time.monotonic() + 10  # the keepalive thread notices within a few seconds
+
+        def ids_until_stopped() -> None:
+            while time.monotonic() < deadline:
+                fake_clock.set_ms(fake_clock.ms + 1)  # each new millisecond asks the lease
+                gen.next_id()
+                time.sleep(0.02)
+
+        with pytest.raises(uid.WorkerIdLost):
+            ids_until_stopped()
+
+
+def test_generator_refuses_a_lease_of_another_id() -> None:
+    from im_infra.coord.testing import memory_provider
+
+    with memory_provider(service="im-logic") as p:
+        lease = coord.InstanceLease.hold(p.instance_for("im-logic", max_id=uid.MAX_WORKER_ID))
+        with pytest.raises(uid.InvalidArgument, match=f"lease holds instance ID {lease.id}"):
+            uid.SnowflakeGenerator((lease.id + 1) % 1024, lease=lease)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"), [("InstancerLike", "Instancer"), ("ProviderLike", "Provider")]
+)
+def test_redeclared_protocols_are_deprecated_aliases_of_coords(old: str, new: str) -> None:
+    from im_infra.uid import coordinated
+
+    for module in (uid, coordinated):
+        with pytest.warns(DeprecationWarning, match=f"use im_infra.coord.{new}"):
+            assert getattr(module, old) is getattr(coord, new)
+    with pytest.raises(AttributeError):
+        uid.NoSuchName  # noqa: B018

@@ -19,7 +19,7 @@ from im_infra.coord._internal.documents import CONFIG_DIR_VAR, ENV_VAR, resolve_
 from im_infra.coord._internal.redact import redact as redact_secrets
 from im_infra.coord.component import ENTRY_POINT_GROUP, Component, discover_components
 from im_infra.coord.component_config import LiveConfig
-from im_infra.coord.config import ConfigEntry, ConfigEvent, ConfigWatch, EtcdConfigManager
+from im_infra.coord.config import ConfigWatch, EtcdConfigManager
 from im_infra.coord.default_provider import close_default_provider, default_provider
 from im_infra.coord.duration import Duration, parse_duration
 from im_infra.coord.errors import (
@@ -33,12 +33,13 @@ from im_infra.coord.errors import (
     NoInstanceAvailable,
     TLSError,
 )
-from im_infra.coord.instance import EtcdInstancer
+from im_infra.coord.instance import EtcdInstancer, InstanceLease
 from im_infra.coord.loading import live_config, load_component_config, pick_provider
 from im_infra.coord.lock import DistributedLock, EtcdLocker
 from im_infra.coord.protocols import ConfigManager, Instancer, Locker, Provider, ServiceRegistry
 from im_infra.coord.provider import EtcdProvider, connect
-from im_infra.coord.registry import EtcdRegistry, ServiceInstance, WatchHandle
+from im_infra.coord.registry import EtcdRegistry, WatchHandle
+from im_infra.coord.types import ConfigEntry, ConfigEvent, ServiceInstance
 
 __all__ = [
     "CONFIG_DIR_VAR",
@@ -61,6 +62,7 @@ __all__ = [
     "EtcdProvider",
     "EtcdRegistry",
     "InstanceIdExhausted",
+    "InstanceLease",
     "Instancer",
     "LiveConfig",
     "LockLost",

@@ -39,9 +39,10 @@ from im_infra.coord._internal.documents import (
     validate_layers,
 )
 from im_infra.coord._internal.envlayer import env_layers
-from im_infra.coord._internal.etcd import EtcdClient, GetOp, KeyValue, WatchEvent
+from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.hub import ConfigHub, Subscription
 from im_infra.coord._internal.log import log
+from im_infra.coord._internal.model import GetOp, KeyValue, WatchEvent
 from im_infra.coord._internal.redact import redact, secrets_in
 from im_infra.coord._internal.secretref import resolve_references
 from im_infra.coord.component import Component

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -20,12 +19,14 @@ from im_infra.coord._internal.documents import (
     dump_document,
     parse_document,
 )
-from im_infra.coord._internal.etcd import Compare, EtcdClient, KeyValue, PutOp, WatchEvent
+from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.hub import ConfigHub
+from im_infra.coord._internal.model import Compare, KeyValue, PutOp, WatchEvent
 from im_infra.coord._internal.watch import WatchLoop
 from im_infra.coord.component import Component
 from im_infra.coord.component_config import LiveConfig, Resolver
 from im_infra.coord.errors import ConfigError, CoordUnavailable
+from im_infra.coord.types import ConfigEntry, ConfigEvent
 
 __all__ = [
     "CONFIG_ROOT",
@@ -37,35 +38,6 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=BaseModel)
-
-
-@dataclass(frozen=True)
-class ConfigEntry:
-    """A stored document: its key (as passed, relative or absolute), raw bytes and revisions."""
-
-    key: str
-    value: bytes
-    mod_revision: int
-    create_revision: int
-    version: int
-
-    @property
-    def text(self) -> str:
-        return self.value.decode("utf-8")
-
-    def document(self) -> dict[str, Any]:
-        """The value parsed as YAML (JSON when the key ends in .json); ConfigError if malformed."""
-        return parse_document(self.value, self.key)
-
-
-@dataclass(frozen=True)
-class ConfigEvent:
-    """A change seen by ``ConfigManager.watch``; ``entry`` is None for a delete."""
-
-    kind: Literal["put", "delete"]
-    key: str
-    entry: ConfigEntry | None
-    revision: int
 
 
 class ConfigWatch(Closing):

@@ -26,11 +26,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from im_infra.coord._internal.etcd import Compare, EtcdClient, GetOp, KeyValue, PutOp
+from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.lease import KeptLease, LeaseKeeper
 from im_infra.coord._internal.log import log
+from im_infra.coord._internal.model import Compare, GetOp, KeyValue, PutOp
 from im_infra.coord.errors import ConfigError, CoordError, InstanceIdExhausted
+
+if TYPE_CHECKING:
+    from im_infra.coord.protocols import Instancer
 
 INSTANCE_ROOT = "/im-infra/instance/"
 DEFAULT_MAX_ID = 1023  # Snowflake's 10 worker bits
@@ -246,6 +251,95 @@ class EtcdInstancer:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+_NO_CURRENT_ID = object()
+
+
+class InstanceLease:
+    """An instance ID this process holds, as one object: what a user of the ID (uid's Snowflake
+    generator, a Kafka static member) needs to stop using it in time.
+
+    :meth:`hold` gets the ID from any :class:`~im_infra.coord.Instancer`; :attr:`held` says,
+    without I/O, whether it is still held (False once released or lost; checked against the
+    instancer's ``current_id``, so a lost lease counts from its deadline on, even before the
+    callbacks ran, and an ID released behind the holder's back, e.g. by ``provider.close()``,
+    counts too); :meth:`on_lost` calls back once when the ID is lost (at once when it already
+    is); :meth:`release` gives it back.
+    """
+
+    __slots__ = ("_callbacks", "_early", "_id", "_instancer", "_lock", "_lost", "_released")
+
+    def __init__(self, instancer: Instancer) -> None:
+        self._instancer = instancer
+        self._lock = threading.Lock()
+        self._id: int | None = None
+        self._early: set[int] = set()  # losses reported while the ID was being allocated
+        self._lost = False
+        self._released = False
+        self._callbacks: list[Callable[[int], None]] = []
+
+    @classmethod
+    def hold(cls, instancer: Instancer) -> InstanceLease:
+        """The lease of ``instancer.get_instance_id()`` (its errors propagate: CoordError)."""
+        lease = cls(instancer)
+        instancer.on_lost(lease._instancer_lost)  # before: a loss during allocation counts
+        instance_id = instancer.get_instance_id()
+        with lease._lock:
+            lease._id = instance_id
+            lease._lost = instance_id in lease._early
+        return lease
+
+    @property
+    def id(self) -> int:
+        """The instance ID."""
+        if self._id is None:
+            raise RuntimeError("InstanceLease.id before the ID was allocated: use hold()")
+        return self._id
+
+    @property
+    def held(self) -> bool:
+        """Whether the ID is still this process's (no I/O; cheap enough to ask before every
+        use of the ID)."""
+        if self._lost or self._released:
+            return False
+        current = getattr(self._instancer, "current_id", _NO_CURRENT_ID)
+        return current is _NO_CURRENT_ID or current == self._id
+
+    def on_lost(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(id)`` once when the ID's lease is lost (from coord's keepalive
+        thread), or now when it already was. A release is not a loss."""
+        with self._lock:
+            if not self._lost:
+                self._callbacks.append(callback)
+                return
+            instance_id = self._id
+        if instance_id is not None:
+            callback(instance_id)
+
+    def release(self) -> None:
+        """Give the ID back (idempotent; nothing to do once it was lost)."""
+        with self._lock:
+            if self._released or self._lost:
+                return
+            self._released = True
+        if getattr(self._instancer, "current_id", self._id) == self._id:  # not a newer ID
+            self._instancer.release()
+
+    def _instancer_lost(self, instance_id: int) -> None:
+        with self._lock:
+            if self._id is None:
+                self._early.add(instance_id)
+                return
+            if instance_id != self._id or self._lost:
+                return
+            self._lost = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(instance_id)
+
+    def __repr__(self) -> str:
+        return f"InstanceLease(id={self._id!r}, held={self.held})"
 
 
 def _same(kv: KeyValue, token: bytes) -> bool:

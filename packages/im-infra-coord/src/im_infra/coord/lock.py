@@ -23,9 +23,10 @@ from collections.abc import Callable
 
 from im_infra.clog.lifecycle import Closing
 from im_infra.coord._internal import metrics as _metrics
-from im_infra.coord._internal.etcd import Compare, EtcdClient, GetOp, PutOp
+from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.lease import KeptLease, LeaseKeeper
 from im_infra.coord._internal.log import log
+from im_infra.coord._internal.model import Compare, GetOp, PutOp
 from im_infra.coord.errors import ConfigError, CoordError, LockLost, LockTimeout
 
 LOCK_ROOT = "/im-infra/lock/"

@@ -1,17 +1,23 @@
-"""The seed's interfaces as ``typing.Protocol``s: business code types against these."""
+"""The seed's interfaces as ``typing.Protocol``s: business code types against these.
+
+They sit below the implementations: at run time this module imports only coord's value types
+(``types.py``) and the component declaration, never the etcd-backed modules."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
 from im_infra.coord.component import Component
-from im_infra.coord.component_config import LiveConfig
-from im_infra.coord.config import ConfigEntry, ConfigEvent, ConfigWatch
-from im_infra.coord.lock import DistributedLock
-from im_infra.coord.registry import ServiceInstance, WatchHandle
+from im_infra.coord.types import ConfigEntry, ConfigEvent, ServiceInstance
+
+if TYPE_CHECKING:  # the handles the implementations return (annotations only: no import cycle)
+    from im_infra.coord.component_config import LiveConfig
+    from im_infra.coord.config import ConfigWatch
+    from im_infra.coord.lock import DistributedLock
+    from im_infra.coord.registry import WatchHandle
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -8,55 +8,32 @@ than the TTL, a network cut) is re-created automatically once etcd answers again
 from __future__ import annotations
 
 import itertools
-import json
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from im_infra.clog.lifecycle import Closing
 from im_infra.coord._internal import metrics as _metrics
-from im_infra.coord._internal.etcd import EtcdClient, WatchEvent
+from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.lease import KeptLease, LeaseKeeper
 from im_infra.coord._internal.log import log
+from im_infra.coord._internal.model import WatchEvent
 from im_infra.coord._internal.watch import WatchLoop
 from im_infra.coord.errors import ConfigError, CoordError, CoordUnavailable, NoInstanceAvailable
+from im_infra.coord.types import ServiceInstance
+
+__all__ = [  # ServiceInstance lives in types.py; imported from here too
+    "DEFAULT_REGISTRATION_TTL",
+    "SERVICE_ROOT",
+    "EtcdRegistry",
+    "ServiceInstance",
+    "WatchHandle",
+    "service_key",
+]
 
 SERVICE_ROOT = "/im-infra/services/"
 DEFAULT_REGISTRATION_TTL = 10
 
 _log = log.named("registry")
-
-
-@dataclass(frozen=True)
-class ServiceInstance:
-    """One running instance of a service: ``name`` (the service), ``id`` (unique within it),
-    ``address`` ("host:port", a URL...) and free-form string ``metadata``."""
-
-    name: str
-    id: str
-    address: str
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "name": self.name,
-                "id": self.id,
-                "address": self.address,
-                "metadata": dict(self.metadata),
-            },
-            sort_keys=True,
-        ).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> ServiceInstance:
-        data = json.loads(raw)
-        return cls(
-            name=str(data["name"]),
-            id=str(data["id"]),
-            address=str(data["address"]),
-            metadata={str(k): str(v) for k, v in dict(data.get("metadata") or {}).items()},
-        )
 
 
 def _check(kind: str, value: str) -> None:

@@ -1,37 +1,30 @@
 """The asyncio provider, on SQLAlchemy's asyncio extension (aiomysql, psycopg async, aiosqlite).
 
 Same shape as :class:`~im_infra.db.DBProvider`, with ``await`` / ``async with``; the config,
-URL/driver resolution, error translation, logging and nesting rules are the same code.
+URL/driver resolution, error translation, logging and nesting rules are the same code: the
+session and transaction flows of ``_internal/tx.py``, run here with asyncio I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from contextvars import Token
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import MetaData
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
-    AsyncSessionTransaction,
     async_sessionmaker,
     create_async_engine,
 )
 
 from im_infra.clog.lifecycle import AsyncClosing
-from im_infra.db._internal.core import (
-    ProviderBase,
-    ProviderCore,
-    TxState,
-    live_config,
-)
+from im_infra.db._internal.core import ProviderBase, from_config_center
+from im_infra.db._internal.flow import AsyncExits, arun
 from im_infra.db._internal.replicas import RoutingSession, check_forever
+from im_infra.db._internal.tx import SessionScopeFlows, TransactionFlows, TransactionScopeFlows
 from im_infra.db.config import DBConfig
-from im_infra.db.errors import DBError
 
 if TYPE_CHECKING:
     from im_infra.coord import Provider as CoordProvider
@@ -44,25 +37,13 @@ def new_async(
 ) -> AsyncDBProvider:
     """The asyncio twin of :func:`im_infra.db.new` (same configuration; async drivers chosen
     for the backend). No connection is made here; ``await provider.ping()`` to fail fast."""
-    live = live_config(service_name, coord, overrides)
-    try:
-        provider = AsyncDBProvider(live.value, service=live.service)
-    except BaseException:
-        live.close()
-        raise
-    provider._follow(live)
-    return provider
+    return from_config_center(AsyncDBProvider, service_name, coord, overrides)
 
 
-class AsyncDBTransaction(TxState):
+class AsyncDBTransaction(TransactionFlows[AsyncSession], AsyncExits):
     """An explicit transaction from :meth:`AsyncDBProvider.begin_tx`; see DBTransaction."""
 
-    __slots__ = ("_core", "_session")
-
-    def __init__(self, session: AsyncSession, core: ProviderCore[AsyncSession]) -> None:
-        super().__init__()
-        self._session = session
-        self._core = core
+    __slots__ = ()
 
     @property
     def session(self) -> AsyncSession:
@@ -71,113 +52,33 @@ class AsyncDBTransaction(TxState):
 
     async def commit(self) -> None:
         """Commit; on failure the transaction is rolled back and a DBError raised."""
-        self._start_commit(self._core.target.server)
-        try:
-            with self._core.translating():
-                await self._session.commit()
-        finally:
-            await self._session.close()
+        await arun(self._commit())
 
     async def rollback(self) -> None:
         """Roll back (no-op when already committed or rolled back)."""
-        if not self._start_rollback():
-            return
-        try:
-            with self._core.translating():
-                await self._session.rollback()
-        finally:
-            await self._session.close()
+        await arun(self._rollback())
 
     async def __aenter__(self) -> AsyncDBTransaction:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            await self.rollback()
-            return
-        with contextlib.suppress(DBError):  # the body's error is the one to report
-            await self.rollback()
-        if isinstance(exc, SQLAlchemyError):
-            self._core.raise_translated(exc)
 
+class _AsyncSessionScope(SessionScopeFlows[AsyncSession], AsyncExits):
+    """``async with provider.session() as s``: see ``SessionScopeFlows``."""
 
-class _AsyncSessionScope:
-    """``async with provider.session() as s``: see the blocking ``_SessionScope``."""
-
-    __slots__ = ("_provider", "_session")
-
-    def __init__(self, provider: AsyncDBProvider) -> None:
-        self._provider = provider
+    __slots__ = ()
 
     async def __aenter__(self) -> AsyncSession:
-        self._provider._core.check_open()
-        self._session = self._provider._read_sessions()
-        return self._session
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        core = self._provider._core
-        try:
-            await self._session.close()
-        except SQLAlchemyError as close_exc:
-            if exc is None:
-                core.raise_translated(close_exc)
-        if isinstance(exc, SQLAlchemyError):
-            core.raise_translated(exc)
+        return self._open()
 
 
-class _AsyncTransactionScope:
-    """``async with provider.transaction() as s``: commit or rollback; nested in the same task,
-    a SAVEPOINT (see the blocking ``_TransactionScope``)."""
+class _AsyncTransactionScope(TransactionScopeFlows[AsyncSession], AsyncExits):
+    """``async with provider.transaction() as s``: see ``TransactionScopeFlows`` (owner: the
+    task)."""
 
-    __slots__ = ("_provider", "_session", "_token", "_tx")
-
-    def __init__(self, provider: AsyncDBProvider) -> None:
-        self._provider = provider
+    __slots__ = ()
 
     async def __aenter__(self) -> AsyncSession:
-        core = self._provider._core
-        owner = asyncio.current_task()
-        joined = core.joinable(owner)
-        self._token: Token[Any] | None = None
-        if joined is None:
-            self._provider._mark_write()
-            session = self._session = self._provider._sessions()
-            self._tx: AsyncSessionTransaction = await session.begin().__aenter__()
-            self._token = core.active.set((session, owner))
-            return session
-        self._session = joined
-        with core.translating():
-            self._tx = await joined.begin_nested().__aenter__()
-        return joined
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        core = self._provider._core
-        try:
-            await self._tx.__aexit__(exc_type, exc, tb)
-        except SQLAlchemyError as end_exc:
-            if exc is None:  # the commit failed (and was rolled back)
-                core.raise_translated(end_exc)
-        finally:
-            if self._token is not None:
-                core.active.reset(self._token)
-                await self._session.close()
-        if isinstance(exc, SQLAlchemyError):
-            core.raise_translated(exc)
+        return await arun(self._enter(asyncio.current_task()))
 
 
 class AsyncDBProvider(ProviderBase[AsyncEngine, AsyncSession], AsyncClosing):
@@ -217,15 +118,7 @@ class AsyncDBProvider(ProviderBase[AsyncEngine, AsyncSession], AsyncClosing):
 
     async def begin_tx(self) -> AsyncDBTransaction:
         """Start an explicit transaction on a new AsyncSession."""
-        self._core.check_open()
-        self._mark_write()
-        session = self._sessions()
-        try:
-            await session.begin()
-        except SQLAlchemyError as exc:
-            await session.close()
-            self._core.raise_translated(exc)
-        return AsyncDBTransaction(session, self._core)
+        return AsyncDBTransaction(await arun(self._begin()), self._core)
 
     async def ping(self) -> None:
         """Round-trip ``SELECT 1``; raises the DBError that says what is wrong."""
@@ -247,10 +140,8 @@ class AsyncDBProvider(ProviderBase[AsyncEngine, AsyncSession], AsyncClosing):
 
     async def close(self) -> None:
         """Close every pooled connection; idempotent."""
-        if self._core.closed:
+        if not self._start_close():
             return
-        self._core.closed = True
-        self._untrack_pools()
         if self._checker is not None:
             self._checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

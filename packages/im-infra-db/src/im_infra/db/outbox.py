@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,19 +54,37 @@ _NO_TRANSACTION = (
 )
 
 
-class Outbox:
-    """Writes events into the outbox table of a blocking provider's database."""
+ProviderT = TypeVar("ProviderT", DBProvider, AsyncDBProvider)
+
+
+class _OutboxBase(Generic[ProviderT]):
+    """What both outboxes share: the table and the session an event goes into."""
 
     __slots__ = ("_provider", "_statements")
 
-    def __init__(self, provider: DBProvider, *, table: str = DEFAULT_TABLE) -> None:
-        self._provider = provider
+    def __init__(self, provider: ProviderT, *, table: str = DEFAULT_TABLE) -> None:
+        self._provider: ProviderT = provider
         self._statements = OutboxStatements(table)
 
     @property
     def table(self) -> Table:
         """The outbox table (for ``create_all`` in tests; Alembic in production)."""
         return self._statements.table
+
+    def _session(self, session: Any, owner: object) -> Any:
+        """``session``, else the one of the transaction ``owner`` (thread or task) has open."""
+        if session is not None:
+            return session
+        joined = self._provider._core.joinable(owner)
+        if joined is None:
+            raise OutboxError(_NO_TRANSACTION, server=self._provider.server)
+        return joined
+
+
+class Outbox(_OutboxBase[DBProvider]):
+    """Writes events into the outbox table of a blocking provider's database."""
+
+    __slots__ = ()
 
     def add(
         self,
@@ -82,29 +100,16 @@ class Outbox:
         ``key`` orders events (same key: published in commit order) and becomes the message
         key; it must be UTF-8 text of at most 255 characters. ``value`` is the payload.
         """
-        statements = self._statements
-        params = statements.row(topic, key, value, headers)
-        if session is None:
-            session = self._provider._core.joinable(threading.current_thread())
-            if session is None:
-                raise OutboxError(_NO_TRANSACTION, server=self._provider.server)
+        params = self._statements.row(topic, key, value, headers)
+        target: Session = self._session(session, threading.current_thread())
         with self._provider._core.translating():
-            session.execute(statements.insert, params)
+            target.execute(self._statements.insert, params)
 
 
-class AsyncOutbox:
+class AsyncOutbox(_OutboxBase[AsyncDBProvider]):
     """The asyncio twin of :class:`Outbox` (``await outbox.add(...)``)."""
 
-    __slots__ = ("_provider", "_statements")
-
-    def __init__(self, provider: AsyncDBProvider, *, table: str = DEFAULT_TABLE) -> None:
-        self._provider = provider
-        self._statements = OutboxStatements(table)
-
-    @property
-    def table(self) -> Table:
-        """The outbox table."""
-        return self._statements.table
+    __slots__ = ()
 
     async def add(
         self,
@@ -116,14 +121,10 @@ class AsyncOutbox:
         session: AsyncSession | None = None,
     ) -> None:
         """Store one event in the current task's transaction; see :meth:`Outbox.add`."""
-        statements = self._statements
-        params = statements.row(topic, key, value, headers)
-        if session is None:
-            session = self._provider._core.joinable(asyncio.current_task())
-            if session is None:
-                raise OutboxError(_NO_TRANSACTION, server=self._provider.server)
+        params = self._statements.row(topic, key, value, headers)
+        target: AsyncSession = self._session(session, asyncio.current_task())
         with self._provider._core.translating():
-            await session.execute(statements.insert, params)
+            await target.execute(self._statements.insert, params)
 
 
 def create_outbox_table(op: Any, name: str = DEFAULT_TABLE) -> None:

@@ -28,10 +28,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from im_infra.clog.lifecycle import AsyncClosing, Closing
+from im_infra.db._internal.core import ProviderCore
 from im_infra.db._internal.outbox_core import (
     DEFAULT_TABLE,
     Commit,
@@ -93,21 +94,27 @@ class MessageFactory(Protocol[M_co]):
     ) -> M_co: ...
 
 
-class _RelayBase:
-    """Settings shared by both relays (the logic itself is :class:`RelayCore`)."""
+ProviderT = TypeVar("ProviderT", DBProvider, AsyncDBProvider)
+PublisherT = TypeVar("PublisherT")
+
+
+class _RelayBase(Generic[ProviderT, PublisherT, M]):
+    """Construction and settings shared by both relays (the logic itself is :class:`RelayCore`)."""
 
     def __init__(
         self,
-        provider: DBProvider | AsyncDBProvider,
+        provider: ProviderT,
+        publisher: PublisherT,
         *,
-        table: str,
-        batch_size: int,
-        poll_interval: float,
-        publish_timeout: float,
-        retention: float | None,
-        stats_interval: float,
+        message: MessageFactory[M],
+        table: str = DEFAULT_TABLE,
+        batch_size: int = 100,
+        poll_interval: float = 0.2,
+        publish_timeout: float = 30.0,
+        retention: float | None = 86400.0,
+        stats_interval: float = 5.0,
     ) -> None:
-        self._db = provider._core
+        self._db: ProviderCore[Any] = provider._core
         self._relay = RelayCore(
             backend=self._db.target.backend,
             server=self._db.target.server,
@@ -118,7 +125,14 @@ class _RelayBase:
             retention=retention,
             stats_interval=stats_interval,
         )
-        self._closed = False
+        self._engine: Any = provider.engine  # narrowed by each relay
+        self._publisher = publisher
+        self._message = message
+        self._stop = self._stop_event()
+
+    def _stop_event(self) -> Any:
+        """The event close() sets: a threading or an asyncio one."""
+        raise NotImplementedError
 
     @property
     def last_stats(self) -> OutboxStats:
@@ -126,7 +140,7 @@ class _RelayBase:
         return self._relay.stats
 
 
-class OutboxRelay(_RelayBase, Closing, Generic[M]):
+class OutboxRelay(_RelayBase[DBProvider, Publisher[M], M], Closing):
     """Publishes the outbox of a blocking provider's database; see the module docs.
 
     ``batch_size``: keys claimed per round; ``poll_interval``: the pause when nothing is
@@ -135,32 +149,11 @@ class OutboxRelay(_RelayBase, Closing, Generic[M]):
     how often the backlog metrics are refreshed.
     """
 
-    def __init__(
-        self,
-        provider: DBProvider,
-        publisher: Publisher[M],
-        *,
-        message: MessageFactory[M],
-        table: str = DEFAULT_TABLE,
-        batch_size: int = 100,
-        poll_interval: float = 0.2,
-        publish_timeout: float = 30.0,
-        retention: float | None = 86400.0,
-        stats_interval: float = 5.0,
-    ) -> None:
-        super().__init__(
-            provider,
-            table=table,
-            batch_size=batch_size,
-            poll_interval=poll_interval,
-            publish_timeout=publish_timeout,
-            retention=retention,
-            stats_interval=stats_interval,
-        )
-        self._engine = provider.engine
-        self._publisher = publisher
-        self._message = message
-        self._stop = threading.Event()
+    _engine: Engine
+    _stop: threading.Event
+
+    def _stop_event(self) -> threading.Event:
+        return threading.Event()
 
     def run_once(self) -> int:
         """One round; returns how many events were published and marked sent."""
@@ -230,9 +223,7 @@ class OutboxRelay(_RelayBase, Closing, Generic[M]):
                 settled.notify_all()
 
         make = self._message
-        for index, event in enumerate(events):
-            if not deliveries.may_send(index, event):
-                continue
+        for index, event in deliveries.to_send(events):
             try:
                 msg = make(event.topic, event.key, event.value, event.headers)
                 self._publisher.send(msg, partial(report, index))
@@ -257,35 +248,14 @@ def _rows(conn: Connection, step: Query) -> list[Any] | None:
     return list(result.all()) if result.returns_rows else None
 
 
-class AsyncOutboxRelay(_RelayBase, AsyncClosing, Generic[M]):
+class AsyncOutboxRelay(_RelayBase[AsyncDBProvider, AsyncPublisher[M], M], AsyncClosing):
     """The asyncio twin of :class:`OutboxRelay` (``await relay.run()``)."""
 
-    def __init__(
-        self,
-        provider: AsyncDBProvider,
-        publisher: AsyncPublisher[M],
-        *,
-        message: MessageFactory[M],
-        table: str = DEFAULT_TABLE,
-        batch_size: int = 100,
-        poll_interval: float = 0.2,
-        publish_timeout: float = 30.0,
-        retention: float | None = 86400.0,
-        stats_interval: float = 5.0,
-    ) -> None:
-        super().__init__(
-            provider,
-            table=table,
-            batch_size=batch_size,
-            poll_interval=poll_interval,
-            publish_timeout=publish_timeout,
-            retention=retention,
-            stats_interval=stats_interval,
-        )
-        self._engine = provider.engine
-        self._publisher = publisher
-        self._message = message
-        self._stop = asyncio.Event()
+    _engine: AsyncEngine
+    _stop: asyncio.Event
+
+    def _stop_event(self) -> asyncio.Event:
+        return asyncio.Event()
 
     async def run_once(self) -> int:
         """One round; returns how many events were published and marked sent."""
@@ -357,9 +327,7 @@ class AsyncOutboxRelay(_RelayBase, AsyncClosing, Generic[M]):
                 settled.set()
 
         make = self._message
-        for index, event in enumerate(events):
-            if not deliveries.may_send(index, event):
-                continue
+        for index, event in deliveries.to_send(events):
             try:
                 msg = make(event.topic, event.key, event.value, event.headers)
                 await self._publisher.send(msg, partial(report, index))

@@ -1,27 +1,24 @@
-"""The blocking provider: an Engine, Sessions and transactions for one database."""
+"""The blocking provider: an Engine, Sessions and transactions for one database.
+
+The logic is written once for both providers (``_internal/tx.py``); this module runs it with
+blocking I/O, ``aio.py`` with asyncio.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from contextvars import Token
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, MetaData, create_engine
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from im_infra.clog.lifecycle import Closing
-from im_infra.db._internal.core import (
-    ProviderBase,
-    ProviderCore,
-    TxState,
-    live_config,
-)
+from im_infra.db._internal.core import ProviderBase, from_config_center
+from im_infra.db._internal.flow import Exits, run
 from im_infra.db._internal.replicas import CheckerThread, RoutingSession
+from im_infra.db._internal.tx import SessionScopeFlows, TransactionFlows, TransactionScopeFlows
 from im_infra.db.config import DBConfig
-from im_infra.db.errors import DBError
 
 if TYPE_CHECKING:
     from im_infra.coord import Provider as CoordProvider
@@ -41,17 +38,10 @@ def new(
     logged as needing a restart.
     No connection is made here; call :meth:`DBProvider.ping` to fail fast at startup.
     """
-    live = live_config(service_name, coord, overrides)
-    try:
-        provider = DBProvider(live.value, service=live.service)
-    except BaseException:
-        live.close()
-        raise
-    provider._follow(live)
-    return provider
+    return from_config_center(DBProvider, service_name, coord, overrides)
 
 
-class DBTransaction(TxState):
+class DBTransaction(TransactionFlows[Session], Exits):
     """An explicit transaction from :meth:`DBProvider.begin_tx` (the seed's ``Transaction``).
 
     ``commit()`` twice raises TransactionError; ``rollback()`` after it finished is a no-op, so
@@ -59,13 +49,7 @@ class DBTransaction(TxState):
     unless committed. Either way the session is closed when the transaction finishes.
     """
 
-    __slots__ = ("_core", "_session")
-
-    def __init__(self, session: Session, core: ProviderCore[Session]) -> None:
-        super().__init__()
-        self._session = session
-        self._core = core
-        session.begin()
+    __slots__ = ()
 
     @property
     def session(self) -> Session:
@@ -74,115 +58,32 @@ class DBTransaction(TxState):
 
     def commit(self) -> None:
         """Commit; on failure the transaction is rolled back and a DBError raised."""
-        self._start_commit(self._core.target.server)
-        try:
-            with self._core.translating():
-                self._session.commit()
-        finally:
-            self._session.close()
+        run(self._commit())
 
     def rollback(self) -> None:
         """Roll back (no-op when already committed or rolled back)."""
-        if not self._start_rollback():
-            return
-        try:
-            with self._core.translating():
-                self._session.rollback()
-        finally:
-            self._session.close()
+        run(self._rollback())
 
     def __enter__(self) -> DBTransaction:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            self.rollback()
-            return
-        with contextlib.suppress(DBError):  # the body's error is the one to report
-            self.rollback()
-        if isinstance(exc, SQLAlchemyError):
-            self._core.raise_translated(exc)
 
+class _SessionScope(SessionScopeFlows[Session], Exits):
+    """``with provider.session() as s``: see ``SessionScopeFlows``."""
 
-class _SessionScope:
-    """``with provider.session() as s``: a plain Session, closed (uncommitted work rolled back)
-    at the end; SQLAlchemy errors leaving the block become DBErrors."""
-
-    __slots__ = ("_provider", "_session")
-
-    def __init__(self, provider: DBProvider) -> None:
-        self._provider = provider
+    __slots__ = ()
 
     def __enter__(self) -> Session:
-        self._provider._core.check_open()
-        self._session = self._provider._read_sessions()
-        return self._session
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        core = self._provider._core
-        try:
-            self._session.close()
-        except SQLAlchemyError as close_exc:
-            if exc is None:
-                core.raise_translated(close_exc)
-        if isinstance(exc, SQLAlchemyError):
-            core.raise_translated(exc)
+        return self._open()
 
 
-class _TransactionScope:
-    """``with provider.transaction() as s``: commit on success, rollback on any exception;
-    inside another transaction() of the same thread, a SAVEPOINT on the same session."""
+class _TransactionScope(TransactionScopeFlows[Session], Exits):
+    """``with provider.transaction() as s``: see ``TransactionScopeFlows`` (owner: the thread)."""
 
-    __slots__ = ("_provider", "_session", "_token", "_tx")
-
-    def __init__(self, provider: DBProvider) -> None:
-        self._provider = provider
+    __slots__ = ()
 
     def __enter__(self) -> Session:
-        core = self._provider._core
-        owner = threading.current_thread()
-        joined = core.joinable(owner)
-        self._token: Token[Any] | None = None
-        if joined is None:
-            self._provider._mark_write()
-            session = self._session = self._provider._sessions()
-            self._tx: SessionTransaction = session.begin().__enter__()
-            self._token = core.active.set((session, owner))
-            return session
-        self._session = joined
-        with core.translating():
-            self._tx = joined.begin_nested().__enter__()
-        return joined
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        core = self._provider._core
-        try:
-            self._tx.__exit__(exc_type, exc, tb)
-        except SQLAlchemyError as end_exc:
-            if exc is None:  # the commit failed (and was rolled back)
-                core.raise_translated(end_exc)
-            # a failed rollback after an error in the body: the body's error is reported below
-        finally:
-            if self._token is not None:
-                core.active.reset(self._token)
-                self._session.close()
-        if isinstance(exc, SQLAlchemyError):
-            core.raise_translated(exc)
+        return run(self._enter(threading.current_thread()))
 
 
 class DBProvider(ProviderBase[Engine, Session], Closing):
@@ -222,9 +123,7 @@ class DBProvider(ProviderBase[Engine, Session], Closing):
 
     def begin_tx(self) -> DBTransaction:
         """Start an explicit transaction on a new Session (the seed's ``BeginTx``)."""
-        self._core.check_open()
-        self._mark_write()
-        return DBTransaction(self._sessions(), self._core)
+        return DBTransaction(run(self._begin()), self._core)
 
     def ping(self) -> None:
         """Round-trip ``SELECT 1``; raises the DBError that says what is wrong."""
@@ -244,10 +143,8 @@ class DBProvider(ProviderBase[Engine, Session], Closing):
 
     def close(self) -> None:
         """Close every pooled connection; idempotent. The provider cannot be used afterwards."""
-        if self._core.closed:
+        if not self._start_close():
             return
-        self._core.closed = True
-        self._untrack_pools()
         if self._checker is not None and self._checker.ident is not None:
             self._checker.stopping.set()
             self._checker.join()

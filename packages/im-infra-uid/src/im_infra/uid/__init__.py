@@ -13,7 +13,10 @@
     uid.uuid7()                                  # uuid.UUID, version 7, monotonic
 """
 
-from im_infra.uid.coordinated import InstancerLike, ProviderLike, from_coord
+from typing import Any
+
+from im_infra.uid import coordinated as _coordinated
+from im_infra.uid.coordinated import from_coord
 from im_infra.uid.errors import (
     ClockMovedBackwards,
     GeneratorClosed,
@@ -56,12 +59,10 @@ __all__ = [
     "Generator",
     "GeneratorClosed",
     "GeneratorForked",
-    "InstancerLike",
     "InvalidArgument",
     "InvalidId",
     "InvalidWorkerId",
     "ParsedID",
-    "ProviderLike",
     "Sleep",
     "SnowflakeGenerator",
     "TimestampOutOfRange",
@@ -75,3 +76,8 @@ __all__ = [
     "parse",
     "uuid7",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The deprecated names (``InstancerLike``, ``ProviderLike``): see ``coordinated``."""
+    return getattr(_coordinated, name)

@@ -27,8 +27,9 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from im_infra import clog
 from im_infra.clog.lifecycle import Closing
@@ -55,6 +56,9 @@ from im_infra.uid.layout import (
     is_plain_int,
     parse,
 )
+
+if TYPE_CHECKING:  # coord imports its etcd client: not imported for new_generator() users
+    from im_infra.coord import InstanceLease
 
 __all__ = ["Clock", "Generator", "Sleep", "SnowflakeGenerator", "new_generator"]
 
@@ -85,6 +89,10 @@ class SnowflakeGenerator(Closing):
     :class:`ClockMovedBackwards`; the 4,096 IDs of a millisecond being used up waits for the next
     millisecond; a forked child gets :class:`GeneratorForked` instead of IDs its parent may also
     issue; after :meth:`close` calls raise :class:`GeneratorClosed`.
+
+    ``lease`` (an :class:`im_infra.coord.InstanceLease` of ``worker_id``; ``from_coord`` passes
+    one): once it is lost or released, calls raise :class:`WorkerIdLost`. ``on_close`` is called
+    by the first :meth:`close`.
     """
 
     __slots__ = (
@@ -96,6 +104,7 @@ class SnowflakeGenerator(Closing):
         "_dead",
         "_epoch",
         "_issued",
+        "_lease",
         "_lock",
         "_max",
         "_max_backward",
@@ -105,7 +114,6 @@ class SnowflakeGenerator(Closing):
         "_on_close",
         "_pid",
         "_sleep",
-        "_still_held",
         "_ver",
         "_worker",
         "_worker_bits",
@@ -120,8 +128,11 @@ class SnowflakeGenerator(Closing):
         sleep: Sleep = time.sleep,
         max_backward_ms: int = 5,
         on_close: Callable[[], None] | None = None,
+        lease: InstanceLease | None = None,
     ) -> None:
         self._worker = check_worker_id(worker_id)
+        if lease is not None and lease.id != worker_id:
+            raise InvalidArgument(f"lease holds instance ID {lease.id}, not worker ID {worker_id}")
         self._epoch = check_epoch_ms(epoch_ms)
         if not is_plain_int(max_backward_ms) or max_backward_ms < 0:
             raise InvalidArgument(
@@ -140,8 +151,8 @@ class SnowflakeGenerator(Closing):
         self._clock = clock
         self._sleep = sleep
         self._on_close = on_close
-        # Set by from_coord: asked once per new millisecond whether coord still holds the ID.
-        self._still_held: Callable[[], bool] | None = None
+        # The worker ID's lease in coord: asked once per new millisecond whether it is held.
+        self._lease = lease
         self._worker_bits = worker_id << WORKER_SHIFT
         self._lock = threading.Lock()
         self._close_lock = threading.Lock()  # close() only; never taken on the hot path
@@ -161,6 +172,9 @@ class SnowflakeGenerator(Closing):
         self._ver = 0
         forking.register(self)
         self._metrics_serial = _metrics.track(self)
+        if lease is not None:  # weakly: the lease (kept by coord) must not keep the generator
+            lost = weakref.WeakMethod(self._lease_lost)
+            lease.on_lost(lambda instance_id: _call_weak(lost, instance_id))
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -335,8 +349,8 @@ class SnowflakeGenerator(Closing):
             )
         if os.getpid() != self._pid:  # a fork the at-fork hook did not see (defence in depth)
             self._after_fork_in_child()  # sets _dead: the check below raises GeneratorForked
-        held = self._still_held
-        if held is not None and not held():  # released, or lost before the callback arrived
+        lease = self._lease
+        if lease is not None and not lease.held:  # released, or lost before the callback came
             # sets _dead: the check below raises WorkerIdLost to the caller, so no error line
             self._worker_id_lost(self._worker, reported_by_caller=True)
         base = (offset << TIMESTAMP_SHIFT) | self._worker_bits
@@ -398,6 +412,9 @@ class SnowflakeGenerator(Closing):
         self._dead = (error, message)
         self._max = -1
 
+    def _lease_lost(self, instance_id: int) -> None:
+        self._worker_id_lost(instance_id)
+
     def _worker_id_lost(self, instance_id: int, *, reported_by_caller: bool = False) -> None:
         """coord callback: the lease holding the worker ID is gone (an ``error`` line: nobody
         else reports it). With ``reported_by_caller`` the generator found the ID no longer held
@@ -440,6 +457,12 @@ class SnowflakeGenerator(Closing):
             f"IDs as its parent. Create a new generator in the child with its own worker ID "
             f"(e.g. uid.from_coord(...) on a new coord connection)",
         )
+
+
+def _call_weak(method: weakref.WeakMethod[Any], instance_id: int) -> None:
+    bound = method()
+    if bound is not None:
+        bound(instance_id)
 
 
 def new_generator(

@@ -1,4 +1,5 @@
-"""coord's own etcd v3 client interface, implemented on pyetcd's generated gRPC stubs.
+"""coord's own etcd v3 client, implemented on pyetcd's generated gRPC stubs (the data it speaks,
+keys, revisions, transactions, watch responses, is ``model.py``'s).
 
 Nothing outside ``_internal`` touches pyetcd or gRPC: swapping the client library means rewriting
 this module only. What this layer adds over pyetcd's thin client:
@@ -21,12 +22,26 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from im_infra.coord._internal.lazy import LazyModule
+from im_infra.coord._internal.model import (
+    Compare,
+    GetOp,
+    KeyValue,
+    Op,
+    PutOp,
+    RangeResult,
+    StreamBrokenError,
+    TxnResult,
+    WatchEvent,
+    WatchResponse,
+    WatchStream,
+    prefix_end,
+)
 from im_infra.coord.errors import (
     AuthenticationError,
     ConfigError,
@@ -81,88 +96,6 @@ _RETRY_PAUSE = 0.05
 DEFAULT_ATTEMPT_TIMEOUT = 1.0
 """The first attempt of a call gets at most this long (never more than the call's timeout);
 each attempt that runs out doubles it for the next, so a slow but working etcd still answers."""
-
-
-@dataclass(frozen=True)
-class KeyValue:
-    """One key in etcd with its revisions."""
-
-    key: str
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int
-
-
-@dataclass(frozen=True)
-class RangeResult:
-    """Result of a range read: the keys and the store revision it was read at."""
-
-    kvs: list[KeyValue]
-    revision: int
-    count: int
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """A change to one key; ``kind`` is "put" or "delete"."""
-
-    kind: Literal["put", "delete"]
-    kv: KeyValue
-
-
-@dataclass(frozen=True)
-class Compare:
-    """A transaction guard: ``target`` of ``key`` compared with ``value``."""
-
-    key: str
-    target: Literal["create", "mod", "version", "value", "lease"]
-    op: Literal["==", "!=", ">", "<"]
-    value: int | bytes
-
-
-@dataclass(frozen=True)
-class PutOp:
-    key: str
-    value: bytes
-    lease: int = 0
-
-
-@dataclass(frozen=True)
-class GetOp:
-    """Read ``key``; with ``first_created``, the oldest key under the prefix ``key`` instead."""
-
-    key: str
-    first_created: bool = False
-
-
-@dataclass(frozen=True)
-class DeleteOp:
-    key: str
-
-
-Op = PutOp | GetOp | DeleteOp
-
-
-@dataclass(frozen=True)
-class TxnResult:
-    """``succeeded`` tells which branch ran; ``responses`` has one entry per op of that branch
-    (a list of KeyValue for a get, None for a put, the deleted count for a delete)."""
-
-    succeeded: bool
-    revision: int
-    responses: list[list[KeyValue] | int | None] = field(default_factory=list)
-
-
-def prefix_end(prefix: str) -> bytes:
-    """The range_end that makes a range cover every key starting with ``prefix``."""
-    raw = bytearray(prefix.encode())
-    for i in reversed(range(len(raw))):
-        if raw[i] < 0xFF:
-            raw[i] += 1
-            return bytes(raw[: i + 1])
-    return b"\0"
 
 
 def _kv(msg: Any) -> KeyValue:
@@ -609,7 +542,15 @@ class EtcdClient:
         if prefix:
             create.range_end = prefix_end(key)
         index = self._current
-        return WatchStream(self, index, etcdrpc.WatchRequest(create_request=create), timeout)
+        ep = self._eps[index]
+
+        def open_call(requests: Iterator[Any]) -> Any:
+            return ep.watch.Watch(
+                requests, timeout=timeout, metadata=self._metadata(require_leader=True)
+            )
+
+        request = etcdrpc.WatchRequest(create_request=create)
+        return GrpcWatchStream(self, index, ep.target, request, open_call)
 
     def report_stream_failure(self, index: int, exc: grpc.RpcError) -> None:
         """Called by a watch whose stream failed: fail over if the endpoint is unreachable,
@@ -629,22 +570,25 @@ class EtcdClient:
             ep.close()
 
 
-class WatchStream:
-    """One open etcd watch stream; iterate it for (events, header revision, compact revision)."""
+class GrpcWatchStream(WatchStream):
+    """One open etcd watch stream over gRPC (made by :meth:`EtcdClient.open_watch`)."""
 
     _STOP = object()
 
     def __init__(
-        self, client: EtcdClient, index: int, create: Any, timeout: float | None = None
+        self,
+        client: EtcdClient,
+        index: int,
+        endpoint: str,
+        create: Any,
+        open_call: Callable[[Iterator[Any]], Any],
     ) -> None:
         self._client = client
         self.index = index
-        self.endpoint = client._eps[index].target
+        self.endpoint = endpoint
         self._requests: queue.Queue[Any] = queue.Queue()
         self._requests.put(create)
-        self._call = client._eps[index].watch.Watch(
-            self._request_iter(), timeout=timeout, metadata=client._metadata(require_leader=True)
-        )
+        self._call = open_call(self._request_iter())
 
     def _request_iter(self) -> Iterator[Any]:
         while True:
@@ -669,10 +613,6 @@ class WatchStream:
         self._call.cancel()
 
 
-class StreamBrokenError(CoordError):
-    """A watch stream ended (endpoint down, network cut, cancelled)."""
-
-
 def _watch_response(resp: Any) -> WatchResponse:
     return WatchResponse(
         created=bool(resp.created),
@@ -682,16 +622,6 @@ def _watch_response(resp: Any) -> WatchResponse:
         revision=int(resp.header.revision),
         events=[WatchEvent("delete" if ev.type == 1 else "put", _kv(ev.kv)) for ev in resp.events],
     )
-
-
-@dataclass(frozen=True)
-class WatchResponse:
-    created: bool
-    canceled: bool
-    cancel_reason: str
-    compact_revision: int
-    revision: int
-    events: list[WatchEvent]
 
 
 _CMP_TARGET = {

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from im_infra.coord._internal.etcd import EtcdClient, WatchEvent
+from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.log import log
+from im_infra.coord._internal.model import WatchEvent
 from im_infra.coord._internal.watch import WatchLoop
 from im_infra.coord.errors import CoordUnavailable
 

@@ -19,10 +19,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from im_infra.coord._internal.etcd import (
+from im_infra.coord._internal.etcd import EtcdClient
+from im_infra.coord._internal.model import (
     Compare,
     DeleteOp,
-    EtcdClient,
     GetOp,
     KeyValue,
     Op,

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable
 
 from im_infra.coord._internal import metrics as _metrics
-from im_infra.coord._internal.etcd import EtcdClient, StreamBrokenError, WatchEvent, WatchStream
+from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.log import log
+from im_infra.coord._internal.model import StreamBrokenError, WatchEvent, WatchStream
 from im_infra.coord.errors import CoordError
 
 _log = log.named("watch")

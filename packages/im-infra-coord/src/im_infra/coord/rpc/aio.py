@@ -22,7 +22,6 @@ import grpc.aio
 
 from im_infra.coord.errors import ConfigError
 from im_infra.coord.protocols import ServiceRegistry
-from im_infra.coord.registry import ServiceInstance
 from im_infra.coord.rpc._internal.base import BalancedBase, ChannelOptions
 from im_infra.coord.rpc._internal.pool import (
     CallPlan,
@@ -32,6 +31,7 @@ from im_infra.coord.rpc._internal.pool import (
     state_of,
 )
 from im_infra.coord.rpc.context import outgoing_metadata
+from im_infra.coord.types import ServiceInstance
 
 __all__ = ["AioBalancedChannel", "aio_channel"]
 
@@ -57,23 +57,25 @@ class _UnaryUnaryCall(grpc.aio.UnaryUnaryCall[Req, Resp]):
 
     async def _run(self) -> Resp:
         plan = self._plan
-        ep = plan.first()
-        while True:
-            try:
-                self._last = call = self._m.on(ep)(
-                    self._request, timeout=plan.timeout(), metadata=self._md, **self._kw
-                )
-                result: Resp = await call
-            except grpc.RpcError as exc:
-                delay = plan.failed(ep, exc)
-                if delay:
-                    await asyncio.sleep(delay)
-                ep = plan.retry(exc)
-                continue
-            except BaseException:
-                plan.done(ep)
-                raise
-            plan.done(ep)
+        attempts = plan.attempts()
+        step = next(attempts)
+        try:
+            while True:  # the retry rule is the flow's; this only does the I/O
+                try:
+                    if isinstance(step, Endpoint):
+                        self._last = call = self._m.on(step)(
+                            self._request, timeout=plan.timeout(), metadata=self._md, **self._kw
+                        )
+                        reply = await call
+                    else:
+                        await asyncio.sleep(step)
+                        reply = None
+                except BaseException as exc:
+                    step = attempts.throw(exc)
+                else:
+                    step = attempts.send(reply)
+        except StopIteration as stop:
+            result: Resp = stop.value
             return result
 
     def _started(self) -> asyncio.Future[Resp]:
@@ -178,9 +180,13 @@ class _AioSingle(Method[_Chan]):
         return self.single("__call__", request, kw, "done")
 
 
-class AioBalancedChannel(BalancedBase[_Chan], grpc.aio.Channel):
+class AioBalancedChannel(
+    BalancedBase[_Chan, _AioUnaryUnary[Any, Any], Any, Any, Any], grpc.aio.Channel
+):
     """A ``grpc.aio.Channel`` over every registered instance of one service (see
     :func:`aio_channel`)."""
+
+    _multicallables = (_AioUnaryUnary, _AioSingle, _AioSingle, _AioSingle)
 
     def __init__(
         self, registry: ServiceRegistry, service: str, **options: Unpack[ChannelOptions]
@@ -237,59 +243,6 @@ class AioBalancedChannel(BalancedBase[_Chan], grpc.aio.Channel):
         self._changed.set()
 
     # ------------------------------------------------------------------ grpc.aio.Channel
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _AioUnaryUnary[Any, Any]:
-        return _AioUnaryUnary(
-            self._pool,
-            self._policy,
-            "unary_unary",
-            method,
-            request_serializer,
-            response_deserializer,
-            bool(_registered_method),
-        )
-
-    def _single(self, kind: str, method: str, ser: Any, deser: Any, reg: Any) -> Any:
-        return self._method(_AioSingle, kind, method, ser, deser, reg)
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> Any:
-        return self._single(
-            "unary_stream", method, request_serializer, response_deserializer, _registered_method
-        )
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> Any:
-        return self._single(
-            "stream_unary", method, request_serializer, response_deserializer, _registered_method
-        )
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> Any:
-        return self._single(
-            "stream_stream", method, request_serializer, response_deserializer, _registered_method
-        )
-
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """READY when any instance is, CONNECTING while some connect, TRANSIENT_FAILURE when
         all fail, IDLE when none is registered."""

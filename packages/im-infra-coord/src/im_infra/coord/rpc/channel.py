@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Unpack
 import grpc
 
 from im_infra.coord.protocols import ServiceRegistry
-from im_infra.coord.registry import ServiceInstance
 from im_infra.coord.rpc._internal.base import BalancedBase, ChannelOptions
 from im_infra.coord.rpc._internal.pool import (
     CallPlan,
@@ -34,6 +33,7 @@ from im_infra.coord.rpc._internal.pool import (
     state_of,
 )
 from im_infra.coord.rpc.context import Metadata, outgoing_metadata
+from im_infra.coord.types import ServiceInstance
 
 __all__ = ["BalancedChannel", "channel"]
 
@@ -58,23 +58,24 @@ class _UnaryUnary(Method[grpc.Channel], _UU):
         plan: CallPlan[grpc.Channel] = CallPlan(
             self._pool, self._policy, self._method, kw["timeout"], md
         )
-        ep = plan.first()
-        while True:
-            fn = self.on(ep)
-            kw["timeout"] = plan.timeout()
-            try:
-                result = fn.with_call(request, **kw) if with_call else fn(request, **kw)
-            except grpc.RpcError as exc:
-                delay = plan.failed(ep, exc)
-                if delay:
-                    time.sleep(delay)
-                ep = plan.retry(exc)
-                continue
-            except BaseException:
-                plan.done(ep)
-                raise
-            plan.done(ep)
-            return result
+        attempts = plan.attempts()
+        step = next(attempts)
+        try:
+            while True:  # the retry rule is the flow's; this only does the I/O
+                try:
+                    if isinstance(step, Endpoint):
+                        fn = self.on(step)
+                        kw["timeout"] = plan.timeout()
+                        reply = fn.with_call(request, **kw) if with_call else fn(request, **kw)
+                    else:
+                        time.sleep(step)
+                        reply = None
+                except BaseException as exc:
+                    step = attempts.throw(exc)
+                else:
+                    step = attempts.send(reply)
+        except StopIteration as stop:
+            return stop.value
 
     def __call__(
         self,
@@ -181,12 +182,17 @@ class _StreamUnary(Method[grpc.Channel], _SU):
         return self.single("future", request_iterator, kw, "done")
 
 
-class BalancedChannel(BalancedBase[grpc.Channel], grpc.Channel):
+class BalancedChannel(
+    BalancedBase[grpc.Channel, _UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream],
+    grpc.Channel,
+):
     """A ``grpc.Channel`` over every registered instance of one service (see :func:`channel`).
 
     Closing it closes the subchannels (cancelling their calls, like any ``grpc.Channel``) and
     stops following the registry; it does not close the registry.
     """
+
+    _multicallables = (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)
 
     def __init__(
         self, registry: ServiceRegistry, service: str, **options: Unpack[ChannelOptions]
@@ -221,46 +227,6 @@ class BalancedChannel(BalancedBase[grpc.Channel], grpc.Channel):
         self._notify()
 
     # ------------------------------------------------------------------ grpc.Channel
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryUnary:
-        ser, deser, reg = request_serializer, response_deserializer, _registered_method
-        return self._method(_UnaryUnary, "unary_unary", method, ser, deser, reg)
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryStream:
-        ser, deser, reg = request_serializer, response_deserializer, _registered_method
-        return self._method(_UnaryStream, "unary_stream", method, ser, deser, reg)
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamUnary:
-        ser, deser, reg = request_serializer, response_deserializer, _registered_method
-        return self._method(_StreamUnary, "stream_unary", method, ser, deser, reg)
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamStream:
-        ser, deser, reg = request_serializer, response_deserializer, _registered_method
-        return self._method(_StreamStream, "stream_stream", method, ser, deser, reg)
-
     def _notify(self) -> None:
         if not self._subscribers:
             return

@@ -33,8 +33,9 @@ from im_infra.clog.lifecycle import Closing
 from im_infra.coord._internal.log import log
 from im_infra.coord.errors import ConfigError
 from im_infra.coord.protocols import ServiceRegistry
-from im_infra.coord.registry import DEFAULT_REGISTRATION_TTL, ServiceInstance
+from im_infra.coord.registry import DEFAULT_REGISTRATION_TTL
 from im_infra.coord.rpc.context import bind_incoming
+from im_infra.coord.types import ServiceInstance
 
 __all__ = [
     "AioServerRegistration",

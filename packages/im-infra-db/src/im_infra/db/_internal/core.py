@@ -1,4 +1,5 @@
-"""State and logic shared by the blocking and the asyncio provider."""
+"""State and logic shared by the blocking and the asyncio provider (the session and
+transaction flows are in ``tx.py``)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 
 from im_infra import clog, coord
 from im_infra.db._internal import metrics
 from im_infra.db._internal.engine import EngineSpec, build_spec, configure_engine
+from im_infra.db._internal.flow import Call, Flow
 from im_infra.db._internal.instrument import SlowThreshold, install
 from im_infra.db._internal.replicas import Router, replica_config
 from im_infra.db._internal.sqltext import redact_sql
@@ -25,14 +28,13 @@ from im_infra.db.errors import (
     DriverNotInstalledError,
     InvalidURLError,
     ProviderClosedError,
-    TransactionError,
 )
 
 if TYPE_CHECKING:
     from im_infra.coord import LiveConfig
     from im_infra.coord import Provider as CoordProvider
 
-S = TypeVar("S")
+SessionT = TypeVar("SessionT", Session, AsyncSession)
 E = TypeVar("E")
 Owner = object
 
@@ -55,6 +57,27 @@ def live_config(
             "'dsn') in db.yaml, as IM_INFRA_DB_DATABASE or as an override; no source set it"
         )
     return live
+
+
+ProviderT = TypeVar("ProviderT", bound="ProviderBase[Any, Any]")
+
+
+def from_config_center(
+    make: Callable[..., ProviderT],
+    service_name: str | None,
+    coord_provider: CoordProvider | None,
+    overrides: Mapping[str, Any],
+) -> ProviderT:
+    """``make(config, service=...)`` from the service's ``db.yaml``, following its live fields
+    until the provider closes (``new`` and ``new_async``)."""
+    live = live_config(service_name, coord_provider, overrides)
+    try:
+        provider = make(live.value, service=live.service)
+    except BaseException:
+        live.close()
+        raise
+    provider._follow(live)
+    return provider
 
 
 # The extra of im-infra-db that installs each driver SQLAlchemy may be asked for.
@@ -87,7 +110,7 @@ def missing_driver(drivername: str, exc: ImportError, server: str) -> InvalidURL
     )
 
 
-class ProviderCore(Generic[S]):
+class ProviderCore(Generic[SessionT]):
     """Config, target, logger, closed flag and the current-transaction registry.
 
     The registry is a context variable holding ``(session, owner)``: a ``transaction()`` entered
@@ -104,7 +127,7 @@ class ProviderCore(Generic[S]):
         self.spec: EngineSpec = build_spec(config, is_async=is_async)
         self.target = self.spec.target
         self.log = clog.get_logger("db").bind(db=self.target.server)
-        self.active: ContextVar[tuple[S, Owner] | None] = ContextVar(
+        self.active: ContextVar[tuple[SessionT, Owner] | None] = ContextVar(
             f"im_infra.db.active.{id(self):x}", default=None
         )
         self.closed = False
@@ -121,7 +144,7 @@ class ProviderCore(Generic[S]):
                 f"db provider for {self.target.server} is closed", server=self.target.server
             )
 
-    def joinable(self, owner: Owner) -> S | None:
+    def joinable(self, owner: Owner) -> SessionT | None:
         """The session of the transaction this owner already has open, if any."""
         self.check_open()
         active = self.active.get()
@@ -172,41 +195,17 @@ class ProviderCore(Generic[S]):
         raise_translated(exc, self.target, error)
 
 
-class TxState:
-    """The finished/not-finished rule of Transaction objects (Go: ErrTxDone)."""
-
-    __slots__ = ("_outcome",)
-
-    def __init__(self) -> None:
-        self._outcome: str | None = None
-
-    @property
-    def finished(self) -> bool:
-        """Whether commit() or rollback() already ran."""
-        return self._outcome is not None
-
-    def _start_commit(self, server: str) -> None:
-        if self._outcome is not None:
-            raise TransactionError(
-                f"{server}: cannot commit, the transaction was already {self._outcome}",
-                server=server,
-            )
-        self._outcome = "committed"
-
-    def _start_rollback(self) -> bool:
-        """True when a rollback must run; False when the transaction already finished."""
-        if self._outcome is not None:
-            return False
-        self._outcome = "rolled back"
-        return True
-
-
 EngineT = TypeVar("EngineT", Engine, AsyncEngine)
 
 
-class ProviderBase(Generic[EngineT, S]):
-    """Construction and read-only properties shared by DBProvider and AsyncDBProvider: the
-    primary engine and, with ``replicas`` configured, the replicas' engines and the router."""
+class ProviderBase(Generic[EngineT, SessionT]):
+    """Construction, read-only properties and the session logic shared by DBProvider and
+    AsyncDBProvider: the primary engine and, with ``replicas`` configured, the replicas' engines
+    and the router. Subclasses set the session factories (``_sessions`` for transactions,
+    ``_read_sessions`` for ``session()``, routed to replicas when there are some)."""
+
+    _sessions: Callable[[], SessionT]
+    _read_sessions: Callable[[], SessionT]
 
     def __init__(
         self,
@@ -216,8 +215,8 @@ class ProviderBase(Generic[EngineT, S]):
         is_async: bool,
         factory: Callable[..., EngineT],
     ) -> None:
-        core: ProviderCore[S] = ProviderCore(config, service=service, is_async=is_async)
-        self._core = core
+        core: ProviderCore[SessionT] = ProviderCore(config, service=service, is_async=is_async)
+        self._core: ProviderCore[SessionT] = core
         # one threshold object for the primary's and the replicas' engines: a live change
         # (_follow) reaches them all
         self._slow = SlowThreshold(config.slow_threshold)
@@ -227,7 +226,7 @@ class ProviderBase(Generic[EngineT, S]):
         if config.replicas.endpoints:
             replicas = []
             for endpoint in config.replicas.endpoints:
-                replica: ProviderCore[S] = ProviderCore(
+                replica: ProviderCore[SessionT] = ProviderCore(
                     replica_config(config, endpoint), service=service, is_async=is_async
                 )
                 engine = _open_engine(replica, factory, self._slow)
@@ -240,10 +239,30 @@ class ProviderBase(Generic[EngineT, S]):
         if self._router is not None:
             self._router.mark_write()
 
-    def _untrack_pools(self) -> None:
+    def _begin(self) -> Flow[SessionT]:
+        """A new session with its transaction begun (``begin_tx``); a failed begin closes the
+        session and raises the DBError for it."""
+        core = self._core
+        core.check_open()
+        self._mark_write()
+        session = self._sessions()
+        try:
+            with core.translating():
+                yield Call(session.begin)
+        except BaseException:
+            yield Call(session.close)
+            raise
+        return session
+
+    def _start_close(self) -> bool:
+        """Mark the provider closed; False when it already was (close() is idempotent)."""
+        if self._core.closed:
+            return False
+        self._core.closed = True
         metrics.untrack_pool(_sync_engine(self._engine))
         for engine in self._replica_engines:
             metrics.untrack_pool(_sync_engine(engine))
+        return True
 
     def _follow(self, live: LiveConfig[DBConfig]) -> None:
         """Apply the live fields (``DB.live_fields``) of every later change of ``live``."""

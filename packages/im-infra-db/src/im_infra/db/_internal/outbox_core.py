@@ -18,7 +18,7 @@ import base64
 import json
 import math
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -318,12 +318,14 @@ class Deliveries:
         self.missing = set(range(count))
         self.blocked: set[bytes] = set()
 
-    def may_send(self, index: int, event: OutboxEvent) -> bool:
-        """Whether to hand ``event`` over; False (and counted as failed) after its key failed."""
-        if event.key is None or event.key not in self.blocked:
-            return True
-        self.report(index, OutboxError("not sent: an earlier event of its key failed"))
-        return False
+    def to_send(self, events: list[OutboxEvent]) -> Iterator[tuple[int, OutboxEvent]]:
+        """The events to hand over, with their index: an event whose key already failed in
+        this round is not (it is counted as failed; it would overtake the failed one)."""
+        for index, event in enumerate(events):
+            if event.key is None or event.key not in self.blocked:
+                yield index, event
+            else:
+                self.report(index, OutboxError("not sent: an earlier event of its key failed"))
 
     def refused(self, index: int, event: OutboxEvent, error: BaseException) -> None:
         """The publisher raised instead of accepting ``event``."""

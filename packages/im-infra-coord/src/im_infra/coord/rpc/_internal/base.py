@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypedDict, TypeVar
+from typing import Any, ClassVar, Generic, TypedDict, TypeVar
 
 import grpc
 
 from im_infra.coord.protocols import ServiceRegistry
-from im_infra.coord.registry import ServiceInstance
 from im_infra.coord.rpc._internal.pool import (
     READY,
     C,
@@ -19,10 +18,16 @@ from im_infra.coord.rpc._internal.pool import (
     metadata_filter,
 )
 from im_infra.coord.rpc.balancer import Balancer, make_balancer
+from im_infra.coord.types import ServiceInstance
 
 __all__ = ["BalancedBase", "ChannelOptions"]
 
-M = TypeVar("M", bound=Method[Any])
+_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+UU = TypeVar("UU")
+US = TypeVar("US")
+SU = TypeVar("SU")
+SS = TypeVar("SS")
 
 
 class ChannelOptions(TypedDict, total=False):
@@ -37,10 +42,14 @@ class ChannelOptions(TypedDict, total=False):
     options: Iterable[tuple[str, Any]] | None
 
 
-class BalancedBase(Generic[C]):
-    """Builds the pool from the options and follows the registry; the drivers open, watch
-    and close the subchannels (``_open``, ``_watch_endpoint``, ``_close_endpoint``) and
-    receive the registry's lists (``_on_instances``)."""
+class BalancedBase(Generic[C, UU, US, SU, SS]):
+    """Builds the pool from the options, follows the registry and makes the multicallables;
+    the drivers open, watch and close the subchannels (``_open``, ``_watch_endpoint``,
+    ``_close_endpoint``), receive the registry's lists (``_on_instances``) and name their
+    multicallable classes (unary-unary, unary-stream, stream-unary, stream-stream: the types
+    UU, US, SU, SS)."""
+
+    _multicallables: ClassVar[tuple[type[Method[Any]], ...]]
 
     def __init__(self, registry: ServiceRegistry, service: str, options: ChannelOptions) -> None:
         unknown = set(options) - set(ChannelOptions.__annotations__)
@@ -76,11 +85,55 @@ class BalancedBase(Generic[C]):
     def _on_instances(self, instances: list[ServiceInstance]) -> None:
         raise NotImplementedError
 
-    def _method(
-        self, cls: type[M], kind: str, method: str, ser: Any, deser: Any, registered: Any
-    ) -> M:
-        """A multicallable of ``kind`` for ``method`` over this channel's instances."""
-        return cls(self._pool, self._policy, kind, method, ser, deser, bool(registered))
+    def _method(self, index: int, method: str, ser: Any, deser: Any, registered: Any) -> Any:
+        """The multicallable of kind ``index`` (see ``_KINDS``) for ``method``."""
+        cls = self._multicallables[index]
+        return cls(self._pool, self._policy, _KINDS[index], method, ser, deser, bool(registered))
+
+    # the grpc Channel API (the blocking and the asyncio one have the same factories)
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> UU:
+        ser, deser, reg = request_serializer, response_deserializer, _registered_method
+        made: UU = self._method(0, method, ser, deser, reg)
+        return made
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> US:
+        ser, deser, reg = request_serializer, response_deserializer, _registered_method
+        made: US = self._method(1, method, ser, deser, reg)
+        return made
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> SU:
+        ser, deser, reg = request_serializer, response_deserializer, _registered_method
+        made: SU = self._method(2, method, ser, deser, reg)
+        return made
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> SS:
+        ser, deser, reg = request_serializer, response_deserializer, _registered_method
+        made: SS = self._method(3, method, ser, deser, reg)
+        return made
 
     def _connectivity(self) -> grpc.ChannelConnectivity:
         """READY when any instance is, CONNECTING while some connect, TRANSIENT_FAILURE when

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
 
 from im_infra.coord._internal.log import log
 from im_infra.coord.errors import ConfigError, NoInstanceAvailable
-from im_infra.coord.registry import ServiceInstance
 from im_infra.coord.rpc.balancer import (
     ROUTE_KEY_METADATA,
     Balancer,
     current_route_key,
 )
 from im_infra.coord.rpc.context import Metadata, inherited_timeout, outgoing_metadata
+from im_infra.coord.types import ServiceInstance
 
 C = TypeVar("C")
 _Key = tuple[str, str, Any, Any]
@@ -260,15 +260,8 @@ def not_sent(exc: grpc.RpcError) -> bool:
 
 
 class CallPlan(Generic[C]):
-    """One call: its deadline, route key and attempts. Drivers loop::
-
-    ep = plan.first()
-    while True:
-        try: result = <call ep with plan.timeout()>; plan.done(ep); return result
-        except grpc.RpcError as exc:
-            plan.done(ep); delay = plan.retry_after(exc)   # None: raise exc
-            sleep(delay); ep = plan.next()
-    """
+    """One call: its deadline, route key and attempts; :meth:`attempts` is the retry loop as a
+    flow the blocking and the asyncio driver run."""
 
     __slots__ = ("_deadline", "_pool", "_retryable", "idempotent", "key", "policy", "tried")
 
@@ -304,6 +297,27 @@ class CallPlan(Generic[C]):
         ep = self._pool.acquire(self.key, self.tried)
         self.tried.append(ep)
         return ep
+
+    def attempts(self) -> Generator[Endpoint[C] | float, Any, Any]:
+        """The call's attempts without I/O: yields the endpoint to call now (and receives the
+        result, or has the ``grpc.RpcError`` thrown in) or the seconds to wait before the next
+        attempt; returns the result of the attempt that succeeded, or raises the final error.
+        Each attempt's callable and timeout come from :meth:`Method.on` and :meth:`timeout`."""
+        ep = self.first()
+        while True:
+            try:
+                result = yield ep
+            except grpc.RpcError as exc:
+                delay = self.failed(ep, exc)
+                if delay:
+                    yield delay
+                ep = self.retry(exc)
+                continue
+            except BaseException:
+                self.done(ep)
+                raise
+            self.done(ep)
+            return result
 
     def timeout(self) -> float | None:
         """Seconds left for the next attempt (None: no deadline)."""
