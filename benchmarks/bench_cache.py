@@ -3,7 +3,8 @@
 
 Measures get/set ops/s (blocking), get ops/s (asyncio) and pipelined SETs (100 per pipeline,
 no MULTI), each through im-infra and through a plain redis-py client configured the same way
-(one connection in use, RESP2, str replies). Rounds alternate between the two so machine noise
+(one connection in use, RESP2, str replies; redis-py 8 speaks RESP3 unless told
+``protocol=2``, as im-infra does). Rounds alternate between the two so machine noise
 hits both alike; the figure per case is the median over rounds.
 
     eval "$(scripts/devstack env)"; uv run python benchmarks/bench_cache.py [--url URL] [--rounds N]
@@ -126,7 +127,7 @@ def stampede(address: str, db: int) -> dict[str, int]:
 def hot_get(address: str, db: int, host: str, port: int, ops: int, rounds: int) -> dict[str, Any]:
     """GETs of one hot key: im-infra with client-side caching vs plain redis-py (ops/s)."""
     ours = cache.new(SERVICE, address=address, db=db, local_cache={"prefixes": ["hot:"]})
-    raw = redis.Redis(host=host, port=port, db=db, decode_responses=True)
+    raw = redis.Redis(host=host, port=port, db=db, decode_responses=True, protocol=2)
     ours.set("hot:1", VALUE)
     ours.get("hot:1")
     deadline = time.monotonic() + 5
@@ -188,7 +189,9 @@ def main() -> None:
     full = [prefix + k for k in keys]
 
     ours = cache.new(SERVICE, address=address, db=db)
-    raw = redis.Redis(host=parts.hostname, port=parts.port or 6379, db=db, decode_responses=True)
+    raw = redis.Redis(
+        host=parts.hostname, port=parts.port or 6379, db=db, decode_responses=True, protocol=2
+    )
 
     def ours_set(n: int) -> None:
         s = ours.set
@@ -239,7 +242,7 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     aours = cache.new_async(SERVICE, address=address, db=db)
     araw = redis.asyncio.Redis(
-        host=parts.hostname, port=parts.port or 6379, db=db, decode_responses=True
+        host=parts.hostname, port=parts.port or 6379, db=db, decode_responses=True, protocol=2
     )
 
     async def ours_aget(n: int) -> None:
