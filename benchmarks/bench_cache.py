@@ -3,9 +3,9 @@
 
 Measures get/set ops/s (blocking), get ops/s (asyncio) and pipelined SETs (100 per pipeline,
 no MULTI), each through im-infra and through a plain redis-py client configured the same way
-(one connection in use, RESP2, str replies; redis-py 8 speaks RESP3 unless told
-``protocol=2``, as im-infra does). Rounds alternate between the two so machine noise
-hits both alike; the figure per case is the median over rounds.
+(one connection in use, str replies, the connection options im-infra gives redis-py: see
+:func:`raw_options`). Rounds alternate between the two so machine noise hits both alike; the
+figure per case is the median over rounds.
 
     eval "$(scripts/devstack env)"; uv run python benchmarks/bench_cache.py [--url URL] [--rounds N]
         [--otel-sdk]
@@ -124,10 +124,23 @@ def stampede(address: str, db: int) -> dict[str, int]:
     return calls
 
 
+def raw_options(ours: Any) -> dict[str, Any]:
+    """The raw redis-py client's options: those im-infra's cache ``ours`` gives redis-py for its
+    connections, so both sides do the same work. RESP2 (redis-py 8 speaks RESP3 unless told) and
+    the same socket timeouts (redis.asyncio arms a timer for every read when one is set)."""
+    cfg = ours.config
+    return {
+        "decode_responses": True,
+        "protocol": 2,
+        "socket_timeout": cfg.read_timeout,
+        "socket_connect_timeout": cfg.connect_timeout,
+    }
+
+
 def hot_get(address: str, db: int, host: str, port: int, ops: int, rounds: int) -> dict[str, Any]:
     """GETs of one hot key: im-infra with client-side caching vs plain redis-py (ops/s)."""
     ours = cache.new(SERVICE, address=address, db=db, local_cache={"prefixes": ["hot:"]})
-    raw = redis.Redis(host=host, port=port, db=db, decode_responses=True, protocol=2)
+    raw = redis.Redis(host=host, port=port, db=db, **raw_options(ours))
     ours.set("hot:1", VALUE)
     ours.get("hot:1")
     deadline = time.monotonic() + 5
@@ -189,9 +202,7 @@ def main() -> None:
     full = [prefix + k for k in keys]
 
     ours = cache.new(SERVICE, address=address, db=db)
-    raw = redis.Redis(
-        host=parts.hostname, port=parts.port or 6379, db=db, decode_responses=True, protocol=2
-    )
+    raw = redis.Redis(host=parts.hostname, port=parts.port or 6379, db=db, **raw_options(ours))
 
     def ours_set(n: int) -> None:
         s = ours.set
@@ -242,7 +253,7 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     aours = cache.new_async(SERVICE, address=address, db=db)
     araw = redis.asyncio.Redis(
-        host=parts.hostname, port=parts.port or 6379, db=db, decode_responses=True, protocol=2
+        host=parts.hostname, port=parts.port or 6379, db=db, **raw_options(aours)
     )
 
     async def ours_aget(n: int) -> None:
