@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from queue import Empty, Full
+from typing import Any
 
 import pytest
 import redis
@@ -66,7 +67,8 @@ def test_threads_share_items_without_losing_or_doubling_any() -> None:
 
 
 def test_the_blocking_pool_on_it_bounds_connections_in_use() -> None:
-    pool = redis.BlockingConnectionPool(
+    blocking_pool: Any = redis.BlockingConnectionPool  # (redis-py's constructor is untyped)
+    pool = blocking_pool(
         max_connections=2, timeout=0.05, queue_class=LifoQueue, host="127.0.0.1", port=1
     )
     first, second = pool.pool.get(), pool.pool.get()  # (what get_connection takes: both slots)
