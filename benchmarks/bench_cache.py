@@ -168,6 +168,60 @@ def hot_get(address: str, db: int, host: str, port: int, ops: int, rounds: int) 
     return {**rates, "hits": hits}
 
 
+SIDES = ("get", "set", "aget", "raw_get", "raw_set", "raw_aget")
+
+
+def only_side(side: str, n: int, address: str, db: int, host: str, port: int) -> None:
+    """``--calls SIDE``: ``n`` commands of one side and nothing else, for instruction counts,
+    which a shared machine's load does not move (the wall-clock ratios do). A side's cost per
+    command is the difference of two runs (``--ops N`` and ``--ops 0``: the same start-up, both
+    clients created and used once whichever side runs)::
+
+        for n in 0 2000; do PYTHONHASHSEED=0 valgrind --tool=callgrind \\
+            --callgrind-out-file=/dev/null .venv/bin/python benchmarks/bench_cache.py \\
+            --calls get --ops $n 2>&1 | grep Collected; done   # then --calls raw_get
+
+    Sides: ``get``, ``set``, ``aget`` (im-infra, blocking and asyncio) and ``raw_get``,
+    ``raw_set``, ``raw_aget`` (redis-py with :func:`raw_options`).
+    """
+    keys = [f"k{i}" for i in range(KEYS)]
+    full = [f"{SERVICE}:{k}" for k in keys]
+    if side.endswith("aget"):
+
+        async def run() -> None:
+            ours = cache.new_async(SERVICE, address=address, db=db)
+            raw = redis.asyncio.Redis(host=host, port=port, db=db, **raw_options(ours))
+            await ours.set(keys[0], VALUE)
+            await ours.get(keys[0])
+            await raw.get(full[0])
+            get = ours.get if side == "aget" else raw.get
+            names = keys if side == "aget" else full
+            for i in range(n):
+                await get(names[i % KEYS])
+            await ours.close()
+            await raw.aclose()
+
+        asyncio.run(run())
+        return
+    ours = cache.new(SERVICE, address=address, db=db)
+    raw = redis.Redis(host=host, port=port, db=db, **raw_options(ours))
+    ours.set(keys[0], VALUE)
+    ours.get(keys[0])
+    raw.get(full[0])
+    names = full if side.startswith("raw_") else keys
+    client = raw if side.startswith("raw_") else ours
+    if side.endswith("set"):
+        put = client.set
+        for i in range(n):
+            put(names[i % KEYS], VALUE)
+    else:
+        get = client.get
+        for i in range(n):
+            get(names[i % KEYS])
+    ours.close()
+    raw.close()
+
+
 def install_otel_sdk() -> None:
     """Metrics on: the SDK's MeterProvider with an in-memory reader (im-infra's instruments,
     created at import through the API's proxy, start recording into it)."""
@@ -190,6 +244,11 @@ def main() -> None:
         action="store_true",
         help="install the OpenTelemetry SDK (in-memory metric reader) first: metrics on",
     )
+    parser.add_argument(
+        "--calls",
+        choices=SIDES,
+        help="only run --ops commands of this side and exit (for instruction counts)",
+    )
     args = parser.parse_args()
     if args.otel_sdk:
         install_otel_sdk()
@@ -197,6 +256,11 @@ def main() -> None:
     parts = urlsplit(args.url)
     address = f"{parts.hostname}:{parts.port or 6379}"
     db = int(parts.path.strip("/") or 0)
+    if args.calls:
+        only_side(
+            args.calls, args.ops, address, db, parts.hostname or "127.0.0.1", parts.port or 6379
+        )
+        return
     prefix = f"{SERVICE}:"
     keys = [f"k{i}" for i in range(KEYS)]
     full = [prefix + k for k in keys]
