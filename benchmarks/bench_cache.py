@@ -3,8 +3,9 @@
 
 Measures get/set ops/s (blocking), get ops/s (asyncio) and pipelined SETs (100 per pipeline,
 no MULTI), each through im-infra and through a plain redis-py client configured the same way
-(one connection in use, RESP2, str replies). Rounds alternate between the two so machine noise
-hits both alike; the figure per case is the median over rounds.
+(one connection in use, str replies, the connection options im-infra gives redis-py: see
+:func:`raw_options`). Rounds alternate between the two so machine noise hits both alike; the
+figure per case is the median over rounds.
 
     eval "$(scripts/devstack env)"; uv run python benchmarks/bench_cache.py [--url URL] [--rounds N]
         [--otel-sdk]
@@ -123,10 +124,23 @@ def stampede(address: str, db: int) -> dict[str, int]:
     return calls
 
 
+def raw_options(ours: Any) -> dict[str, Any]:
+    """The raw redis-py client's options: those im-infra's cache ``ours`` gives redis-py for its
+    connections, so both sides do the same work. RESP2 (redis-py 8 speaks RESP3 unless told) and
+    the same socket timeouts (redis.asyncio arms a timer for every read when one is set)."""
+    cfg = ours.config
+    return {
+        "decode_responses": True,
+        "protocol": 2,
+        "socket_timeout": cfg.read_timeout,
+        "socket_connect_timeout": cfg.connect_timeout,
+    }
+
+
 def hot_get(address: str, db: int, host: str, port: int, ops: int, rounds: int) -> dict[str, Any]:
     """GETs of one hot key: im-infra with client-side caching vs plain redis-py (ops/s)."""
     ours = cache.new(SERVICE, address=address, db=db, local_cache={"prefixes": ["hot:"]})
-    raw = redis.Redis(host=host, port=port, db=db, decode_responses=True)
+    raw = redis.Redis(host=host, port=port, db=db, **raw_options(ours))
     ours.set("hot:1", VALUE)
     ours.get("hot:1")
     deadline = time.monotonic() + 5
@@ -154,6 +168,60 @@ def hot_get(address: str, db: int, host: str, port: int, ops: int, rounds: int) 
     return {**rates, "hits": hits}
 
 
+SIDES = ("get", "set", "aget", "raw_get", "raw_set", "raw_aget")
+
+
+def only_side(side: str, n: int, address: str, db: int, host: str, port: int) -> None:
+    """``--calls SIDE``: ``n`` commands of one side and nothing else, for instruction counts,
+    which a shared machine's load does not move (the wall-clock ratios do). A side's cost per
+    command is the difference of two runs (``--ops N`` and ``--ops 0``: the same start-up, both
+    clients created and used once whichever side runs)::
+
+        for n in 0 2000; do PYTHONHASHSEED=0 valgrind --tool=callgrind \\
+            --callgrind-out-file=/dev/null .venv/bin/python benchmarks/bench_cache.py \\
+            --calls get --ops $n 2>&1 | grep Collected; done   # then --calls raw_get
+
+    Sides: ``get``, ``set``, ``aget`` (im-infra, blocking and asyncio) and ``raw_get``,
+    ``raw_set``, ``raw_aget`` (redis-py with :func:`raw_options`).
+    """
+    keys = [f"k{i}" for i in range(KEYS)]
+    full = [f"{SERVICE}:{k}" for k in keys]
+    if side.endswith("aget"):
+
+        async def run() -> None:
+            ours = cache.new_async(SERVICE, address=address, db=db)
+            raw = redis.asyncio.Redis(host=host, port=port, db=db, **raw_options(ours))
+            await ours.set(keys[0], VALUE)
+            await ours.get(keys[0])
+            await raw.get(full[0])
+            get = ours.get if side == "aget" else raw.get
+            names = keys if side == "aget" else full
+            for i in range(n):
+                await get(names[i % KEYS])
+            await ours.close()
+            await raw.aclose()
+
+        asyncio.run(run())
+        return
+    ours = cache.new(SERVICE, address=address, db=db)
+    raw = redis.Redis(host=host, port=port, db=db, **raw_options(ours))
+    ours.set(keys[0], VALUE)
+    ours.get(keys[0])
+    raw.get(full[0])
+    names = full if side.startswith("raw_") else keys
+    client = raw if side.startswith("raw_") else ours
+    if side.endswith("set"):
+        put = client.set
+        for i in range(n):
+            put(names[i % KEYS], VALUE)
+    else:
+        get = client.get
+        for i in range(n):
+            get(names[i % KEYS])
+    ours.close()
+    raw.close()
+
+
 def install_otel_sdk() -> None:
     """Metrics on: the SDK's MeterProvider with an in-memory reader (im-infra's instruments,
     created at import through the API's proxy, start recording into it)."""
@@ -176,6 +244,11 @@ def main() -> None:
         action="store_true",
         help="install the OpenTelemetry SDK (in-memory metric reader) first: metrics on",
     )
+    parser.add_argument(
+        "--calls",
+        choices=SIDES,
+        help="only run --ops commands of this side and exit (for instruction counts)",
+    )
     args = parser.parse_args()
     if args.otel_sdk:
         install_otel_sdk()
@@ -183,12 +256,17 @@ def main() -> None:
     parts = urlsplit(args.url)
     address = f"{parts.hostname}:{parts.port or 6379}"
     db = int(parts.path.strip("/") or 0)
+    if args.calls:
+        only_side(
+            args.calls, args.ops, address, db, parts.hostname or "127.0.0.1", parts.port or 6379
+        )
+        return
     prefix = f"{SERVICE}:"
     keys = [f"k{i}" for i in range(KEYS)]
     full = [prefix + k for k in keys]
 
     ours = cache.new(SERVICE, address=address, db=db)
-    raw = redis.Redis(host=parts.hostname, port=parts.port or 6379, db=db, decode_responses=True)
+    raw = redis.Redis(host=parts.hostname, port=parts.port or 6379, db=db, **raw_options(ours))
 
     def ours_set(n: int) -> None:
         s = ours.set
@@ -239,7 +317,7 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     aours = cache.new_async(SERVICE, address=address, db=db)
     araw = redis.asyncio.Redis(
-        host=parts.hostname, port=parts.port or 6379, db=db, decode_responses=True
+        host=parts.hostname, port=parts.port or 6379, db=db, **raw_options(aours)
     )
 
     async def ours_aget(n: int) -> None:

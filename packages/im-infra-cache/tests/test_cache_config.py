@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from im_infra import cache, coord
 from im_infra.cache import CacheConfigError, RedisConfig
 from im_infra.cache._internal.backend import SYNC, build_client
+from im_infra.cache._internal.lifo import LifoQueue
 from im_infra.cache._internal.retry import SAFE
 
 
@@ -205,6 +206,7 @@ def test_single_mode_client_has_bounded_blocking_pool_and_retries() -> None:
     client = build_client(cfg, SYNC)
     pool = client.connection_pool
     assert isinstance(pool, redis.BlockingConnectionPool)
+    assert isinstance(pool.pool, LifoQueue)  # (the fast queue, _internal/lifo.py)
     assert pool.max_connections == 4
     assert pool.connection_kwargs["socket_timeout"] == 0.5
     retry = pool.connection_kwargs["retry"]

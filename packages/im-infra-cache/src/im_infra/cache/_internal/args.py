@@ -16,10 +16,11 @@ class KeyPrefix(str):
 
     __slots__ = ()
 
-    def __add__(self, key: str) -> str:
-        if isinstance(key, str):
-            return str.__add__(self, key)
-        raise CacheArgumentError(f"key must be a str, not {type(key).__name__}")
+    def __add__(self, key: str, _concat: Any = str.__add__) -> str:
+        try:  # (on every command: str's own concatenation, no isinstance first)
+            return _concat(self, key)  # type: ignore[no-any-return]
+        except TypeError:
+            raise CacheArgumentError(f"key must be a str, not {type(key).__name__}") from None
 
 
 def _encodable(value: Any) -> bool:

@@ -67,6 +67,7 @@ class CacheBase(Ops):
         self.get = self._local_get_text  # type: ignore[method-assign]
         self.get_bytes = self._local_get_bytes  # type: ignore[method-assign]
         self.get_obj = self._local_get_obj  # type: ignore[method-assign]
+        self._untracked = self._run  # GETs of keys not covered: nothing to invalidate
         self._run = self._run_tracked  # type: ignore[method-assign]
 
     @property
@@ -88,7 +89,7 @@ class CacheBase(Ops):
         local = self._local
         assert local is not None
         if not full.startswith(local.prefixes):
-            return self._run(("GET", full), transform)
+            return self._untracked(("GET", full), transform)
         reply = local.lookup(full)
         if reply is not MISS:
             return self._ready(reply if transform is None else transform(reply))

@@ -17,7 +17,7 @@ An unsafe command that failed after it may have been sent is reported as
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, TypeVar
@@ -62,8 +62,28 @@ def _name(value: Any) -> str:
     return (value.decode() if isinstance(value, bytes) else str(value)).upper()
 
 
+def _by_name() -> dict[object, bool]:
+    """The verdict of every command whose name alone decides it (as str and bytes, any case the
+    cache sends): the reads and the idempotent writes that take no options."""
+    names = READS | (IDEMPOTENT_WRITES - {"PEXPIRE", "EXPIRE"})
+    return {spelling: True for n in names for spelling in (n, n.lower(), n.encode())}
+
+
+_BY_NAME = _by_name()
+
+
 def is_safe(args: tuple[Any, ...]) -> bool:
-    """True when the command ``args`` may be run again after an unanswered attempt."""
+    """True when the command ``args`` may be run again after an unanswered attempt.
+
+    Called for every command the cache sends: a command whose name alone decides it costs one
+    dict lookup (``_BY_NAME``); the rest (SET and EXPIRE options, unsafe commands) are read in
+    full by :func:`_inspect`, but for the common ``SET key value`` (no options)."""
+    if _BY_NAME.get(args[0]) or (len(args) == 3 and args[0] == "SET"):
+        return True
+    return _inspect(args)
+
+
+def _inspect(args: tuple[Any, ...]) -> bool:
     name = _name(args[0])
     if name in READS:
         return True
@@ -107,6 +127,11 @@ def _gate(is_retryable: Callable[[Exception], bool] | None) -> Callable[[Excepti
     return lambda exc: inner(exc) and retryable(exc)
 
 
+# redis-py's loops, called directly: the overrides below add one frame per command, no super()
+_call_with_retry = redis.retry.Retry.call_with_retry
+_acall_with_retry = redis.asyncio.retry.Retry.call_with_retry
+
+
 class GatedRetry(redis.retry.Retry):
     """redis-py's Retry, repeating only what :func:`retryable` allows."""
 
@@ -117,7 +142,8 @@ class GatedRetry(redis.retry.Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> T:
-        return super().call_with_retry(do, fail, _gate(is_retryable), with_failure_count)
+        gate = retryable if is_retryable is None else _gate(is_retryable)
+        return _call_with_retry(self, do, fail, gate, with_failure_count)
 
     def get_retries(self) -> int:
         """(RedisCluster asks this for its own loop: no retry of an unsafe command there.)"""
@@ -127,14 +153,16 @@ class GatedRetry(redis.retry.Retry):
 class AsyncGatedRetry(redis.asyncio.retry.Retry):
     """redis.asyncio's Retry, repeating only what :func:`retryable` allows."""
 
-    async def call_with_retry(
+    def call_with_retry(
         self,
         do: Callable[[], Awaitable[T]],
         fail: Callable[..., Any],
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
-    ) -> T:
-        return await super().call_with_retry(do, fail, _gate(is_retryable), with_failure_count)
+    ) -> Coroutine[Any, Any, T]:
+        """(Not ``async``: returns redis.asyncio's own coroutine, one coroutine per command.)"""
+        gate = retryable if is_retryable is None else _gate(is_retryable)
+        return _acall_with_retry(self, do, fail, gate, with_failure_count)
 
     def get_retries(self) -> int:
         """(redis.asyncio's RedisCluster asks this for its own loop.)"""
