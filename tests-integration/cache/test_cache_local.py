@@ -84,8 +84,9 @@ def test_a_change_by_another_client_invalidates_within_50ms(
             assert time.perf_counter() - changed < 1.0, "never invalidated"
             pause(c, 0.0005)
         delays.append(time.perf_counter() - changed)
-    # the requirement is 50 ms; on this loaded 2-core machine the median is well under 5 ms
-    assert statistics.median(delays) < 0.01, delays
+    # the requirement is 50 ms; quiet, the median is under 5 ms, and it stayed under 12 ms at a
+    # load average of 12 on 2 cores: half the requirement keeps a margin without timing the host
+    assert statistics.median(delays) < 0.025, delays
     assert sorted(delays)[-2] < 0.05, delays  # all but one outlier within 50 ms
     assert local(c).invalidations >= 30
 
