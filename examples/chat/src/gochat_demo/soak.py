@@ -433,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.minutes <= 0 or args.rate <= 0:
         ap.error("--minutes and --rate must be > 0")
+    # a SIGTERM (CI's step timeout, say) unwinds like Ctrl-C, so that the finally below stops
+    # the soak's servers: devstack starts them in sessions of their own, out of our group
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     soak = Soak(args)
     try:
         soak.setup()
