@@ -118,7 +118,9 @@ def test_per_minute_keeps_chaos_windows_out_of_the_calm_p99() -> None:
     ss = [Send(i, i, T0 + i, ok=True) for i in range(120)]
     # minute 0: 10 ms each; minute 1: 10 ms, except 20 s of chaos at 1000 ms
     rs = [Row(i, T0 + i, T0 + i + (1.0 if 70 <= i < 90 else 0.01)) for i in range(120)]
-    minutes = per_minute(T0, 2, ss, rs, windows=[(T0 + 70, T0 + 90)])
+    load = [(T0 + 5, 1.5), (T0 + 50, 3.0), (T0 + 65, 0.5)]
+    minutes = per_minute(T0, 2, ss, rs, windows=[(T0 + 70, T0 + 90)], load=load)
+    assert [m["load1"] for m in minutes] == [3.0, 0.5]
     assert [m["sent"] for m in minutes] == [60, 60]
     assert minutes[0]["p99_ms"] == pytest.approx(10, abs=0.01)
     assert minutes[1]["p99_ms"] == pytest.approx(1000, abs=0.01)

@@ -222,6 +222,7 @@ class Soak:
         self.workers: list[cli.WorkerProcess] = []
         self.events: list[ChaosEvent] = []
         self.samples: list[Sample] = []
+        self.load: list[tuple[float, float]] = []  # the machine's 1-minute load average
         self.notes: list[str] = []
 
     # ------------------------------------------------------------------------------ processes
@@ -262,6 +263,7 @@ class Soak:
 
     def take_samples(self, load: subprocess.Popen[bytes]) -> None:
         now = time.time()
+        self.load.append((now, os.getloadavg()[0]))
         pids: dict[str, int | None] = {
             "gateway": load.pid if load.poll() is None else None,
             "worker": self.workers[-1].proc.pid if self.workers[-1].proc.poll() is None else None,
@@ -335,6 +337,7 @@ class Soak:
             events=self.events,
             samples=self.samples,
             settle=args.settle,
+            load=self.load,
         )
         stored = {r.msg_id for r in rows}
         journal = read_journal(_journal_lines(self.journal))

@@ -154,9 +154,15 @@ def per_minute(
     sends: Iterable[Send],
     rows: Iterable[Row],
     windows: Sequence[tuple[float, float]],
+    load: Iterable[tuple[float, float]] = (),
 ) -> list[dict[str, Any]]:
     """Per minute of sending: messages sent and stored, end-to-end latency p50/p99 of all of
-    them and p99 of those sent outside the chaos windows (``calm``)."""
+    them and p99 of those sent outside the chaos windows (``calm``), and the highest 1-minute
+    load average of the machine sampled in it (``load``: (time, load average) pairs)."""
+    busiest: dict[int, float] = {}
+    for t, value in load:
+        m = int((t - start) // 60)
+        busiest[m] = max(busiest.get(m, 0.0), value)
     latency = {r.msg_id: (r.stored_at - r.sent_at) * 1000 for r in rows}
     sent = [0] * minutes
     every: list[list[float]] = [[] for _ in range(minutes)]
@@ -188,6 +194,7 @@ def per_minute(
                 "calm_messages": len(quiet),
                 "calm_p99_ms": _round(percentile(quiet, 99)),
                 "chaos": any(a < hi and b > lo for a, b in windows),
+                "load1": busiest.get(m),
             }
         )
     return out
@@ -284,6 +291,7 @@ def build(
     events: Sequence[ChaosEvent],
     samples: Iterable[Sample],
     settle: float,
+    load: Iterable[tuple[float, float]] = (),
 ) -> dict[str, Any]:
     """The whole report as one JSON-able dict."""
     start = journal.start if journal.start is not None else run["started"]
@@ -292,7 +300,7 @@ def build(
     n_minutes = max(1, math.ceil((last - start) / 60))
     windows = chaos_windows(events, settle)
     counts = account(sends, rows, in_topic)
-    minutes = per_minute(start, n_minutes, sends, rows, windows)
+    minutes = per_minute(start, n_minutes, sends, rows, windows, load)
     res = resources(start, samples)
     errors = Counter((s.error or "").split(":")[0] for s in sends if s.ok is False)
     stored, topic = {r.msg_id for r in rows}, set(in_topic)
@@ -370,8 +378,8 @@ def markdown(rep: Mapping[str, Any]) -> str:
     head = " | ".join(f"{r} RSS MiB / fds" for r in roles)
     lines += [
         "",
-        f"| min | sent | stored | p50 ms | p99 ms | calm p99 ms | chaos | {head} |",
-        "|" + "---:|" * (7 + len(roles)),
+        f"| min | sent | stored | p50 ms | p99 ms | calm p99 ms | chaos | load | {head} |",
+        "|" + "---:|" * (8 + len(roles)),
     ]
     by_minute = {
         role: {p["minute"]: p for p in series} for role, series in rep["resources"].items()
@@ -384,8 +392,7 @@ def markdown(rep: Mapping[str, Any]) -> str:
         lines.append(
             f"| {m['minute']} | {m['sent']} | {m['stored']} | {_fmt(m['p50_ms'])} | "
             f"{_fmt(m['p99_ms'])} | {_fmt(m['calm_p99_ms'])} | {'x' if m['chaos'] else ''} | "
-            + " | ".join(cells)
-            + " |"
+            f"{_fmt(m.get('load1'))} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
 
