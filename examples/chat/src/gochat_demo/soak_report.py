@@ -339,19 +339,24 @@ def _lost_before(e: ChaosEvent, events: Sequence[ChaosEvent], gone: Sequence[flo
 
 
 def _fmt(x: Any) -> str:
-    return "—" if x is None else f"{x:g}" if isinstance(x, float) else str(x)
+    return "—" if x is None else f"{round(x, 2):g}" if isinstance(x, float) else str(x)
 
 
 def markdown(rep: Mapping[str, Any]) -> str:
     """The report as markdown (what docs/soak.md quotes)."""
     c, t, run = rep["counts"], rep["targets"], rep["run"]
     ok = "met" if all(v["met"] is not False for v in t.values()) else "NOT met"
+    chaos = (
+        f"Chaos every {run['chaos_every_s']:g} s after the first minute "
+        f"({', '.join(run['chaos_kinds'])}); a chaos window lasts from the fault until "
+        f"{rep['chaos_settle_s']:g} s after recovery."
+        if run["chaos_kinds"]
+        else "No chaos (--no-chaos): a baseline."
+    )
     lines = [
         f"# Soak run {run['run_id']}: {run['minutes']:g} minutes at {run['rate']:g} msg/s",
         "",
-        f"Targets {ok}. Chaos every {run['chaos_every_s']:g} s after the first minute "
-        f"({', '.join(run['chaos_kinds'])}); a chaos window lasts from the fault until "
-        f"{rep['chaos_settle_s']:g} s after recovery.",
+        f"Targets {ok}. {chaos} Load: the machine's 1-minute load average (2 cores).",
         "",
         "| messages | count |",
         "|---|---:|",
