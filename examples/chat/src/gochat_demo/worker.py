@@ -89,6 +89,9 @@ class Worker:
             coord=provider,
             # and a short fetch wait: at chat rates a fetch rarely fills up
             rdkafka_config={"group.instance.id": name, "fetch.wait.max.ms": 100},
+            # a failing callback (the database away, say) is retried for about half a
+            # minute, then the message goes to <topic>.dlq: never skipped silently
+            retry=mq.RetryPolicy(max_attempts=10, backoff=0.2, max_backoff=5.0),
         )
 
     def handle(self, msg: mq.Message) -> None:
@@ -100,16 +103,18 @@ class Worker:
             stored = outcome.value and not outcome.duplicate
         except cache.OnceInProgress:  # a worker that died mid-message holds the mark
             stored = self._store(chat)
+        except cache.CacheUnavailable as exc:
+            # Redis is down (or restarted mid-call): the message's primary key is the guard.
+            # Failing here would lose the message (the consumer skips what its callback
+            # could not handle once its retries are spent), and Redis is no store of record.
+            self.log.warning("idempotency keys unavailable; storing by primary key", error=exc)
+            stored = self._store(chat)
         if stored:
-            self.pages.invalidate(page_key(chat.conversation))  # readers reload the page
             self._relay_round()  # publish the "message stored" event the store wrote
-        # ZADD is idempotent (member = the message's canonical JSON), so a redelivered message
-        # that was already cached changes nothing; the trim keeps the newest CACHE_KEEP.
-        key = cache_key(chat.conversation)
-        with self.cache.pipeline() as p:
-            p.zadd(key, {raw.decode(): float(chat.msg_id)})
-            p.zremrange_by_rank(key, 0, -(CACHE_KEEP + 1))
-            p.execute()
+        try:
+            self._update_cache(chat, raw, stored)
+        except cache.CacheUnavailable as exc:  # readers fall back to the database
+            self.log.warning("recent-messages cache not updated", error=exc)
         self.log.info(
             "message stored" if stored else "duplicate message skipped",
             msg_id=chat.msg_id,
@@ -117,6 +122,17 @@ class Worker:
             partition=msg.partition,
             offset=msg.offset,
         )
+
+    def _update_cache(self, chat: ChatMessage, raw: bytes, stored: bool) -> None:
+        if stored:
+            self.pages.invalidate(page_key(chat.conversation))  # readers reload the page
+        # ZADD is idempotent (member = the message's canonical JSON), so a redelivered message
+        # that was already cached changes nothing; the trim keeps the newest CACHE_KEEP.
+        key = cache_key(chat.conversation)
+        with self.cache.pipeline() as p:
+            p.zadd(key, {raw.decode(): float(chat.msg_id)})
+            p.zremrange_by_rank(key, 0, -(CACHE_KEEP + 1))
+            p.execute()
 
     def _store(self, chat: ChatMessage) -> bool:
         """Insert the message unless its id is already stored; True if inserted."""
