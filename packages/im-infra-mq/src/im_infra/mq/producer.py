@@ -34,7 +34,7 @@ from im_infra import clog
 from im_infra.clog.lifecycle import Closing
 
 from ._internal.client import AuthFailure, build_client, log_client_error
-from ._internal.metrics import ProducerMetrics
+from ._internal.metrics import PRODUCERS_REPLACED, SYSTEM, ProducerMetrics
 from ._internal.tracing import Headers, current_trace_headers
 from ._internal.validate import check_headers, explain
 from .errors import (
@@ -516,6 +516,7 @@ class KafkaProducer(Closing):
         generation.fatal = cause
         self._last_hook = None
         self._retired.append((old, generation))
+        PRODUCERS_REPLACED.add(1, {"messaging.system": SYSTEM, "error.type": cause.name()})
         self._log.error(
             "fatal producer error: replaced the librdkafka producer; its queued and in-flight "
             "messages are reported as failed with this cause",
