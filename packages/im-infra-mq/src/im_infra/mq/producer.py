@@ -454,9 +454,7 @@ class KafkaProducer(Closing):
             # decides; timestamp 0: now.
             partition = -1 if msg.partition is None else msg.partition
             if headers is None:
-                self._producer.produce(
-                    msg.topic, msg.value, msg.key, partition, on_delivery.report
-                )
+                self._producer.produce(msg.topic, msg.value, msg.key, partition, on_delivery.report)
             else:
                 self._producer.produce(
                     msg.topic, msg.value, msg.key, partition, on_delivery.report, None, 0, headers
