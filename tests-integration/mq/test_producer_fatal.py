@@ -48,8 +48,9 @@ class Results:
 
 @pytest.mark.broker_deviation("acked-messages-lost-on-restart", needs=True)
 def test_fatal_error_replaces_the_producer_and_reports_in_flight_messages(
-    kafka_server_factory: Any, logs: Any
+    kafka_server_factory: Any, logs: Any, metrics_probe: Any
 ) -> None:
+    replaced_before = metrics_probe.value("im_infra.mq.producer.replaced")
     server = kafka_server_factory()
     admin = mq.new_admin_client("mq-it", common={"brokers": [server.brokers]})
     admin.create_topic(TOPIC, 1, 1)
@@ -103,4 +104,9 @@ def test_fatal_error_replaces_the_producer_and_reports_in_flight_messages(
     assert not codes & {"_PURGE_QUEUE", "_PURGE_INFLIGHT", "_FATAL"}, codes
     replaced = [r for r in logs.records() if "replaced the librdkafka producer" in r["msg"]]
     assert replaced
+    # Counted by the fatal cause's name.
+    assert metrics_probe.value("im_infra.mq.producer.replaced") == replaced_before + len(replaced)
+    assert metrics_probe.value(
+        "im_infra.mq.producer.replaced", **{"error.type": replaced[0]["code"]}
+    )
     print(f"{sent} sent, {len(failed)} reported with the fatal cause {codes}")

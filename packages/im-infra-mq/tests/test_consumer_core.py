@@ -94,6 +94,23 @@ def test_to_message() -> None:
     )
 
 
+def test_to_message_sets_every_field() -> None:
+    """to_message sets the slots itself (no __init__): each field of Message must be set, and
+    the message must behave as a constructed one (equality, repr, replace, mutable headers)."""
+    import dataclasses
+
+    msg = to_message(kmsg(3))
+    for f in dataclasses.fields(Message):
+        assert hasattr(msg, f.name), f"to_message does not set Message.{f.name}"
+    assert msg.headers == {}
+    msg.headers["x"] = b"1"  # its own dict, not shared with the next message
+    assert to_message(kmsg(4)).headers == {}
+    assert dataclasses.replace(msg, offset=9).offset == 9
+    assert "offset=3" in repr(msg)
+    no_ts = confluent_kafka.Message(topic="t", partition=0, offset=0, timestamp=(0, -1))
+    assert to_message(no_ts).timestamp_ms is None
+
+
 def test_offset_stored_after_success_and_after_logged_failure(make: Any) -> None:
     consumer = make()
     calls: list[int | None] = []

@@ -77,20 +77,29 @@ BatchHandler = Callable[[list[Any]], "tuple[int, Exception | None]"]
 Batches = tuple[BatchCallback, int, float]
 
 
+#: ``Message`` without running its dataclass ``__init__`` (see :func:`to_message`).
+_new_message = object.__new__
+
+
 def to_message(kmsg: Any) -> Message:
-    """Convert a confluent-kafka message into a :class:`Message`."""
+    """Convert a confluent-kafka message into a :class:`Message`.
+
+    One per consumed message, so it sets the slots directly: calling the dataclass with seven
+    arguments costs ~1,100 more CPU instructions per message (a third of the conversion, measured
+    with cachegrind). Every field is set here; ``test_to_message_sets_every_field`` fails when
+    ``Message`` gains one this does not set.
+    """
+    msg: Message = _new_message(Message)
     raw_headers = kmsg.headers()
-    headers = {k: b"" if v is None else v for k, v in raw_headers} if raw_headers else {}
+    msg.headers = {k: b"" if v is None else v for k, v in raw_headers} if raw_headers else {}
+    msg.topic = kmsg.topic()
+    msg.key = kmsg.key()
+    msg.value = kmsg.value()
+    msg.partition = kmsg.partition()
+    msg.offset = kmsg.offset()
     ts_type, ts = kmsg.timestamp()
-    return Message(
-        kmsg.topic(),
-        kmsg.key(),
-        kmsg.value(),
-        headers,
-        kmsg.partition(),
-        kmsg.offset(),
-        None if ts_type == _NO_TIMESTAMP else ts,
-    )
+    msg.timestamp_ms = None if ts_type == _NO_TIMESTAMP else ts
+    return msg
 
 
 class KafkaConsumer(Closing):
@@ -238,7 +247,7 @@ class KafkaConsumer(Closing):
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` (or :meth:`request_stop`) was called."""
-        return self._closing.is_set()
+        return self._stopping  # set with _closing; the asyncio runner reads it per message
 
     @property
     def retry_topics(self) -> RetryTopicsConfig:
@@ -413,14 +422,11 @@ class KafkaConsumer(Closing):
         is retried here (through ``handler``, one hop per attempt: the rare path) before the rest
         of the batch is handed over again, so the partition's order holds.
         """
-        msgs = batch
-        if any(kmsg.error() is not None for kmsg in batch):
-            msgs = []
+        msgs = [kmsg for kmsg in batch if kmsg.error() is None]  # cheaper than any(genexpr)
+        if len(msgs) < len(batch):
             for kmsg in batch:
                 err = kmsg.error()
-                if err is None:
-                    msgs.append(kmsg)
-                else:
+                if err is not None:
                     self._on_message_error(err)
         done: dict[PartitionKey, list[int]] = {}
         start = 0

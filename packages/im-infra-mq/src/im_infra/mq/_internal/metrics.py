@@ -34,6 +34,7 @@ __all__ = [
     "CALLBACK_ERRORS",
     "DEAD_LETTERED",
     "DELIVERY_DURATION",
+    "PRODUCERS_REPLACED",
     "ConsumerMetrics",
     "ProducerMetrics",
 ]
@@ -152,6 +153,12 @@ CALLBACK_ERRORS = _meter.create_counter(
     "im_infra.mq.callback.errors",
     unit="{error}",
     description="Exceptions raised by application callbacks (consume or delivery).",
+)
+PRODUCERS_REPLACED = _meter.create_counter(
+    "im_infra.mq.producer.replaced",
+    unit="{producer}",
+    description="librdkafka producers replaced after a fatal error (error.type = its name); "
+    "their queued and in-flight messages were reported failed with that cause.",
 )
 DEAD_LETTERED = _meter.create_counter(
     "im_infra.mq.consumer.dead_lettered",
