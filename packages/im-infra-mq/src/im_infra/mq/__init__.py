@@ -45,7 +45,7 @@ from .errors import (
     TopicExistsError,
     TopicNotFoundError,
 )
-from .factories import (
+from .factory import (
     load_config,
     new_admin_client,
     new_async_consumer,
