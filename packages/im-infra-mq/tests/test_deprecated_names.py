@@ -14,3 +14,23 @@ def test_factories_module_is_a_warning_shim_for_factory() -> None:
         old = importlib.import_module("im_infra.mq.factories")
     assert old.new_producer is mq.new_producer
     assert old.new_async_consumer is mq.factory.new_async_consumer
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("KafkaAsyncProducer", "AsyncKafkaProducer"), ("KafkaAsyncConsumer", "AsyncKafkaConsumer")],
+)
+@pytest.mark.parametrize("module", ["im_infra.mq", "im_infra.mq.aio"])
+def test_kafka_async_classes_are_deprecated_aliases_of_async_kafka(
+    module: str, old: str, new: str
+) -> None:
+    mod = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=rf"{old} is deprecated .*0\.2\.0.*use {new}"):
+        alias = getattr(mod, old)
+    assert alias is getattr(mq, new)
+    assert old not in mq.__all__ and new in mq.__all__
+
+
+def test_an_unknown_name_is_still_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        mq.NoSuchThing  # noqa: B018

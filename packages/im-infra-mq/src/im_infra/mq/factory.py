@@ -9,7 +9,7 @@ from im_infra import clog
 from im_infra import coord as _coord
 
 from .admin import KafkaAdminClient
-from .aio import KafkaAsyncConsumer, KafkaAsyncProducer
+from .aio import AsyncKafkaConsumer, AsyncKafkaProducer
 from .config import (
     KAFKA,
     KafkaConfig,
@@ -190,9 +190,9 @@ def new_async_producer(
     backpressure_timeout: float = 30.0,
     close_timeout: float = 30.0,
     **overrides: Any,
-) -> KafkaAsyncProducer:
+) -> AsyncKafkaProducer:
     """The asyncio form of :func:`new_producer`."""
-    return KafkaAsyncProducer(
+    return AsyncKafkaProducer(
         new_producer(
             service_name,
             logger=logger,
@@ -215,9 +215,9 @@ def new_async_consumer(
     rdkafka_config: RdkafkaConfig | None = None,
     close_timeout: float = 30.0,
     **overrides: Any,
-) -> KafkaAsyncConsumer:
+) -> AsyncKafkaConsumer:
     """The asyncio form of :func:`new_consumer`."""
-    return KafkaAsyncConsumer(
+    return AsyncKafkaConsumer(
         new_consumer(
             service_name,
             group_id,
