@@ -25,7 +25,7 @@ def deprecated_names(
     name goes away."""
     renamed = dict(renamed)
 
-    def __getattr__(name: str) -> object:
+    def module_getattr(name: str) -> object:
         new = renamed.get(name)
         if new is None:
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
@@ -36,4 +36,4 @@ def deprecated_names(
         )
         return getattr(sys.modules[module], new)
 
-    return __getattr__
+    return module_getattr
