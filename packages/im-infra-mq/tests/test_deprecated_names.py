@@ -34,3 +34,19 @@ def test_kafka_async_classes_are_deprecated_aliases_of_async_kafka(
 def test_an_unknown_name_is_still_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="NoSuchThing"):
         mq.NoSuchThing  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("MemoryAsyncProducer", "AsyncMemoryProducer"),
+        ("MemoryAsyncConsumer", "AsyncMemoryConsumer"),
+    ],
+)
+def test_memory_async_classes_are_deprecated_aliases(old: str, new: str) -> None:
+    from im_infra.mq import testing
+
+    with pytest.warns(DeprecationWarning, match=rf"{old} is deprecated .*0\.2\.0.*use {new}"):
+        alias = getattr(testing, old)
+    assert alias is getattr(testing, new)
+    assert old not in testing.__all__
