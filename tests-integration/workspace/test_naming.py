@@ -12,10 +12,11 @@ import pkgutil
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from packaging.version import Version
@@ -227,7 +228,7 @@ def test_lock_errors_and_ttls_match_across_coord_and_cache() -> None:
         assert "LockTimeout" in pkg.__all__ and "LockLost" in pkg.__all__
         assert issubclass(pkg.LockTimeout, TimeoutError)
         assert not issubclass(pkg.LockLost, TimeoutError)
-    ttls = {
+    ttls: dict[str, Callable[..., Any]] = {
         "coord.EtcdLocker.acquire": coord.EtcdLocker.acquire,
         "coord.EtcdLocker.try_acquire": coord.EtcdLocker.try_acquire,
         "coord.EtcdLocker.acquire_async": coord.EtcdLocker.acquire_async,
