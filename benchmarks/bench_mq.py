@@ -24,7 +24,7 @@ with raw confluent-kafka alone too; such stalls only ever slow a side down, and 
 of one side were hit, too many for a median. The medians are printed too. Each run also reports
 the process CPU time per message (all threads, librdkafka's included; medians), the client's cost
 independent of the broker's speed.
-The asyncio consumer (``KafkaAsyncConsumer.subscribe`` with an ``async def`` handler doing the
+The asyncio consumer (``AsyncKafkaConsumer.subscribe`` with an ``async def`` handler doing the
 same work) is measured in the same rounds; so is aiokafka's consumer (``getmany`` batches of up
 to 500, the same ``async def`` handler per message, auto-commit), when aiokafka is importable. The
 consume topic is written uncompressed so that aiokafka can read it without the optional lz4
@@ -266,7 +266,7 @@ def consume_async_im_infra(config: KafkaConfig, topic: str, n: int, prefetch: fl
     run: Run | None = None
 
     async def main() -> None:
-        consumer = mq.KafkaAsyncConsumer(mq.KafkaConsumer(props))
+        consumer = mq.AsyncKafkaConsumer(mq.KafkaConsumer(props))
 
         async def handle(msg: mq.Message) -> None:
             nonlocal seen, size, run
@@ -425,7 +425,7 @@ def io_handler(
     else:
 
         async def main() -> None:
-            consumer = mq.KafkaAsyncConsumer(mq.KafkaConsumer(props, concurrency=concurrency))
+            consumer = mq.AsyncKafkaConsumer(mq.KafkaConsumer(props, concurrency=concurrency))
 
             async def handle(msg: mq.Message) -> None:
                 await asyncio.sleep(0.001)

@@ -53,7 +53,7 @@ async def test_async_producer_send_and_send_sync(
     assert sync.headers["trace_id"] == b"async-trace"
 
 
-async def _subscribe_until_closed(consumer: mq.KafkaAsyncConsumer, topic: str, handle: Any) -> None:
+async def _subscribe_until_closed(consumer: mq.AsyncKafkaConsumer, topic: str, handle: Any) -> None:
     await consumer.subscribe([topic], handle)
 
 

@@ -165,6 +165,6 @@ def test_bad_keys_and_values_are_argument_errors_before_any_io(closed_port: int)
         with pytest.raises(cache.CacheArgumentError, match="mutually exclusive"):
             c.set("k", "v", nx=True, xx=True, expiration=1)
         assert isinstance(cache.CacheArgumentError("x"), ValueError)
-        assert isinstance(cache.LockAcquireTimeout("x"), TimeoutError)
+        assert isinstance(cache.LockTimeout("x"), TimeoutError)
     finally:
         c.close()

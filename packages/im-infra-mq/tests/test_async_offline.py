@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from im_infra.mq import (
+    AsyncKafkaProducer,
     DeliveryError,
-    KafkaAsyncProducer,
     KafkaProducer,
     Message,
     MQError,
@@ -20,7 +20,7 @@ UNREACHABLE = {"bootstrap.servers": "127.0.0.1:9", "client.id": "unit", "linger.
 
 async def test_close_reports_pending_messages_on_the_loop() -> None:
     loop = asyncio.get_running_loop()
-    producer = KafkaAsyncProducer(KafkaProducer(UNREACHABLE, close_timeout=0.2))
+    producer = AsyncKafkaProducer(KafkaProducer(UNREACHABLE, close_timeout=0.2))
     seen: list[tuple[bool, MQError | None]] = []
 
     def callback(err: MQError | None) -> None:
@@ -41,7 +41,7 @@ async def test_close_reports_pending_messages_on_the_loop() -> None:
 
 
 async def test_send_sync_times_out_with_a_typed_error() -> None:
-    producer = KafkaAsyncProducer(KafkaProducer(UNREACHABLE, close_timeout=0.1))
+    producer = AsyncKafkaProducer(KafkaProducer(UNREACHABLE, close_timeout=0.1))
     try:
         with pytest.raises(DeliveryError) as info:
             await producer.send_sync(Message("t", value=b"x"), timeout=0.2)

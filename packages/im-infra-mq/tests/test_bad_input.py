@@ -55,7 +55,7 @@ def test_send_batch_names_the_bad_field(producer: KafkaProducer, msg: Message, r
 
 
 async def test_async_send_names_the_bad_field() -> None:
-    async with mq.KafkaAsyncProducer(KafkaProducer(UNREACHABLE, close_timeout=0.1)) as producer:
+    async with mq.AsyncKafkaProducer(KafkaProducer(UNREACHABLE, close_timeout=0.1)) as producer:
         for msg, reason in BAD_MESSAGES:
             with pytest.raises(InvalidArgumentError) as info:
                 await producer.send(msg)

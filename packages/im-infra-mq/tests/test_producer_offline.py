@@ -106,10 +106,10 @@ def test_full_local_queue_waits_then_raises_queue_full() -> None:
 async def test_async_send_waits_out_a_full_queue_without_blocking_the_loop() -> None:
     import asyncio
 
-    from im_infra.mq import KafkaAsyncProducer, QueueFullError
+    from im_infra.mq import AsyncKafkaProducer, QueueFullError
 
     props = {**UNREACHABLE, "queue.buffering.max.messages": 2}
-    producer = KafkaAsyncProducer(KafkaProducer(props, backpressure_timeout=0.3, close_timeout=0))
+    producer = AsyncKafkaProducer(KafkaProducer(props, backpressure_timeout=0.3, close_timeout=0))
     ticks = 0
 
     async def ticker() -> None:

@@ -26,9 +26,9 @@ from im_infra.cache.errors import (
     CacheTLSError,
     CacheUnavailable,
     CacheWatchError,
-    LockAcquireTimeout,
     LockError,
-    LockNotOwned,
+    LockLost,
+    LockTimeout,
     OnceInProgress,
     SerializationError,
 )
@@ -48,6 +48,7 @@ from im_infra.cache.protocols import AsyncCache, Cache
 from im_infra.cache.ratelimit import AsyncLimiter, Limiter, RateLimitResult
 from im_infra.cache.script import Script
 from im_infra.cache.serializer import JsonSerializer, PickleSerializer, Serializer
+from im_infra.coord.deprecation import deprecated_names
 
 __all__ = [
     "Aside",
@@ -77,9 +78,9 @@ __all__ = [
     "Limiter",
     "LocalCacheConfig",
     "Lock",
-    "LockAcquireTimeout",
     "LockError",
-    "LockNotOwned",
+    "LockLost",
+    "LockTimeout",
     "Once",
     "OnceConfig",
     "OnceInProgress",
@@ -101,3 +102,7 @@ __all__ = [
     "new",
     "new_async",
 ]
+
+__getattr__ = deprecated_names(
+    __name__, {"LockAcquireTimeout": "LockTimeout", "LockNotOwned": "LockLost"}, "0.2.0"
+)

@@ -6,6 +6,7 @@ original chained as ``__cause__``. Messages never contain a password.
 
 from __future__ import annotations
 
+from im_infra.coord.deprecation import deprecated_names
 from im_infra.coord.errors import ConfigError as _CoordConfigError
 
 __all__ = [
@@ -20,9 +21,9 @@ __all__ = [
     "CacheTimeout",
     "CacheUnavailable",
     "CacheWatchError",
-    "LockAcquireTimeout",
     "LockError",
-    "LockNotOwned",
+    "LockLost",
+    "LockTimeout",
     "OnceInProgress",
     "SerializationError",
 ]
@@ -95,15 +96,23 @@ class LockError(CacheError):
     """Base class of distributed-lock errors."""
 
 
-class LockNotOwned(LockError):  # noqa: N818 - names from the issue
-    """The lock is not held by this owner token (expired, or held by someone else)."""
+class LockLost(LockError):  # noqa: N818 - coord's name for the same failure (docs/naming.md)
+    """The lock is not held by this owner token any more (expired, or held by someone else):
+    the critical section is no longer protected. Was ``LockNotOwned`` (deprecated alias until
+    0.2.0)."""
 
 
-class LockAcquireTimeout(LockError, TimeoutError):  # noqa: N818 - names from the issue
+class LockTimeout(LockError, TimeoutError):  # noqa: N818 - coord's name (docs/naming.md)
     """The lock could not be acquired within the given timeout, including when Redis was too
-    slow or unreachable to answer before it (also the builtin ``TimeoutError``)."""
+    slow or unreachable to answer before it (also the builtin ``TimeoutError``). Was
+    ``LockAcquireTimeout`` (deprecated alias until 0.2.0)."""
 
 
-class OnceInProgress(CacheError):  # noqa: N818 - reads as a state, like LockNotOwned
+class OnceInProgress(CacheError):  # noqa: N818 - reads as a state, like LockLost
     """An idempotency key is being handled by another caller (its in-progress mark has not
     expired): do not acknowledge the message, it will be delivered again."""
+
+
+__getattr__ = deprecated_names(
+    __name__, {"LockAcquireTimeout": "LockTimeout", "LockNotOwned": "LockLost"}, "0.2.0"
+)

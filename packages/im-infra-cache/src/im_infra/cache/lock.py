@@ -16,7 +16,7 @@ from redis import exceptions as rex
 
 from im_infra.cache._internal.codec import milliseconds
 from im_infra.cache._internal.flow import Cmd, Flow, Sleep, script_flow, sha1
-from im_infra.cache.errors import LockAcquireTimeout, LockNotOwned
+from im_infra.cache.errors import LockLost, LockTimeout
 
 if TYPE_CHECKING:
     from im_infra.cache._internal.base import CacheBase
@@ -81,14 +81,14 @@ class _LockOps:
                 if deadline is None or not raise_on_timeout:
                     raise exc
                 if time.monotonic() >= deadline:
-                    raise LockAcquireTimeout(
+                    raise LockTimeout(
                         f"lock {self.name!r} not acquired within {timeout} s (Redis did not"
                         f" answer in time: {type(exc).__name__})"
                     ) from exc
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 if raise_on_timeout:
-                    raise LockAcquireTimeout(f"lock {self.name!r} not acquired within {timeout} s")
+                    raise LockTimeout(f"lock {self.name!r} not acquired within {timeout} s")
                 return False
             yield Sleep(pause if left is None else min(pause, left))
             pause = min(pause * 2, _MAX_POLL)
@@ -96,7 +96,7 @@ class _LockOps:
     def _owned_script_flow(self, lua: str, sha: str, what: str, *args: Any) -> Flow[None]:
         reply = yield from script_flow(lua, sha, [self._key], [self.token, *args])
         if not reply:
-            raise LockNotOwned(f"cannot {what} lock {self.name!r}: not held by this owner")
+            raise LockLost(f"cannot {what} lock {self.name!r}: not held by this owner")
 
     def _get_flow(self) -> Flow[bytes | None]:
         return (yield Cmd(("GET", self._key)))  # type: ignore[no-any-return]
@@ -113,19 +113,19 @@ class _LockOps:
         return self._cache._drive(self._acquire_flow(0.0, raise_on_timeout=False))
 
     def acquire(self, timeout: float | None = _UNSET) -> Any:
-        """Wait until the lock is taken; LockAcquireTimeout after ``timeout`` seconds
+        """Wait until the lock is taken; LockTimeout after ``timeout`` seconds
         (default: the lock's ``timeout``; None waits as long as it takes)."""
         wait = self.timeout if timeout is _UNSET else timeout
         return self._cache._drive(self._acquire_flow(wait, raise_on_timeout=True))
 
     def extend(self, ttl: float | timedelta | None = None) -> Any:
-        """Reset the lock's time to live to ``ttl`` (default: the lock's ttl). LockNotOwned if
+        """Reset the lock's time to live to ``ttl`` (default: the lock's ttl). LockLost if
         this owner no longer holds it."""
         ms = self._ttl_ms if ttl is None else milliseconds(ttl)
         return self._cache._drive(self._owned_script_flow(EXTEND_LUA, EXTEND_SHA, "extend", ms))
 
     def release(self) -> Any:
-        """Release the lock (compare-and-delete). LockNotOwned if this owner does not hold it
+        """Release the lock (compare-and-delete). LockLost if this owner does not hold it
         (it expired, or someone else took it since)."""
         return self._cache._drive(self._owned_script_flow(RELEASE_LUA, RELEASE_SHA, "release"))
 

@@ -21,6 +21,7 @@ from im_infra.coord.component import ENTRY_POINT_GROUP, Component, discover_comp
 from im_infra.coord.component_config import LiveConfig
 from im_infra.coord.config import ConfigWatch, EtcdConfigManager
 from im_infra.coord.default_provider import close_default_provider, default_provider
+from im_infra.coord.deprecation import deprecated_names
 from im_infra.coord.duration import Duration, parse_duration
 from im_infra.coord.errors import (
     AuthenticationError,
@@ -77,6 +78,7 @@ __all__ = [
     "close_default_provider",
     "connect",
     "default_provider",
+    "deprecated_names",
     "discover_components",
     "live_config",
     "load_component_config",

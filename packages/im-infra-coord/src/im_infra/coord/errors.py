@@ -41,8 +41,9 @@ class ConfigError(CoordError):
     """A config document or setting is invalid (names the document, field and problem)."""
 
 
-class LockTimeout(CoordError):  # noqa: N818 (names fixed by the shared contract)
-    """A blocking lock acquisition did not get the lock within its timeout."""
+class LockTimeout(CoordError, TimeoutError):  # noqa: N818 (names fixed by the shared contract)
+    """A blocking lock acquisition did not get the lock within its timeout (also the builtin
+    ``TimeoutError``, as cache's ``LockTimeout``)."""
 
 
 class LockLost(CoordError):  # noqa: N818 (names fixed by the shared contract)

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from im_infra.coord._internal.model import Compare, GetOp, PutOp
 from im_infra.coord.errors import ConfigError, CoordError, LockLost, LockTimeout
 
 LOCK_ROOT = "/im-infra/lock/"
-DEFAULT_LOCK_TTL = 10
+DEFAULT_LOCK_TTL = 10.0
 _WAIT_SLICE = 0.5  # a waiter re-checks lease loss and cancellation at least this often
 
 _log = log.named("lock")
@@ -184,20 +185,21 @@ class EtcdLocker(Closing):
             lease.revoke()
 
     def acquire(
-        self, name: str, *, ttl: int = DEFAULT_LOCK_TTL, timeout: float | None = None
+        self, name: str, *, ttl: float = DEFAULT_LOCK_TTL, timeout: float | None = None
     ) -> DistributedLock:
         """Block until the lock ``name`` is held (or ``timeout`` seconds passed:
-        :class:`LockTimeout`). ``ttl``: seconds the lock survives its holder's death."""
+        :class:`LockTimeout`). ``ttl``: seconds the lock survives its holder's death (a float,
+        as cache's locks; etcd leases count whole seconds, so it is rounded up)."""
         lock = self._acquire(name, ttl, timeout, wait=True, cancel=None)
         assert lock is not None
         return lock
 
-    def try_acquire(self, name: str, *, ttl: int = DEFAULT_LOCK_TTL) -> DistributedLock | None:
+    def try_acquire(self, name: str, *, ttl: float = DEFAULT_LOCK_TTL) -> DistributedLock | None:
         """Take the lock if it is free right now, else return None (never waits)."""
         return self._acquire(name, ttl, None, wait=False, cancel=None)
 
     async def acquire_async(
-        self, name: str, *, ttl: int = DEFAULT_LOCK_TTL, timeout: float | None = None
+        self, name: str, *, ttl: float = DEFAULT_LOCK_TTL, timeout: float | None = None
     ) -> DistributedLock:
         """:meth:`acquire` for asyncio; cancelling the awaiting task abandons the attempt (a lock
         obtained meanwhile is released)."""
@@ -206,7 +208,7 @@ class EtcdLocker(Closing):
         return lock
 
     async def try_acquire_async(
-        self, name: str, *, ttl: int = DEFAULT_LOCK_TTL
+        self, name: str, *, ttl: float = DEFAULT_LOCK_TTL
     ) -> DistributedLock | None:
         """:meth:`try_acquire` for asyncio."""
         return await _in_thread(lambda cancel: self._acquire(name, ttl, None, False, cancel))
@@ -214,19 +216,19 @@ class EtcdLocker(Closing):
     def _acquire(
         self,
         name: str,
-        ttl: int,
+        ttl: float,
         timeout: float | None,
         wait: bool,
         cancel: threading.Event | None,
     ) -> DistributedLock | None:
         if not name or name.startswith("/"):
             raise ConfigError(f"invalid lock name {name!r}")
-        if ttl < 1:
-            raise ConfigError(f"lock ttl must be >= 1 second, got {ttl}")
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl >= 1:
+            raise ConfigError(f"lock ttl must be a number of seconds >= 1, got {ttl!r}")
         start = time.monotonic()
         outcome: _metrics.LockOutcome = "error"
         try:
-            lock = self._contend(name, ttl, start, timeout, wait, cancel)
+            lock = self._contend(name, math.ceil(ttl), start, timeout, wait, cancel)
             outcome = "acquired" if lock is not None else "busy"
             return lock
         except LockTimeout:

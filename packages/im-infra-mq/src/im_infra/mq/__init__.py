@@ -8,9 +8,11 @@ Built on confluent-kafka (librdkafka); configuration is the ``kafka.yaml`` docum
         producer.send_sync(mq.Message(topic="gochat.messages.upstream", key=b"u1", value=b"hi"))
 """
 
+from im_infra.coord.deprecation import deprecated_names
+
 from .admin import KafkaAdminClient
 from .admin_types import TopicInfo
-from .aio import KafkaAsyncConsumer, KafkaAsyncProducer
+from .aio import AsyncKafkaConsumer, AsyncKafkaProducer
 from .batch import AsyncBatchCallback, BatchCallback, BatchFailure, message_trace
 from .config import (
     BROKERS_ENV,
@@ -45,7 +47,7 @@ from .errors import (
     TopicExistsError,
     TopicNotFoundError,
 )
-from .factories import (
+from .factory import (
     load_config,
     new_admin_client,
     new_async_consumer,
@@ -79,6 +81,8 @@ __all__ = [
     "AsyncBatchCallback",
     "AsyncConsumeCallback",
     "AsyncConsumer",
+    "AsyncKafkaConsumer",
+    "AsyncKafkaProducer",
     "AsyncProducer",
     "AuthenticationError",
     "BatchCallback",
@@ -94,8 +98,6 @@ __all__ = [
     "DeliveryError",
     "InvalidArgumentError",
     "KafkaAdminClient",
-    "KafkaAsyncConsumer",
-    "KafkaAsyncProducer",
     "KafkaConfig",
     "KafkaConsumer",
     "KafkaProducer",
@@ -129,3 +131,9 @@ __all__ = [
     "retry_source",
     "retry_topic",
 ]
+
+__getattr__ = deprecated_names(
+    __name__,
+    {"KafkaAsyncConsumer": "AsyncKafkaConsumer", "KafkaAsyncProducer": "AsyncKafkaProducer"},
+    "0.2.0",
+)

@@ -16,6 +16,7 @@ from typing import Any
 
 from im_infra import clog
 from im_infra.clog.lifecycle import AsyncClosing
+from im_infra.coord.deprecation import deprecated_names
 
 from ._internal.handoff import BatchRunner, CallbackSlot, ConcurrentRunner, Handoff
 from .batch import AsyncBatchCallback, check_batch_limits
@@ -25,7 +26,13 @@ from .interfaces import AsyncConsumeCallback, DeliveryCallback
 from .message import Message
 from .producer import KafkaProducer
 
-__all__ = ["KafkaAsyncConsumer", "KafkaAsyncProducer"]
+__all__ = ["AsyncKafkaConsumer", "AsyncKafkaProducer"]
+
+__getattr__ = deprecated_names(
+    __name__,
+    {"KafkaAsyncConsumer": "AsyncKafkaConsumer", "KafkaAsyncProducer": "AsyncKafkaProducer"},
+    "0.2.0",
+)
 
 
 def _resolve(future: asyncio.Future[None], err: MQError | None) -> None:
@@ -51,7 +58,7 @@ class _OnLoop:
             self.loop.call_soon_threadsafe(self.callback, err)
 
 
-class KafkaAsyncProducer(AsyncClosing):
+class AsyncKafkaProducer(AsyncClosing):
     """asyncio producer; build it with :func:`im_infra.mq.new_async_producer`."""
 
     def __init__(self, core: KafkaProducer) -> None:
@@ -121,7 +128,7 @@ class KafkaAsyncProducer(AsyncClosing):
                 return
 
 
-class KafkaAsyncConsumer(AsyncClosing):
+class AsyncKafkaConsumer(AsyncClosing):
     """asyncio consumer-group member; build it with :func:`im_infra.mq.new_async_consumer`.
 
     The poll loop of the wrapped :class:`KafkaConsumer` runs on a dedicated thread; each polled

@@ -208,7 +208,7 @@ KAFKA: coord.Component[KafkaConfig] = coord.Component(
     "kafka",
     KafkaConfig,
     # librdkafka fixes its configuration when a client is created; the retry topics are mq's
-    # own and are applied by running consumers (factories.new_consumer).
+    # own and are applied by running consumers (factory.new_consumer).
     live_fields=frozenset({"consumer.retry_topics"}),
     required={"common.brokers": "the keyword argument common={'brokers': ['host:9092']}"},
     env_aliases={BROKERS_ENV: "common.brokers"},

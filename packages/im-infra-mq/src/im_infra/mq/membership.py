@@ -48,12 +48,11 @@ class StaticMember:
 def claim_static_member(
     service_name: str,
     group_id: str,
-    provider: _coord.Provider | None,
+    coord: _coord.Provider | None,
     log: clog.Logger,
 ) -> StaticMember | None:
     """Derive a ``group.instance.id`` from coord; ``None`` (dynamic membership) without one."""
-    if provider is None:
-        provider = _coord.default_provider()
+    provider = coord if coord is not None else _coord.default_provider()
     if provider is None:
         log.warning(
             "no config center: the consumer joins without static membership "

@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 from im_infra import clog
 from im_infra.clog.lifecycle import AsyncClosing, Closing
+from im_infra.coord.deprecation import deprecated_names
 
 from ._internal.batches import Failed, batch_flow, failures, log_failure
 from ._internal.memory import BrokerState, partition_for
@@ -66,12 +67,18 @@ from .message import Message
 from .retry import RetryPolicy, retry_source
 
 __all__ = [
-    "MemoryAsyncConsumer",
-    "MemoryAsyncProducer",
+    "AsyncMemoryConsumer",
+    "AsyncMemoryProducer",
     "MemoryBroker",
     "MemoryConsumer",
     "MemoryProducer",
 ]
+
+__getattr__ = deprecated_names(
+    __name__,
+    {"MemoryAsyncConsumer": "AsyncMemoryConsumer", "MemoryAsyncProducer": "AsyncMemoryProducer"},
+    "0.2.0",
+)
 
 
 def _encode(what: str, data: bytes | str | None) -> bytes | None:
@@ -140,9 +147,9 @@ class MemoryBroker:
             retry_topics=retry_topics,
         )
 
-    def async_producer(self, *, logger: clog.Logger | None = None) -> MemoryAsyncProducer:
+    def async_producer(self, *, logger: clog.Logger | None = None) -> AsyncMemoryProducer:
         """An asyncio producer on this broker (the in-memory ``mq.new_async_producer``)."""
-        return MemoryAsyncProducer(self._state, logger=logger)
+        return AsyncMemoryProducer(self._state, logger=logger)
 
     def async_consumer(
         self,
@@ -152,10 +159,10 @@ class MemoryBroker:
         auto_offset_reset: Literal["earliest", "latest"] = "latest",
         logger: clog.Logger | None = None,
         retry_topics: RetryTopicsConfig | None = None,
-    ) -> MemoryAsyncConsumer:
+    ) -> AsyncMemoryConsumer:
         """An asyncio member of ``group_id`` (the in-memory ``mq.new_async_consumer``)."""
         _check_group(group_id, auto_offset_reset)
-        return MemoryAsyncConsumer(
+        return AsyncMemoryConsumer(
             self._state,
             group_id,
             retry=retry,
@@ -355,7 +362,7 @@ class MemoryProducer(Closing):
                     self._idle.notify_all()
 
 
-class MemoryAsyncProducer(AsyncClosing):
+class AsyncMemoryProducer(AsyncClosing):
     """An in-memory :class:`~im_infra.mq.AsyncProducer`; from
     :meth:`MemoryBroker.async_producer`. Delivery callbacks run on the event loop."""
 
@@ -747,7 +754,7 @@ class MemoryConsumer(_Member, Closing):
             self._stopped.wait(30.0 if timeout is None else timeout)
 
 
-class MemoryAsyncConsumer(_Member, AsyncClosing):
+class AsyncMemoryConsumer(_Member, AsyncClosing):
     """An in-memory :class:`~im_infra.mq.AsyncConsumer`; from
     :meth:`MemoryBroker.async_consumer`."""
 
@@ -884,7 +891,7 @@ _IDLE_POLL = 0.01
 
 
 def _conforms(
-    p: MemoryProducer, c: MemoryConsumer, ap: MemoryAsyncProducer, ac: MemoryAsyncConsumer
+    p: MemoryProducer, c: MemoryConsumer, ap: AsyncMemoryProducer, ac: AsyncMemoryConsumer
 ) -> tuple[Producer, Consumer, AsyncProducer, AsyncConsumer]:
     """mypy proves here that the fakes satisfy mq's Protocols."""
     return p, c, ap, ac
