@@ -35,6 +35,7 @@ SEPARATE = {"testing", "cli", "rpc", "deprecation", "factories", "lifecycle", "t
 # Public names not (yet) re-exported from their package __init__: docs/naming.md "Known gaps".
 KNOWN_GAPS = {
     "coord.config": {"CONFIG_ROOT", "config_root"},
+    "coord.registry": {"DEFAULT_REGISTRATION_TTL", "SERVICE_ROOT", "service_key"},
     "db.config": {"DB"},
     "db.outbox": {"DEFAULT_TABLE"},
     "mq.batch": {"check_batch_limits"},

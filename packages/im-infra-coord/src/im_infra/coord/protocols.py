@@ -119,16 +119,16 @@ class Locker(Protocol):
     """Distributed locks (the seed's ``Locker``), blocking and asyncio."""
 
     def acquire(
-        self, name: str, *, ttl: int = ..., timeout: float | None = None
+        self, name: str, *, ttl: float = ..., timeout: float | None = None
     ) -> DistributedLock: ...
 
-    def try_acquire(self, name: str, *, ttl: int = ...) -> DistributedLock | None: ...
+    def try_acquire(self, name: str, *, ttl: float = ...) -> DistributedLock | None: ...
 
     async def acquire_async(
-        self, name: str, *, ttl: int = ..., timeout: float | None = None
+        self, name: str, *, ttl: float = ..., timeout: float | None = None
     ) -> DistributedLock: ...
 
-    async def try_acquire_async(self, name: str, *, ttl: int = ...) -> DistributedLock | None: ...
+    async def try_acquire_async(self, name: str, *, ttl: float = ...) -> DistributedLock | None: ...
 
 
 @runtime_checkable

@@ -79,7 +79,7 @@ class Publisher(Protocol[M_contra]):
 
 
 class AsyncPublisher(Protocol[M_contra]):
-    """The asyncio form (``im_infra.mq.KafkaAsyncProducer`` is one)."""
+    """The asyncio form (``im_infra.mq.AsyncKafkaProducer`` is one)."""
 
     async def send(self, msg: M_contra, callback: DeliveryReport | None = None) -> None: ...
 

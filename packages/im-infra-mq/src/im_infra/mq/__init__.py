@@ -55,7 +55,9 @@ from .factory import (
     new_consumer,
     new_producer,
 )
-from .interfaces import (
+from .message import TRACE_ID_HEADER, Message
+from .producer import KafkaProducer
+from .protocols import (
     AdminClient,
     AsyncConsumeCallback,
     AsyncConsumer,
@@ -65,8 +67,6 @@ from .interfaces import (
     DeliveryCallback,
     Producer,
 )
-from .message import TRACE_ID_HEADER, Message
-from .producer import KafkaProducer
 from .retry import DLQ_SUFFIX, RETRY_INFIX, RetryPolicy, retry_source, retry_topic
 
 __all__ = [

@@ -22,9 +22,9 @@ from ._internal.handoff import BatchRunner, CallbackSlot, ConcurrentRunner, Hand
 from .batch import AsyncBatchCallback, check_batch_limits
 from .consumer import AbortedError, Batches, KafkaConsumer, no_handler, to_message
 from .errors import ConsumerError, MQError, SendTimeoutError
-from .interfaces import AsyncConsumeCallback, DeliveryCallback
 from .message import Message
 from .producer import KafkaProducer
+from .protocols import AsyncConsumeCallback, DeliveryCallback
 
 __all__ = ["AsyncKafkaConsumer", "AsyncKafkaProducer"]
 

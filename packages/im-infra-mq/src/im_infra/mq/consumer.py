@@ -42,9 +42,9 @@ from .batch import BatchCallback, check_batch_limits
 from .config import RetryTopicsConfig
 from .dead_letter import RETRY_DUE_HEADER, RETRY_GROUP_HEADER
 from .errors import ConfigError, ConsumerError, MQError, TopicExistsError
-from .interfaces import ConsumeCallback
 from .message import Message
 from .producer import KafkaProducer
+from .protocols import ConsumeCallback
 from .retry import DLQ_SUFFIX, RetryPolicy, retry_source
 
 __all__ = ["KafkaConsumer"]

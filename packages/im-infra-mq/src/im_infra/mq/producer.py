@@ -44,8 +44,8 @@ from .errors import (
     QueueFullError,
     SendTimeoutError,
 )
-from .interfaces import DeliveryCallback
 from .message import Message
+from .protocols import DeliveryCallback
 
 __all__ = ["KafkaProducer"]
 

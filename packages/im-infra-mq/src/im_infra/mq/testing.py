@@ -54,7 +54,8 @@ from ._internal.validate import check_headers, check_topic, check_topics, explai
 from .batch import AsyncBatchCallback, BatchCallback, check_batch_limits
 from .config import RetryTopicsConfig
 from .errors import ConfigError, ConsumerError, MQError, ProducerClosedError, SendTimeoutError
-from .interfaces import (
+from .message import Message
+from .protocols import (
     AsyncConsumeCallback,
     AsyncConsumer,
     AsyncProducer,
@@ -63,7 +64,6 @@ from .interfaces import (
     DeliveryCallback,
     Producer,
 )
-from .message import Message
 from .retry import RetryPolicy, retry_source
 
 __all__ = [
