@@ -35,7 +35,7 @@ def text_list(reply: Any) -> list[str | None]:
     return [text(item) for item in reply]
 
 
-# HKEYS, HVALS, LRANGE, ZRANGE: arrays that never hold a nil (the same function, typed so)
+# HKEYS, HVALS, LRANGE: arrays that never hold a nil (the same function, typed so)
 text_items = cast("Callable[[Any], list[str]]", text_list)
 
 
