@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -15,6 +15,8 @@ from im_infra.cache._internal.ops import Ops
 
 class Recorder(Ops):
     """Ops whose _run returns what would be sent, and the reply transform."""
+
+    _mode: Literal["pipeline"]  # (typing: its commands return Any, as a pipeline's do)
 
     def __init__(self, prefix: str = "svc:") -> None:
         self._prefix = prefix

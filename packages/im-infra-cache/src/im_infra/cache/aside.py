@@ -40,7 +40,7 @@ from im_infra.cache.errors import CacheError, SerializationError
 from im_infra.cache.lock import RELEASE_LUA, RELEASE_SHA
 
 if TYPE_CHECKING:
-    from im_infra.cache._internal.base import CacheBase
+    from im_infra.cache._internal.base import SomeCache
     from im_infra.cache.features import AsideConfig
 
 __all__ = ["Aside", "AsyncAside", "Invalidation"]
@@ -101,7 +101,7 @@ class _AsideOps:
 
     def __init__(
         self,
-        cache: CacheBase,
+        cache: SomeCache,
         *,
         ttl: float | None = None,
         not_found_ttl: float | None = None,

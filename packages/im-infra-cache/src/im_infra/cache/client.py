@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from im_infra.cache._internal import metrics
 from im_infra.cache._internal.args import unencodable
@@ -59,13 +59,14 @@ def _discard(awaitable: Any) -> None:
         close()
 
 
-class RedisCache(CacheBase, Closing):
+class RedisCache(CacheBase[Lock, Aside, Limiter, Once], Closing):
     """Blocking Redis cache; implements the :class:`~im_infra.cache.Cache` protocol.
 
     Thread-safe (a pool of up to ``pool_size`` connections). Create it with
     :func:`im_infra.cache.new`.
     """
 
+    _mode: Literal["blocking"]  # (typing only: how commands are typed, _internal/command.py)
     _lock_class = Lock
     _aside_class = Aside
     _limiter_class = Limiter
@@ -215,11 +216,12 @@ class RedisCache(CacheBase, Closing):
             self._client.close()
 
 
-class AsyncRedisCache(CacheBase, AsyncClosing):
+class AsyncRedisCache(CacheBase[AsyncLock, AsyncAside, AsyncLimiter, AsyncOnce], AsyncClosing):
     """asyncio Redis cache (redis.asyncio); implements :class:`~im_infra.cache.AsyncCache`: the
     same methods as the blocking cache, awaitable. Create it with :func:`im_infra.cache.new_async`.
     Use it from one event loop."""
 
+    _mode: Literal["asyncio"]  # (typing only: how commands are typed, _internal/command.py)
     _lock_class = AsyncLock
     _aside_class = AsyncAside
     _limiter_class = AsyncLimiter
@@ -236,7 +238,7 @@ class AsyncRedisCache(CacheBase, AsyncClosing):
         self._flights = TaskFlights()
         self._tracking: asyncio.Future[None] | None = None
 
-    async def _run(
+    async def _run(  # type: ignore[override]  # (its Reply[T] is a coroutine of T)
         self, args: tuple[Any, ...], transform: Transform = None, node: Any = None
     ) -> Any:
         """Run one command (on cluster ``node`` when given) and transform its reply."""
@@ -262,7 +264,7 @@ class AsyncRedisCache(CacheBase, AsyncClosing):
         metrics.observe(args[0], started)
         return reply if transform is None else transform(reply)
 
-    async def _drive(self, flow: Flow[Any]) -> Any:
+    async def _drive(self, flow: Flow[Any]) -> Any:  # type: ignore[override]  # (a coroutine)
         runner = Runner(flow, self._secrets)
         step = runner.advance()
         while not isinstance(step, Done):

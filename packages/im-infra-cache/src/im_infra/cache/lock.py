@@ -19,7 +19,7 @@ from im_infra.cache._internal.flow import Cmd, Flow, Sleep, script_flow, sha1
 from im_infra.cache.errors import LockLost, LockTimeout
 
 if TYPE_CHECKING:
-    from im_infra.cache._internal.base import CacheBase
+    from im_infra.cache._internal.base import SomeCache
 
 __all__ = ["AsyncLock", "Lock"]
 
@@ -43,7 +43,7 @@ class _LockOps:
 
     def __init__(
         self,
-        cache: CacheBase,
+        cache: SomeCache,
         name: str,
         ttl: float | timedelta = 30.0,
         *,

@@ -26,7 +26,7 @@ from im_infra.cache._internal.flow import Call, Flow, script_flow, sha1
 from im_infra.cache.errors import CacheError, OnceInProgress, SerializationError
 
 if TYPE_CHECKING:
-    from im_infra.cache._internal.base import CacheBase
+    from im_infra.cache._internal.base import SomeCache
 
 __all__ = ["AsyncOnce", "Claim", "Once", "Outcome"]
 
@@ -83,7 +83,7 @@ class Outcome(Generic[T]):
 class _OnceOps:
     """The idempotency-key operations; methods return the value (blocking) or an awaitable."""
 
-    def __init__(self, cache: CacheBase, namespace: str) -> None:
+    def __init__(self, cache: SomeCache, namespace: str) -> None:
         if not namespace or not isinstance(namespace, str):
             raise CacheError("once: namespace must be a non-empty string")
         self._cache = cache

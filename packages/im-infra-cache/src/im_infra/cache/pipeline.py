@@ -4,7 +4,7 @@ queued and sent in one round trip; ``execute()`` returns the transformed replies
 from __future__ import annotations
 
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from im_infra.cache._internal import metrics
 from im_infra.cache._internal.args import unencodable
@@ -15,7 +15,8 @@ from im_infra.cache._internal.ops import Ops
 from im_infra.cache._internal.retry import SAFE, is_safe
 
 if TYPE_CHECKING:
-    from im_infra.cache._internal.base import CacheBase
+    from im_infra.cache._internal.base import SomeCache
+    from im_infra.cache.client import AsyncRedisCache
     from im_infra.cache.script import Script
 
 __all__ = ["AsyncPipeline", "Pipeline"]
@@ -24,7 +25,9 @@ __all__ = ["AsyncPipeline", "Pipeline"]
 class _PipelineBase(Ops):
     """State shared by the blocking and the asyncio pipeline."""
 
-    def __init__(self, cache: CacheBase, pipe: Any, transaction: bool) -> None:
+    _mode: Literal["pipeline"]  # (typing only: commands return Any, _internal/command.py)
+
+    def __init__(self, cache: SomeCache, pipe: Any, transaction: bool) -> None:
         self._cache = cache
         self._pipe = pipe
         self._prefix = cache._prefix
@@ -134,6 +137,8 @@ class AsyncPipeline(_PipelineBase):
     calls returning the pipeline; :meth:`execute`, :meth:`watch` and immediate commands after a
     watch are awaitable."""
 
+    _cache: AsyncRedisCache
+
     def _run(self, args: tuple[Any, ...], transform: Transform = None) -> Any:
         reply = self._pipe.execute_command(*args)
         if self._queued(args, reply, transform):
@@ -175,7 +180,7 @@ class AsyncPipeline(_PipelineBase):
         transforms, scripts, safe = self._take()
         if scripts:
             await self._cache._drive(ensure_scripts_flow(scripts))
-        async with self._cache._slots:  # type: ignore[attr-defined]
+        async with self._cache._slots:
             replies = await self._immediate(
                 self._pipe.execute(), "EXEC", None, metrics.PIPELINE, safe=safe
             )

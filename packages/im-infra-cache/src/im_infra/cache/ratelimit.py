@@ -31,7 +31,7 @@ from im_infra.cache.errors import CacheConfigError, CacheError
 from im_infra.cache.features import SlidingWindow, TokenBucket
 
 if TYPE_CHECKING:
-    from im_infra.cache._internal.base import CacheBase
+    from im_infra.cache._internal.base import SomeCache
 
 __all__ = ["AsyncLimiter", "Limiter", "RateLimitResult"]
 
@@ -139,7 +139,7 @@ Spec = TokenBucket | SlidingWindow
 class _LimiterOps:
     """The limiter's one operation; returns the value (blocking) or an awaitable (asyncio)."""
 
-    def __init__(self, cache: CacheBase, name: str, spec: Spec | None = None) -> None:
+    def __init__(self, cache: SomeCache, name: str, spec: Spec | None = None) -> None:
         if not name or not isinstance(name, str):
             raise CacheConfigError("limiter: name must be a non-empty string")
         self._cache = cache

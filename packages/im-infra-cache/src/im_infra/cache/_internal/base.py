@@ -4,12 +4,13 @@ bloom filters. Multi-step operations are flows handed to the flavour's ``_drive`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from im_infra.cache._internal import bloom, codec
 from im_infra.cache._internal.args import KeyPrefix
 from im_infra.cache._internal.backend import secrets_of
 from im_infra.cache._internal.codec import Transform, decode_any
+from im_infra.cache._internal.command import Reply, command
 from im_infra.cache._internal.flow import Cmd, Flow, script_flow
 from im_infra.cache._internal.ops import Ops
 from im_infra.cache._internal.tracking import Tracker
@@ -20,7 +21,18 @@ from im_infra.cache.script import Script
 from im_infra.cache.serializer import Serializer
 
 if TYPE_CHECKING:
+    from im_infra.cache.aside import _AsideOps
     from im_infra.cache.features import SlidingWindow, TokenBucket
+    from im_infra.cache.lock import _LockOps
+    from im_infra.cache.once import _OnceOps
+    from im_infra.cache.ratelimit import _LimiterOps
+
+T = TypeVar("T")
+# the handle classes of a flavour (Lock or AsyncLock, ...): what lock(), aside()... return
+LockT = TypeVar("LockT", bound="_LockOps")
+AsideT = TypeVar("AsideT", bound="_AsideOps")
+LimiterT = TypeVar("LimiterT", bound="_LimiterOps")
+OnceT = TypeVar("OnceT", bound="_OnceOps")
 
 
 def _first(flow: Flow[list[bool]]) -> Flow[bool]:
@@ -31,13 +43,14 @@ def _decoded(flow: Flow[Any]) -> Flow[Any]:
     return decode_any((yield from flow))
 
 
-class CacheBase(Ops):
+class CacheBase(Ops, Generic[LockT, AsideT, LimiterT, OnceT]):
     """State and flow-based operations common to Cache and AsyncCache."""
 
-    _lock_class: ClassVar[type[Any]]
-    _aside_class: ClassVar[type[Any]]
-    _limiter_class: ClassVar[type[Any]]
-    _once_class: ClassVar[type[Any]]
+    _lock_class: type[LockT]
+    _aside_class: type[AsideT]
+    _limiter_class: type[LimiterT]
+    _once_class: type[OnceT]
+    _untracked: Callable[..., Any]  # with a local cache: the flavour's _run, untracked
 
     def __init__(
         self, client: Any, *, config: RedisConfig, service: str, serializer: Serializer
@@ -64,9 +77,9 @@ class CacheBase(Ops):
             local, cfg.local_cache.ping_interval, cfg.read_timeout, self._secrets
         )
         # the GETs of covered keys go through the local cache; writes drop their keys locally
-        self.get = self._local_get_text  # type: ignore[method-assign]
-        self.get_bytes = self._local_get_bytes  # type: ignore[method-assign]
-        self.get_obj = self._local_get_obj  # type: ignore[method-assign]
+        self.get = self._local_get_text
+        self.get_bytes = self._local_get_bytes
+        self.get_obj = self._local_get_obj
         self._untracked = self._run  # GETs of keys not covered: nothing to invalidate
         self._run = self._run_tracked  # type: ignore[method-assign]
 
@@ -152,7 +165,7 @@ class CacheBase(Ops):
         return f"{type(self).__name__}(service={self._service!r}, mode={self._config.mode!r})"
 
     # -- the hook each flavour implements ---
-    def _drive(self, flow: Flow[Any]) -> Any:
+    def _drive(self, flow: Flow[T]) -> Reply[T]:
         raise NotImplementedError
 
     def _check_open(self) -> None:
@@ -197,7 +210,7 @@ class CacheBase(Ops):
         jitter: float | None = None,
         lock: bool | None = None,
         on_undeleted: Callable[[tuple[str, ...]], None] | None = None,
-    ) -> Any:
+    ) -> AsideT:
         """Cache-aside over this cache (see :mod:`im_infra.cache.aside`); unset arguments come
         from ``redis.yaml`` ``aside`` on every call (live)."""
         return self._aside_class(
@@ -210,12 +223,12 @@ class CacheBase(Ops):
             on_undeleted=on_undeleted,
         )
 
-    def limiter(self, name: str, spec: TokenBucket | SlidingWindow | None = None) -> Any:
+    def limiter(self, name: str, spec: TokenBucket | SlidingWindow | None = None) -> LimiterT:
         """A rate limiter named ``name`` (keys ``ratelimit:{name}:{key}``): ``spec``, else the
         limit ``rateLimit.limits[name]`` of ``redis.yaml`` (read on every call: live)."""
         return self._limiter_class(self, name, spec)
 
-    def once(self, namespace: str) -> Any:
+    def once(self, namespace: str) -> OnceT:
         """Idempotency keys under ``namespace`` (keys ``once:{namespace}:{key}``)."""
         return self._once_class(self, namespace)
 
@@ -235,7 +248,7 @@ class CacheBase(Ops):
         *,
         timeout: float | None = None,
         token: str | None = None,
-    ) -> Any:
+    ) -> LockT:
         """A distributed lock on key ``name`` (prefixed) that expires after ``ttl`` seconds unless
         extended; ``timeout`` is the default acquire timeout; ``token`` the owner token (default:
         a random UUID). Nothing is sent until it is acquired."""
@@ -252,7 +265,8 @@ class CacheBase(Ops):
             return bytes(value)
         return repr(value).encode()  # int and float: their decimal text, as Redis would store it
 
-    def bf_reserve(self, key: str, error_rate: float = 0.01, capacity: int = 100) -> Any:
+    @command
+    def bf_reserve(self, key: str, error_rate: float = 0.01, capacity: int = 100) -> Reply[None]:
         """Create an empty bloom filter for ``capacity`` items at ``error_rate`` false positives
         (CacheResponseError when the key exists)."""
         bloom.parameters(error_rate, capacity)
@@ -260,24 +274,28 @@ class CacheBase(Ops):
             bloom.reserve_flow(self._bloom, self._prefix + key, error_rate, capacity)
         )
 
-    def bf_add(self, key: str, item: Any) -> Any:
+    @command
+    def bf_add(self, key: str, item: Any) -> Reply[bool]:
         """Add ``item`` (creating a default filter if needed); True when it was not there."""
         return self._drive(
             _first(bloom.add_flow(self._bloom, self._prefix + key, [self._item(item)]))
         )
 
-    def bf_madd(self, key: str, items: Iterable[Any]) -> Any:
+    @command
+    def bf_madd(self, key: str, items: Iterable[Any]) -> Reply[list[bool]]:
         """Add several items; one bool per item (True: it was not there)."""
         data = [self._item(i) for i in items]
         return self._drive(bloom.add_flow(self._bloom, self._prefix + key, data))
 
-    def bf_exists(self, key: str, item: Any) -> Any:
+    @command
+    def bf_exists(self, key: str, item: Any) -> Reply[bool]:
         """True when ``item`` is probably in the filter; False when it surely is not."""
         return self._drive(
             _first(bloom.exists_flow(self._bloom, self._prefix + key, [self._item(item)]))
         )
 
-    def bf_mexists(self, key: str, items: Iterable[Any]) -> Any:
+    @command
+    def bf_mexists(self, key: str, items: Iterable[Any]) -> Reply[list[bool]]:
         """:meth:`bf_exists` for several items."""
         data = [self._item(i) for i in items]
         return self._drive(bloom.exists_flow(self._bloom, self._prefix + key, data))
@@ -287,7 +305,10 @@ class CacheBase(Ops):
         """``module`` (RedisBloom), ``lua`` (the fallback) or ``auto`` (not known yet)."""
         return self._bloom.mode
 
-    def scan(self, cursor: int = 0, match: str = "*", count: int | None = None) -> Any:
+    @command
+    def scan(
+        self, cursor: int = 0, match: str = "*", count: int | None = None
+    ) -> Reply[tuple[int, list[str]]]:
         if self._config.mode == "cluster":
             raise CacheError(
                 "scan(cursor) steps through one server's keys, and a cluster spreads them over "
@@ -301,6 +322,11 @@ class CacheBase(Ops):
             return list(self._client.get_primaries())
         return [None]
 
-    def ping(self) -> Any:
+    @command
+    def ping(self) -> Reply[bool]:
         """PING the server (True)."""
         return self._run(("PING",))
+
+
+SomeCache = CacheBase[Any, Any, Any, Any]
+"""A cache of either flavour (what the handles and pipelines hold)."""

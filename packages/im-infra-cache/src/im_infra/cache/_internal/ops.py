@@ -5,15 +5,22 @@ reply, then hands both to ``_run``. The blocking cache runs the command and retu
 asyncio cache returns an awaitable, a pipeline queues it and returns itself: one implementation of
 the semantics for all of them. Public documentation of each method is on the Protocols in
 ``im_infra.cache.protocols``.
+
+Each command is annotated ``-> Reply[T]``, T being what its reply transform returns (``_run`` is
+typed so), and decorated with :func:`~im_infra.cache._internal.command.command`: the type checker
+reads ``RedisCache().get`` as returning ``str | None``, ``AsyncRedisCache().get`` as a coroutine of
+it, and checks both clients against the Protocols. At run time the decorator is the identity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import builtins
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from im_infra.cache._internal import codec as c
+from im_infra.cache._internal.command import Reply, command
 from im_infra.cache.errors import CacheArgumentError, SerializationError
 
 if TYPE_CHECKING:
@@ -21,6 +28,7 @@ if TYPE_CHECKING:
     from im_infra.cache.serializer import Serializer
 
 _SCALARS = (str, bytes, int, float)
+T = TypeVar("T")
 
 
 def _none(_reply: Any) -> None:
@@ -38,11 +46,16 @@ class Ops:
     _prefix: str
     _serializer: Serializer
 
-    # -- the one hook each flavour implements ---
+    # -- the one hook each flavour implements (typed: the transform's result flows into the
+    # command's Reply, see _internal/command.py; no transform: the raw redis-py reply) ---
+    @overload
+    def _run(self, args: tuple[Any, ...]) -> Reply[Any]: ...
+    @overload
+    def _run(self, args: tuple[Any, ...], transform: Callable[[Any], T]) -> Reply[T]: ...
     def _run(self, args: tuple[Any, ...], transform: c.Transform = None) -> Any:
         raise NotImplementedError
 
-    def _script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+    def _script(self, script: Script, keys: list[str], args: list[Any]) -> Reply[Any]:
         raise NotImplementedError
 
     # -- encoding ---
@@ -80,15 +93,19 @@ class Ops:
         return [p + k for k in keys]
 
     # -- strings ---
-    def get(self, key: str) -> Any:
+    @command
+    def get(self, key: str) -> Reply[str | None]:
         return self._run(("GET", self._prefix + key), c.text)
 
-    def get_bytes(self, key: str) -> Any:
+    @command
+    def get_bytes(self, key: str) -> Reply[bytes | None]:
         return self._run(("GET", self._prefix + key))
 
-    def get_obj(self, key: str) -> Any:
+    @command
+    def get_obj(self, key: str) -> Reply[Any]:
         return self._run(("GET", self._prefix + key), self._load)
 
+    @command
     def set(
         self,
         key: str,
@@ -97,7 +114,7 @@ class Ops:
         *,
         nx: bool = False,
         xx: bool = False,
-    ) -> Any:
+    ) -> Reply[bool]:
         if not expiration and not nx and not xx:
             return self._run(("SET", self._prefix + key, self._enc(value)), c.to_bool)
         args: list[Any] = ["SET", self._prefix + key, self._enc(value)]
@@ -111,46 +128,63 @@ class Ops:
             args.append("XX")
         return self._run(tuple(args), c.to_bool)
 
-    def set_nx(self, key: str, value: Any, expiration: float | timedelta | None = None) -> Any:
+    @command
+    def set_nx(
+        self, key: str, value: Any, expiration: float | timedelta | None = None
+    ) -> Reply[bool]:
         return self.set(key, value, expiration, nx=True)
 
-    def get_set(self, key: str, value: Any) -> Any:
+    @command
+    def get_set(self, key: str, value: Any) -> Reply[str | None]:
         return self._run(("GETSET", self._prefix + key, self._enc(value)), c.text)
 
-    def delete(self, *keys: str) -> Any:
+    @command
+    def delete(self, *keys: str) -> Reply[int]:
         return self._run(("DEL", *self._keys(keys)), c.to_int)
 
-    def exists(self, *keys: str) -> Any:
+    @command
+    def exists(self, *keys: str) -> Reply[int]:
         return self._run(("EXISTS", *self._keys(keys)), c.to_int)
 
-    def incr(self, key: str, amount: int = 1) -> Any:
+    @command
+    def incr(self, key: str, amount: int = 1) -> Reply[int]:
         return self._run(("INCRBY", self._prefix + key, amount), c.to_int)
 
-    def decr(self, key: str, amount: int = 1) -> Any:
+    @command
+    def decr(self, key: str, amount: int = 1) -> Reply[int]:
         return self._run(("DECRBY", self._prefix + key, amount), c.to_int)
 
-    def incr_float(self, key: str, amount: float) -> Any:
+    @command
+    def incr_float(self, key: str, amount: float) -> Reply[float]:
         return self._run(("INCRBYFLOAT", self._prefix + key, amount), c.to_float)
 
-    def expire(self, key: str, ttl: float | timedelta) -> Any:
+    @command
+    def expire(self, key: str, ttl: float | timedelta) -> Reply[bool]:
         return self._run(("PEXPIRE", self._prefix + key, c.milliseconds(ttl)), c.to_bool)
 
-    def persist(self, key: str) -> Any:
+    @command
+    def persist(self, key: str) -> Reply[bool]:
         return self._run(("PERSIST", self._prefix + key), c.to_bool)
 
-    def ttl(self, key: str) -> Any:
+    @command
+    def ttl(self, key: str) -> Reply[float]:
         return self._run(("PTTL", self._prefix + key), c.pttl)
 
-    def mget(self, *keys: str) -> Any:
+    @command
+    def mget(self, *keys: str) -> Reply[list[str | None]]:
         return self._run(("MGET", *self._keys(keys)), c.text_list)
 
-    def mset(self, mapping: Mapping[str, Any]) -> Any:
+    @command
+    def mset(self, mapping: Mapping[str, Any]) -> Reply[None]:
         p = self._prefix
         return self._run(
             ("MSET", *c.flatten_pairs((p + k, self._enc(v)) for k, v in mapping.items())), _none
         )
 
-    def scan(self, cursor: int = 0, match: str = "*", count: int | None = None) -> Any:
+    @command
+    def scan(
+        self, cursor: int = 0, match: str = "*", count: int | None = None
+    ) -> Reply[tuple[int, list[str]]]:
         return self._run(self._scan_args(cursor, match, count), self._unprefix_scan)
 
     def _scan_args(self, cursor: int, match: str, count: int | None) -> tuple[Any, ...]:
@@ -167,66 +201,86 @@ class Ops:
         return int(cursor), [k[cut:].decode() for k in keys]
 
     # -- hashes ---
-    def hset(self, key: str, field: str, value: Any) -> Any:
+    @command
+    def hset(self, key: str, field: str, value: Any) -> Reply[int]:
         return self._run(("HSET", self._prefix + key, field, self._enc(value)), c.to_int)
 
-    def hmset(self, key: str, mapping: Mapping[str, Any]) -> Any:
+    @command
+    def hmset(self, key: str, mapping: Mapping[str, Any]) -> Reply[int]:
         pairs = c.flatten_pairs((f, self._enc(v)) for f, v in mapping.items())
         return self._run(("HSET", self._prefix + key, *pairs), c.to_int)
 
-    def hsetnx(self, key: str, field: str, value: Any) -> Any:
+    @command
+    def hsetnx(self, key: str, field: str, value: Any) -> Reply[bool]:
         return self._run(("HSETNX", self._prefix + key, field, self._enc(value)), c.to_bool)
 
-    def hget(self, key: str, field: str) -> Any:
+    @command
+    def hget(self, key: str, field: str) -> Reply[str | None]:
         return self._run(("HGET", self._prefix + key, field), c.text)
 
-    def hget_obj(self, key: str, field: str) -> Any:
+    @command
+    def hget_obj(self, key: str, field: str) -> Reply[Any]:
         return self._run(("HGET", self._prefix + key, field), self._load)
 
-    def hmget(self, key: str, *fields: str) -> Any:
+    @command
+    def hmget(self, key: str, *fields: str) -> Reply[list[str | None]]:
         return self._run(("HMGET", self._prefix + key, *fields), c.text_list)
 
-    def hgetall(self, key: str) -> Any:
+    @command
+    def hgetall(self, key: str) -> Reply[dict[str, str]]:
         return self._run(("HGETALL", self._prefix + key), c.text_dict)
 
-    def hdel(self, key: str, *fields: str) -> Any:
+    @command
+    def hdel(self, key: str, *fields: str) -> Reply[int]:
         return self._run(("HDEL", self._prefix + key, *fields), c.to_int)
 
-    def hexists(self, key: str, field: str) -> Any:
+    @command
+    def hexists(self, key: str, field: str) -> Reply[bool]:
         return self._run(("HEXISTS", self._prefix + key, field), c.to_bool)
 
-    def hlen(self, key: str) -> Any:
+    @command
+    def hlen(self, key: str) -> Reply[int]:
         return self._run(("HLEN", self._prefix + key), c.to_int)
 
-    def hincrby(self, key: str, field: str, amount: int = 1) -> Any:
+    @command
+    def hincrby(self, key: str, field: str, amount: int = 1) -> Reply[int]:
         return self._run(("HINCRBY", self._prefix + key, field, amount), c.to_int)
 
-    def hkeys(self, key: str) -> Any:
-        return self._run(("HKEYS", self._prefix + key), c.text_list)
+    @command
+    def hkeys(self, key: str) -> Reply[list[str]]:
+        return self._run(("HKEYS", self._prefix + key), c.text_items)
 
-    def hvals(self, key: str) -> Any:
-        return self._run(("HVALS", self._prefix + key), c.text_list)
+    @command
+    def hvals(self, key: str) -> Reply[list[str]]:
+        return self._run(("HVALS", self._prefix + key), c.text_items)
 
     # -- sets ---
-    def sadd(self, key: str, *members: Any) -> Any:
+    @command
+    def sadd(self, key: str, *members: Any) -> Reply[int]:
         return self._run(("SADD", self._prefix + key, *map(self._enc, members)), c.to_int)
 
-    def srem(self, key: str, *members: Any) -> Any:
+    @command
+    def srem(self, key: str, *members: Any) -> Reply[int]:
         return self._run(("SREM", self._prefix + key, *map(self._enc, members)), c.to_int)
 
-    def smembers(self, key: str) -> Any:
+    @command
+    def smembers(self, key: str) -> Reply[builtins.set[str]]:
         return self._run(("SMEMBERS", self._prefix + key), c.text_set)
 
-    def sismember(self, key: str, member: Any) -> Any:
+    @command
+    def sismember(self, key: str, member: Any) -> Reply[bool]:
         return self._run(("SISMEMBER", self._prefix + key, self._enc(member)), c.to_bool)
 
-    def scard(self, key: str) -> Any:
+    @command
+    def scard(self, key: str) -> Reply[int]:
         return self._run(("SCARD", self._prefix + key), c.to_int)
 
-    def spop(self, key: str) -> Any:
+    @command
+    def spop(self, key: str) -> Reply[str | None]:
         return self._run(("SPOP", self._prefix + key), c.text)
 
     # -- sorted sets ---
+    @command
     def zadd(
         self,
         key: str,
@@ -236,44 +290,55 @@ class Ops:
         xx: bool = False,
         gt: bool = False,
         lt: bool = False,
-    ) -> Any:
+    ) -> Reply[int]:
         flags = [name for name, on in (("NX", nx), ("XX", xx), ("GT", gt), ("LT", lt)) if on]
         pairs = c.flatten_pairs((score, self._enc(m)) for m, score in mapping.items())
         return self._run(("ZADD", self._prefix + key, *flags, *pairs), c.to_int)
 
-    def zrem(self, key: str, *members: Any) -> Any:
+    @command
+    def zrem(self, key: str, *members: Any) -> Reply[int]:
         return self._run(("ZREM", self._prefix + key, *map(self._enc, members)), c.to_int)
 
-    def zscore(self, key: str, member: Any) -> Any:
+    @command
+    def zscore(self, key: str, member: Any) -> Reply[float | None]:
         return self._run(("ZSCORE", self._prefix + key, self._enc(member)), c.opt_float)
 
-    def zincrby(self, key: str, member: Any, amount: float = 1.0) -> Any:
+    @command
+    def zincrby(self, key: str, member: Any, amount: float = 1.0) -> Reply[float]:
         return self._run(("ZINCRBY", self._prefix + key, amount, self._enc(member)), c.to_float)
 
-    def zcard(self, key: str) -> Any:
+    @command
+    def zcard(self, key: str) -> Reply[int]:
         return self._run(("ZCARD", self._prefix + key), c.to_int)
 
-    def zcount(self, key: str, min: float | str = "-inf", max: float | str = "+inf") -> Any:
+    @command
+    def zcount(self, key: str, min: float | str = "-inf", max: float | str = "+inf") -> Reply[int]:
         return self._run(("ZCOUNT", self._prefix + key, min, max), c.to_int)
 
-    def zrank(self, key: str, member: Any) -> Any:
+    @command
+    def zrank(self, key: str, member: Any) -> Reply[int | None]:
         return self._run(("ZRANK", self._prefix + key, self._enc(member)), c.opt_int)
 
-    def zrevrank(self, key: str, member: Any) -> Any:
+    @command
+    def zrevrank(self, key: str, member: Any) -> Reply[int | None]:
         return self._run(("ZREVRANK", self._prefix + key, self._enc(member)), c.opt_int)
 
-    def _zrange(self, args: list[Any], withscores: bool) -> Any:
+    def _zrange(self, args: list[Any], withscores: bool) -> Reply[list[Any]]:
         if withscores:
             args.append("WITHSCORES")
             return self._run(tuple(args), c.score_pairs)
         return self._run(tuple(args), c.text_list)
 
-    def zrange(self, key: str, start: int = 0, stop: int = -1, *, withscores: bool = False) -> Any:
+    @command
+    def zrange(
+        self, key: str, start: int = 0, stop: int = -1, *, withscores: bool = False
+    ) -> Reply[list[Any]]:
         return self._zrange(["ZRANGE", self._prefix + key, start, stop], withscores)
 
+    @command
     def zrevrange(
         self, key: str, start: int = 0, stop: int = -1, *, withscores: bool = False
-    ) -> Any:
+    ) -> Reply[list[Any]]:
         return self._zrange(["ZREVRANGE", self._prefix + key, start, stop], withscores)
 
     def _zrange_by(
@@ -284,7 +349,7 @@ class Ops:
         withscores: bool,
         offset: int | None,
         count: int | None,
-    ) -> Any:
+    ) -> Reply[list[Any]]:
         args: list[Any] = [command, self._prefix + key, *bounds]
         if withscores:
             args.append("WITHSCORES")
@@ -292,6 +357,7 @@ class Ops:
             args += ("LIMIT", offset or 0, -1 if count is None else count)
         return self._run(tuple(args), c.score_pairs if withscores else c.text_list)
 
+    @command
     def zrange_by_score(
         self,
         key: str,
@@ -301,9 +367,10 @@ class Ops:
         withscores: bool = False,
         offset: int | None = None,
         count: int | None = None,
-    ) -> Any:
+    ) -> Reply[list[Any]]:
         return self._zrange_by("ZRANGEBYSCORE", key, (min, max), withscores, offset, count)
 
+    @command
     def zrevrange_by_score(
         self,
         key: str,
@@ -313,43 +380,57 @@ class Ops:
         withscores: bool = False,
         offset: int | None = None,
         count: int | None = None,
-    ) -> Any:
+    ) -> Reply[list[Any]]:
         return self._zrange_by("ZREVRANGEBYSCORE", key, (max, min), withscores, offset, count)
 
-    def zremrange_by_rank(self, key: str, start: int, stop: int) -> Any:
+    @command
+    def zremrange_by_rank(self, key: str, start: int, stop: int) -> Reply[int]:
         return self._run(("ZREMRANGEBYRANK", self._prefix + key, start, stop), c.to_int)
 
-    def zremrange_by_score(self, key: str, min: float | str, max: float | str) -> Any:
+    @command
+    def zremrange_by_score(self, key: str, min: float | str, max: float | str) -> Reply[int]:
         return self._run(("ZREMRANGEBYSCORE", self._prefix + key, min, max), c.to_int)
 
     # -- lists ---
-    def lpush(self, key: str, *values: Any) -> Any:
+    @command
+    def lpush(self, key: str, *values: Any) -> Reply[int]:
         return self._run(("LPUSH", self._prefix + key, *map(self._enc, values)), c.to_int)
 
-    def rpush(self, key: str, *values: Any) -> Any:
+    @command
+    def rpush(self, key: str, *values: Any) -> Reply[int]:
         return self._run(("RPUSH", self._prefix + key, *map(self._enc, values)), c.to_int)
 
-    def lpop(self, key: str) -> Any:
+    @command
+    def lpop(self, key: str) -> Reply[str | None]:
         return self._run(("LPOP", self._prefix + key), c.text)
 
-    def rpop(self, key: str) -> Any:
+    @command
+    def rpop(self, key: str) -> Reply[str | None]:
         return self._run(("RPOP", self._prefix + key), c.text)
 
-    def lrange(self, key: str, start: int = 0, stop: int = -1) -> Any:
-        return self._run(("LRANGE", self._prefix + key, start, stop), c.text_list)
+    @command
+    def lrange(self, key: str, start: int = 0, stop: int = -1) -> Reply[list[str]]:
+        return self._run(("LRANGE", self._prefix + key, start, stop), c.text_items)
 
-    def ltrim(self, key: str, start: int, stop: int) -> Any:
+    @command
+    def ltrim(self, key: str, start: int, stop: int) -> Reply[None]:
         return self._run(("LTRIM", self._prefix + key, start, stop), _none)
 
-    def llen(self, key: str) -> Any:
+    @command
+    def llen(self, key: str) -> Reply[int]:
         return self._run(("LLEN", self._prefix + key), c.to_int)
 
-    def lindex(self, key: str, index: int) -> Any:
+    @command
+    def lindex(self, key: str, index: int) -> Reply[str | None]:
         return self._run(("LINDEX", self._prefix + key, index), c.text)
 
-    def lrem(self, key: str, count: int, value: Any) -> Any:
+    @command
+    def lrem(self, key: str, count: int, value: Any) -> Reply[int]:
         return self._run(("LREM", self._prefix + key, count, self._enc(value)), c.to_int)
 
     # -- scripts ---
-    def run_script(self, script: Script, keys: Iterable[str] = (), args: Iterable[Any] = ()) -> Any:
+    @command
+    def run_script(
+        self, script: Script, keys: Iterable[str] = (), args: Iterable[Any] = ()
+    ) -> Reply[Any]:
         return self._script(script, self._keys(keys), [self._enc(a) for a in args])
