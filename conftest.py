@@ -1,9 +1,12 @@
 """Workspace-wide pytest setup.
 
-Unit tests (under packages/) are hermetic: the shell running them usually exports the devstack's
-IM_INFRA_* variables (etcd endpoints, brokers, Redis URL), which now feed every component's
-configuration (the default provider, the environment layer). They are removed for unit tests,
-and the process-wide default provider is closed after each one.
+The fixtures every integration test shares (servers found or started, ``*_factory`` servers
+owned by one test) are the plugin ``im_infra_testsupport.fixtures``, in tests/support/.
+
+Unit tests (``packages/*/tests/unit``) are hermetic: the shell running them usually exports the
+devstack's IM_INFRA_* variables (etcd endpoints, brokers, Redis URL), which now feed every
+component's configuration (the default provider, the environment layer). They are removed for
+unit tests, and the process-wide default provider is closed after each one.
 """
 
 from __future__ import annotations
@@ -14,12 +17,23 @@ from pathlib import Path
 
 import pytest
 
-_PACKAGES = Path(__file__).parent / "packages"
+pytest_plugins = ["im_infra_testsupport.fixtures"]
+
+_ROOT = Path(__file__).parent
+
+
+def is_unit_test(path: Path) -> bool:
+    """``packages/<package>/tests/unit/...``"""
+    try:
+        parts = path.relative_to(_ROOT).parts
+    except ValueError:
+        return False
+    return len(parts) > 4 and parts[0] == "packages" and parts[2:4] == ("tests", "unit")
 
 
 @pytest.fixture(autouse=True)
 def _hermetic_unit_tests(request: pytest.FixtureRequest) -> Iterator[None]:
-    if not Path(str(request.node.path)).is_relative_to(_PACKAGES):
+    if not is_unit_test(Path(str(request.node.path))):
         yield
         return
     with pytest.MonkeyPatch.context() as mp:

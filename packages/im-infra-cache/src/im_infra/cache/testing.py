@@ -6,7 +6,8 @@
 :func:`~im_infra.cache.new` / :func:`~im_infra.cache.new_async`, configured the same way
 (``redis.yaml`` through coord, then keyword overrides), so TTLs, the key prefix, locks, bloom
 filters, pipelines and scripts all behave as on Redis (the contract tests in
-``tests-integration/cache`` run the same tests against both). Needs the ``testing`` extra::
+``packages/im-infra-cache/tests/integration`` run the same tests against both). Needs the
+``testing`` extra::
 
     pip install "im-infra-cache[testing]"
 

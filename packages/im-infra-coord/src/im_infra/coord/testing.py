@@ -5,7 +5,8 @@ when not kept alive, watches, transactions, compaction). :meth:`MemoryEtcd.conne
 same :class:`~im_infra.coord.EtcdProvider` as :func:`~im_infra.coord.connect`, running the real
 registry, config center, locks and instance IDs over it, so it goes wherever a provider is
 accepted (``mq.new_producer(..., coord=p)``, ``cache.new(..., coord=p)``, ``uid.from_coord(p)``)
-and behaves like etcd (the contract tests in ``tests-integration/coord`` run the same tests
+and behaves like etcd (the contract tests in ``packages/im-infra-coord/tests/integration`` run the
+same tests
 against both). Connect several providers to one ``MemoryEtcd`` to play several processes::
 
     from im_infra import coord

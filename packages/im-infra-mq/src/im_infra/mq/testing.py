@@ -2,7 +2,8 @@
 
 :class:`MemoryBroker` holds partitioned topics and consumer groups in memory. Its producers and
 consumers satisfy :class:`~im_infra.mq.Producer` and :class:`~im_infra.mq.Consumer` and behave
-like the Kafka-backed ones (the contract tests in ``tests-integration/mq`` run the same tests
+like the Kafka-backed ones (the contract tests in ``packages/im-infra-mq/tests/integration`` run the
+same tests
 against both): a key always maps to the same partition, by librdkafka's default rule (CRC-32 of
 the key); headers travel with the message; the current clog trace id is added as the
 ``trace_id`` header and bound again around the consumer's callback; offsets are committed only
