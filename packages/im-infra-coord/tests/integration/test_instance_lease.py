@@ -30,13 +30,16 @@ def test_lease_lost_is_reported_once_and_late_callbacks_run_at_once(connect: Con
     assert lost == [lease.id]  # and only once
 
 
-def test_release_gives_the_id_back_but_never_a_newer_one(connect: Connect) -> None:
-    inst = connect().instance_for(name(), max_id=3, ttl=2)
+@pytest.mark.parametrize("max_id", [0, 3])
+def test_release_gives_the_id_back_but_never_a_newer_one(connect: Connect, max_id: int) -> None:
+    inst = connect().instance_for(name(), max_id=max_id, ttl=2)
     lease = coord.InstanceLease.hold(inst)
     inst.release()  # behind the lease's back (provider.close() does this)
     assert not lease.held
     newer = coord.InstanceLease.hold(inst)  # the instancer allocates again
     assert newer.held
+    # with max_id=0 the new allocation has the old number: still not the old lease's
+    assert not lease.held
     lease.release()  # the old lease must not release the newer ID
     assert inst.current_id == newer.id
     assert newer.held

@@ -74,6 +74,9 @@ class EtcdInstancer:
         self._id: int | None = None
         self._lease: KeptLease | None = None
         self._callbacks: list[Callable[[int], None]] = []
+        #: allocations so far: tells an InstanceLease whether the ID held now is still the one
+        #: it got (a new allocation can give the same number back)
+        self._allocations = 0
 
     def get_instance_id(self) -> int:
         """This process's ID in [0, max_id], allocated on first call and cached.
@@ -86,6 +89,7 @@ class EtcdInstancer:
             if self._id is not None and self._lease is not None and not self._lease.lost:
                 return self._id
             self._id, self._lease = self._allocate()
+            self._allocations += 1
             return self._id
 
     def on_lost(self, callback: Callable[[int], None]) -> None:
@@ -268,7 +272,16 @@ class InstanceLease:
     is); :meth:`release` gives it back.
     """
 
-    __slots__ = ("_callbacks", "_early", "_id", "_instancer", "_lock", "_lost", "_released")
+    __slots__ = (
+        "_allocation",
+        "_callbacks",
+        "_early",
+        "_id",
+        "_instancer",
+        "_lock",
+        "_lost",
+        "_released",
+    )
 
     def __init__(self, instancer: Instancer) -> None:
         self._instancer = instancer
@@ -278,6 +291,7 @@ class InstanceLease:
         self._lost = False
         self._released = False
         self._callbacks: list[Callable[[int], None]] = []
+        self._allocation: int | None = None  # the instancer's allocation this lease holds
 
     @classmethod
     def hold(cls, instancer: Instancer) -> InstanceLease:
@@ -287,6 +301,7 @@ class InstanceLease:
         instance_id = instancer.get_instance_id()
         with lease._lock:
             lease._id = instance_id
+            lease._allocation = getattr(instancer, "_allocations", None)
             lease._lost = instance_id in lease._early
         return lease
 
@@ -301,10 +316,15 @@ class InstanceLease:
     def held(self) -> bool:
         """Whether the ID is still this process's (no I/O; cheap enough to ask before every
         use of the ID)."""
-        if self._lost or self._released:
+        if self._lost or self._released or not self._same_allocation():
             return False
         current = getattr(self._instancer, "current_id", _NO_CURRENT_ID)
         return current is _NO_CURRENT_ID or current == self._id
+
+    def _same_allocation(self) -> bool:
+        """False once the instancer allocated again (maybe the same number: not this lease's)."""
+        mine = self._allocation
+        return mine is None or getattr(self._instancer, "_allocations", mine) == mine
 
     def on_lost(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(id)`` once when the ID's lease is lost (from coord's keepalive
@@ -323,7 +343,8 @@ class InstanceLease:
             if self._released or self._lost:
                 return
             self._released = True
-        if getattr(self._instancer, "current_id", self._id) == self._id:  # not a newer ID
+        same = getattr(self._instancer, "current_id", self._id) == self._id
+        if same and self._same_allocation():  # not a newer ID, even with the same number
             self._instancer.release()
 
     def _instancer_lost(self, instance_id: int) -> None:
