@@ -640,11 +640,19 @@ def test_a_change_of_the_retry_delays_applies_to_later_failures(backend: Backend
     assert list(first) == [topic, r400, r300]
     assert first[r400] - first[topic] >= 0.4 - 0.005
     assert first[r300] - first[r400] >= 0.3 - 0.005
-    assert {t for t, _ in _attempts(run, b"bad-1")} == {topic, mq.retry_topic(topic, 200)}
+    # bad-1 failed under the old delays: topic, then retry.200. The change subscribes new retry
+    # topics (a rebalance on noida-db), so bad-1's retry may be delivered again (at least once)
+    # and that copy goes on under the delays in force then.
+    first_1: dict[str, float] = {}
+    for t, when in _attempts(run, b"bad-1"):
+        first_1.setdefault(t, when)
+    assert list(first_1)[:2] == [topic, mq.retry_topic(topic, 200)]
     dead = _read_all(backend, topic + mq.DLQ_SUFFIX, 2)
     assert {m.value for m in dead} == {b"bad-1", b"bad-2"}
-    by_value = {m.value: mq.read_dead_letter(m).attempts for m in dead}
-    assert by_value[b"bad-1"] == 2 and by_value[b"bad-2"] == 3
+    attempts: dict[bytes | str | None, set[int]] = {}
+    for m in dead:
+        attempts.setdefault(m.value, set()).add(mq.read_dead_letter(m).attempts)
+    assert min(attempts[b"bad-1"]) == 2 and min(attempts[b"bad-2"]) == 3
 
 
 def test_asyncio_retry_topics(backend: Backend) -> None:
