@@ -651,7 +651,7 @@ def test_a_change_of_the_retry_delays_applies_to_later_failures(backend: Backend
     assert {m.value for m in dead} == {b"bad-1", b"bad-2"}
     attempts: dict[bytes | str | None, set[int]] = {}
     for m in dead:
-        attempts.setdefault(m.value, set()).add(mq.read_dead_letter(m).attempts)
+        attempts.setdefault(m.value, set()).add(mq.read_dead_letter(m).attempts or 0)
     assert min(attempts[b"bad-1"]) == 2 and min(attempts[b"bad-2"]) == 3
 
 
