@@ -34,6 +34,7 @@ from gochat_demo import stack
 from gochat_demo.gateway import Gateway, serve
 from gochat_demo.history import recent_messages
 from gochat_demo.schema import CACHE_KEEP, TOPIC, Base, StoredMessage, cache_key, tune_sqlite
+from gochat_demo.soak_report import percentile
 from gochat_demo.telemetry import scrape, serve_metrics
 from gochat_demo.worker import GROUP
 from im_infra import cache, clog, coord, db, mq
@@ -119,13 +120,6 @@ def _process(
         "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics",
         "metrics": {f.name: f.text for f in figures},
     }
-
-
-def _percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    idx = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
-    return sorted_values[idx]
 
 
 def run_demo(args: argparse.Namespace, backends: stack.Backends) -> dict[str, Any]:
@@ -291,8 +285,8 @@ def _run(
             "rate_per_s": args.rate,
             "send_seconds": round(sent_s, 3),
             "total_seconds": round(total_s, 3),
-            "e2e_p50_ms": round(_percentile(latencies, 50), 2),
-            "e2e_p99_ms": round(_percentile(latencies, 99), 2),
+            "e2e_p50_ms": round(percentile(latencies, 50), 2),
+            "e2e_p99_ms": round(percentile(latencies, 99), 2),
             "warmup_messages": 1,
             "processes": processes,
             "sample_trace_id": sample,
