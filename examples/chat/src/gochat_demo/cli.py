@@ -58,6 +58,9 @@ def put_config(provider: coord.Provider, db_url: str, redis_url: str) -> None:
         },
         "global/redis.yaml": {"address": redis_url},
         "im-logic/db.yaml": {"dsn": db_url},
+        # the logic worker handles up to 8 messages at once, in order per conversation (the
+        # message key): its Redis and database round trips overlap instead of queueing
+        "im-logic/kafka.yaml": {"consumer": {"concurrency": 8}},
     }
     for key, doc in docs.items():
         provider.config.set(key, doc)

@@ -52,9 +52,8 @@ class Worker:
 
     Each stored message and its "message stored" event (topic ``<topic>.stored``, keyed by
     conversation) commit in one transaction through the db outbox; the outbox relay publishes
-    the events (at least once, in order per conversation). The demo's default database is
-    SQLite, which has one writer: the relay's rounds run in this worker's one thread, after each
-    stored message (with PostgreSQL or MariaDB a relay thread or process runs beside it).
+    the events (at least once, in order per conversation) from a thread of its own, so a
+    broker that is slow to acknowledge delays the events, never the storing of messages.
     """
 
     def __init__(
@@ -73,7 +72,13 @@ class Worker:
             self.db.create_all(Base.metadata)
             self.db.create_all(self.outbox.table.metadata)
         self.producer = mq.new_producer(SERVICE, coord=provider)
-        self.relay = db.OutboxRelay(self.db, self.producer, message=mq.Message)
+        # SQLite is cheap to poll: a short idle pause keeps the events close behind the rows
+        self.relay = db.OutboxRelay(self.db, self.producer, message=mq.Message, poll_interval=0.05)
+        self._relay_stop = threading.Event()
+        self._relay_thread = threading.Thread(
+            target=self.relay.run, args=(self._relay_stop,), name="outbox-relay", daemon=True
+        )
+        self._relay_thread.start()
         self.cache = cache.new(SERVICE, coord=provider)
         # idempotency keys, per consumer group and topic: a message redelivered after a crash
         # or a rebalance is skipped before it reaches the database (whose primary key stays
@@ -109,8 +114,6 @@ class Worker:
             # could not handle once its retries are spent), and Redis is no store of record.
             self.log.warning("idempotency keys unavailable; storing by primary key", error=exc)
             stored = self._store(chat)
-        if stored:
-            self._relay_round()  # publish the "message stored" event the store wrote
         try:
             self._update_cache(chat, raw, stored)
         except cache.CacheUnavailable as exc:  # readers fall back to the database
@@ -135,11 +138,14 @@ class Worker:
             p.execute()
 
     def _store(self, chat: ChatMessage) -> bool:
-        """Insert the message unless its id is already stored; True if inserted."""
+        """Insert the message unless its id is already stored; True if inserted.
+
+        Insert first and let the primary key refuse a duplicate: a transaction that read
+        before writing would, on SQLite, fail at once ("database is locked") whenever the
+        relay thread committed in between, instead of waiting its turn to write.
+        """
         try:
             with self.db.transaction() as s:
-                if s.get(StoredMessage, chat.msg_id) is not None:
-                    return False
                 s.add(
                     StoredMessage(
                         msg_id=chat.msg_id,
@@ -194,6 +200,8 @@ class Worker:
 
     def close(self) -> None:
         self.consumer.close()
+        self._relay_stop.set()  # the relay thread ends after its current round
+        self._relay_thread.join()
         while self._relay_round():  # what the last messages stored
             pass
         self.relay.close()

@@ -32,7 +32,7 @@ from im_infra.clog.lifecycle import Closing
 from ._internal.batches import batch_flow, failures, log_failure
 from ._internal.client import AuthFailure, build_client
 from ._internal.metrics import ConsumerMetrics, PartitionKey
-from ._internal.ordering import chains, committable
+from ._internal.ordering import StartGate, chains, committable
 from ._internal.retry_topics import forwards, next_hop, subscription
 from ._internal.tracing import bound_from
 from ._internal.validate import check_topics
@@ -524,7 +524,8 @@ class KafkaConsumer(Closing):
         """:meth:`_consume_batch` with ``concurrency`` worker threads: one chain of same-key
         messages per task, in order; the batch ends when every chain did (so nothing is in
         flight when the next poll can revoke partitions), then the contiguous finished runs are
-        stored. After a stop request no new message starts; in-flight ones finish."""
+        stored. After a stop request in-flight messages finish and only a message that closes a
+        gap in its partition's finished run starts (:class:`StartGate`)."""
         msgs = self._messages(batch)
         finished = [False] * len(msgs)
         if self._pool is None:
@@ -533,16 +534,20 @@ class KafkaConsumer(Closing):
             )
 
         pending = deque(chains(self.ordering_keys(msgs)))
+        gate = StartGate(lambda: self._stopping)
 
         def worker() -> None:
             self._in_worker.active = True
-            while not self._stopping:
+            while True:
                 try:
                     chain = pending.popleft()
                 except IndexError:
                     return
                 for i in chain:
-                    if self._stopping or not self._handle_traced(msgs[i], handler, None):
+                    msg = msgs[i]
+                    if not gate.may_start((msg.topic, msg.partition), msg.offset):
+                        break  # stopping: the rest of this key is delivered again, in order
+                    if not self._handle_traced(msg, handler, None):
                         break  # the rest of this key waits for redelivery, in order
                     finished[i] = True
 

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Protocol
 
-from im_infra.mq._internal.ordering import chains
+from im_infra.mq._internal.ordering import StartGate, chains
 from im_infra.mq._internal.tracing import bound_from
 from im_infra.mq.consumer import to_message
 from im_infra.mq.message import Message
@@ -193,8 +193,9 @@ class ConcurrentRunner:
         slot.task = asyncio.current_task()
         pending = deque(chains(core.ordering_keys(msgs)))
         count = min(core.concurrency, len(pending))
+        gate = StartGate(lambda: core.closed)
         workers = [
-            asyncio.ensure_future(self._worker(pending, msgs, finished)) for _ in range(count)
+            asyncio.ensure_future(self._worker(pending, msgs, finished, gate)) for _ in range(count)
         ]
         slot.workers.update(workers)
         try:
@@ -204,14 +205,18 @@ class ConcurrentRunner:
             slot.task = None
 
     async def _worker(
-        self, pending: deque[list[int]], msgs: list[Message], finished: list[bool]
+        self,
+        pending: deque[list[int]],
+        msgs: list[Message],
+        finished: list[bool],
+        gate: StartGate,
     ) -> None:
         core, callback = self.core, self.callback
-        while pending and not core.closed:
+        while pending:
             for i in pending.popleft():
-                if core.closed:
-                    return
                 msg = msgs[i]
+                if not gate.may_start((msg.topic, msg.partition), msg.offset):
+                    break  # closing: the rest of this key is delivered again, in order
                 with bound_from(msg.headers):
                     try:
                         await _checked(callback, msg)

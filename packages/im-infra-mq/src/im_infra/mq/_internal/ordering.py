@@ -5,14 +5,17 @@ partition), in consumption order. Chains run in parallel, each one message at a 
 with the same key are handled in order and different keys overlap. When the batch is over (or cut
 short by close / cancellation), only each partition's *contiguous* run of finished messages from
 the start of the batch may be stored: never an offset past a message that did not finish (the trap
-of faststream#2618 and confluent-kafka-go#1179).
+of faststream#2618 and confluent-kafka-go#1179). After a stop request, :class:`StartGate` lets a
+message start only if it closes such a gap, so a graceful stop leaves nothing that ran to be
+delivered again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import threading
+from collections.abc import Callable, Hashable, Sequence
 
-__all__ = ["chains", "committable"]
+__all__ = ["StartGate", "chains", "committable"]
 
 PartitionKey = tuple[str, int]
 
@@ -55,3 +58,34 @@ def committable(
             raise ValueError(f"offsets of {partition} are not rising: {offset} after {last}")
         out[partition] = (count + 1, offset)
     return out
+
+
+class StartGate:
+    """Which messages of a batch may still start, for the runners of its chains (threads or
+    tasks).
+
+    Before a stop request every message may start. After it, only a message below the highest
+    offset already started in its partition: finishing it closes a gap in the partition's
+    finished run, so the commit reaches every message that ran and none is delivered again
+    after a graceful stop, while nothing beyond what already ran starts. ``stopping`` is read
+    under the gate's lock, so the decision and the record of a start are one step.
+    """
+
+    __slots__ = ("_lock", "_started", "_stopping")
+
+    def __init__(self, stopping: Callable[[], bool]) -> None:
+        self._lock = threading.Lock()
+        self._started: dict[PartitionKey, int] = {}
+        self._stopping = stopping
+
+    def may_start(self, partition: PartitionKey, offset: int) -> bool:
+        """Whether the message at ``offset`` of ``partition`` may start; if so it counts as
+        started."""
+        with self._lock:
+            top = self._started.get(partition, -1)
+            if offset <= top:
+                return True
+            if self._stopping():
+                return False
+            self._started[partition] = offset
+            return True
