@@ -75,12 +75,14 @@ class StartGate:
 
     def __init__(self, stopping: Callable[[], bool]) -> None:
         self._lock = threading.Lock()
-        self._started: dict[PartitionKey, int] = {}
+        self._started: dict[Hashable, int] = {}
         self._stopping = stopping
 
-    def may_start(self, partition: PartitionKey, offset: int) -> bool:
+    def may_start(self, partition: Hashable, offset: int | None) -> bool:
         """Whether the message at ``offset`` of ``partition`` may start; if so it counts as
-        started."""
+        started. (A consumed message always has an offset; None counts as -1.)"""
+        if offset is None:
+            offset = -1
         with self._lock:
             top = self._started.get(partition, -1)
             if offset <= top:
