@@ -34,6 +34,16 @@ def _get(port: int, conversation: str, trace: str) -> dict[str, Any]:
     return doc
 
 
+def _states(run_dir: Path) -> str:
+    """What each worker's log says about its group membership (for a failure message)."""
+    out = []
+    for name in ("w1", "w2"):
+        text = (run_dir / f"{name}.log").read_text()
+        marks = [m for m in ("subscribed", "partitions assigned", "message stored") if m in text]
+        out.append(f"{name}: {', '.join(marks) or 'nothing yet'}")
+    return "; ".join(out)
+
+
 def test_gateway_reads_messages_from_both_workers_over_grpc(
     tmp_path: Path, etcd_endpoints: str, kafka_brokers: str, redis_url: str
 ) -> None:
@@ -67,7 +77,7 @@ def test_gateway_reads_messages_from_both_workers_over_grpc(
                     gateway.accept(conversation, "u1", f"hello {i}")
             gateway.producer.flush()
             while len(_get(port, conversation, "poll")["messages"]) < 6:
-                assert time.monotonic() < deadline, "the 6 messages stored"
+                assert time.monotonic() < deadline, f"the 6 messages stored; {_states(tmp_path)}"
                 time.sleep(0.2)
             served = Counter(_get(port, conversation, f"t{i}")["served_by"] for i in range(20))
             assert served == {"w1": 10, "w2": 10}  # round robin over the two workers
