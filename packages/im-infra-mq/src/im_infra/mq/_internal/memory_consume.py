@@ -97,6 +97,11 @@ def handed(msg: Message) -> Message:
     )
 
 
+def _at(msg: Message) -> dict[str, object]:
+    """Where a message is, as log fields."""
+    return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset}
+
+
 def _failed_result(result: object) -> None:
     """A callback returning an exception failed (the seed's Go form of returning an error)."""
     if isinstance(result, Exception):
@@ -220,12 +225,7 @@ class ConsumerCore:
                 return True
             except Exception as exc:
                 self._log.exception(
-                    "consume callback failed",
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
-                    attempt=attempt,
-                    max_attempts=attempts,
+                    "consume callback failed", **_at(msg), attempt=attempt, max_attempts=attempts
                 )
                 error = exc
             if retry is None and not forwards(msg, self._topics):
@@ -295,19 +295,11 @@ class ConsumerCore:
                 cause=str(error),
             )
         elif dead:
-            self._log.warning(
-                "message sent to the dead-letter topic",
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                dlq_topic=target,
-            )
+            self._log.warning("message sent to the dead-letter topic", **_at(msg), dlq_topic=target)
         else:
             self._log.info(
                 "message sent to a retry topic",
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
+                **_at(msg),
                 retry_topic=target,
                 delay_ms=hop.delay_ms,
             )
