@@ -136,10 +136,16 @@ def test_bad_arguments() -> None:
 # driver through its Pause and its cancellation paths, which the contract tests do not)
 
 
-def test_asyncio_retries_pause_between_attempts_then_dead_letter() -> None:
+def _holding_one() -> MemoryBroker:
+    """A broker with one message, b"m", in topic "t"."""
     broker = MemoryBroker()
     with broker.producer() as producer:
         producer.send_sync(mq.Message("t", value=b"m"))
+    return broker
+
+
+def test_asyncio_retries_pause_between_attempts_then_dead_letter() -> None:
+    broker = _holding_one()
     policy = mq.RetryPolicy(max_attempts=3, backoff=0.05, multiplier=1.0)
     consumer = broker.async_consumer("g", retry=policy, auto_offset_reset="earliest")
     calls: list[float] = []
@@ -164,9 +170,7 @@ def test_asyncio_retries_pause_between_attempts_then_dead_letter() -> None:
 
 
 def test_asyncio_close_during_a_retry_pause_ends_it_and_leaves_the_message() -> None:
-    broker = MemoryBroker()
-    with broker.producer() as producer:
-        producer.send_sync(mq.Message("t", value=b"m"))
+    broker = _holding_one()
     policy = mq.RetryPolicy(max_attempts=2, backoff=30.0, max_backoff=30.0)
     consumer = broker.async_consumer("g", retry=policy, auto_offset_reset="earliest")
     failed = asyncio.Event()
