@@ -185,13 +185,13 @@ def _check_method_rename(row: Rename) -> None:
 
 
 def _check_distribution_rename(row: Rename) -> None:
-    """``distribution `a` installing `b``` -> one name: the distribution installs the module
-    named like it, and the old module is gone (no alias for the demo)."""
+    """``distribution `a` installing `b``` -> one name: the distribution's commands run the module
+    named like it, which is importable, and the old module is gone (no alias for the demo)."""
     distribution, module = re.findall(r"`([^`]+)`", row.old)
     wanted = distribution.replace("-", "_")
-    installs = importlib.metadata.packages_distributions()
-    assert distribution in installs.get(wanted, []), f"{distribution} does not install {wanted}"
-    assert distribution not in installs.get(module, []), f"{distribution} still installs {module}"
+    commands = importlib.metadata.distribution(distribution).entry_points
+    assert commands and all(c.value.startswith(f"{wanted}.") for c in commands), commands
+    assert importlib.util.find_spec(wanted) is not None, f"{wanted} is not importable"
     assert importlib.util.find_spec(module) is None, f"{module} is still importable"
 
 
