@@ -85,7 +85,7 @@ def test_integrity_error_rolls_back_the_whole_transaction(
     assert _names(provider, schema) == ["a"]
 
 
-def test_begin_tx(provider: db.DBProvider, schema: Schema) -> None:
+def test_begin(provider: db.DBProvider, schema: Schema) -> None:
     tx = provider.begin()
     tx.session.execute(insert(schema.users).values(name="committed"))
     tx.commit()
@@ -116,16 +116,16 @@ class _RefuseBegin:
         event.remove(Session, "after_transaction_create", self)
 
 
-def test_failed_begin_tx_is_translated_and_closes_the_session(
+def test_failed_begin_is_translated_and_closes_the_session(
     provider: db.DBProvider, schema: Schema
 ) -> None:
     with _RefuseBegin() as refuse, pytest.raises(db.DBError, match="begin refused"):
         provider.begin()
     assert [s.in_transaction() for s in refuse.sessions] == [False]  # closed
-    test_begin_tx(provider, schema)  # the provider is fine afterwards
+    test_begin(provider, schema)  # the provider is fine afterwards
 
 
-async def test_async_failed_begin_tx_is_translated_and_closes_the_session(
+async def test_async_failed_begin_is_translated_and_closes_the_session(
     aprovider: db.AsyncDBProvider, schema: Schema
 ) -> None:
     with _RefuseBegin() as refuse, pytest.raises(db.DBError, match="begin refused"):

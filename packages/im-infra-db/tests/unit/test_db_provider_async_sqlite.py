@@ -75,7 +75,7 @@ async def test_tasks_started_inside_a_transaction_get_their_own(ap: AsyncDBProvi
     assert sorted(await names(ap)) == ["child1", "child2", "outer"]
 
 
-async def test_begin_tx(ap: AsyncDBProvider) -> None:
+async def test_begin(ap: AsyncDBProvider) -> None:
     tx = await ap.begin()
     await tx.session.execute(insert(items).values(id=1, name="a"))
     await tx.commit()

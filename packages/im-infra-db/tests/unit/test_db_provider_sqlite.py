@@ -106,7 +106,7 @@ def test_session_leaves_commit_to_the_caller(p: DBProvider) -> None:
     assert names(p) == ["committed"]
 
 
-def test_begin_tx_commit_and_rollback(p: DBProvider) -> None:
+def test_begin_commit_and_rollback(p: DBProvider) -> None:
     tx = p.begin()
     tx.session.execute(insert(items).values(id=1, name="a"))
     tx.commit()
@@ -122,7 +122,7 @@ def test_begin_tx_commit_and_rollback(p: DBProvider) -> None:
     assert names(p) == ["a"]
 
 
-def test_begin_tx_context_manager_rolls_back_unless_committed(p: DBProvider) -> None:
+def test_begin_context_manager_rolls_back_unless_committed(p: DBProvider) -> None:
     with p.begin() as tx:
         tx.session.execute(insert(items).values(id=1, name="dropped"))
     with p.begin() as tx:
