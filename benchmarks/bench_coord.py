@@ -7,7 +7,7 @@ Measured in one run against the same etcd:
 - discovery: ``registry.discover()`` (watch-fed cache) vs a direct etcd range of the service's
   prefix (``client.range``), reads per second and their ratio;
 - lock: acquire + release of an uncontended lock, p50/p99 in ms;
-- instance IDs: ``get_instance_id()`` allocation (fresh allocator each time), p50 in ms.
+- instance IDs: ``instance_id()`` allocation (fresh allocator each time), p50 in ms.
 
 With ``--otel-sdk`` the OpenTelemetry SDK is installed first (a ``MeterProvider`` with an
 in-memory reader), so coord's metrics are recorded (``im_infra.coord.lock.wait.duration`` on
@@ -154,7 +154,7 @@ def main() -> None:
             for _ in range(args.allocs):
                 inst = EtcdInstancer(p.client, p.keeper, tag, ttl=10)
                 t0 = time.perf_counter()
-                inst.get_instance_id()
+                inst.instance_id()
                 allocs.append((time.perf_counter() - t0) * 1000)
                 inst.release()
             result.update(

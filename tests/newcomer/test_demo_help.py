@@ -11,7 +11,7 @@ import pytest
 
 def help_text(*args: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "gochat_demo.cli", *args, "--help"],
+        [sys.executable, "-m", "im_infra_demo.cli", *args, "--help"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -7,6 +7,8 @@ warn until the version it goes away in, so the page and the code cannot disagree
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import importlib.util
 import inspect
 import pkgutil
 import re
@@ -119,6 +121,9 @@ def test_the_renames_table_is_well_formed() -> None:
 def test_a_renamed_name_still_works_warns_and_goes_away_on_time(
     row: Rename, packages: list[Package]
 ) -> None:
+    if row.package == "examples":
+        _check_distribution_rename(row)
+        return
     version = {p.short: p.version for p in packages}[row.package]
     if row.removed_in != "—":
         assert Version(version) < Version(row.removed_in), (
@@ -137,6 +142,8 @@ def test_a_renamed_name_still_works_warns_and_goes_away_on_time(
             getattr(_import_quietly(f"im_infra.{row.package}"), func)
         ).parameters
         assert keyword in params and "coord" in params, row
+    elif old.endswith("()"):
+        _check_method_rename(row)
     elif "." in old:
         module, attr = _dotted(old)
         with pytest.warns(DeprecationWarning, match=rf"{attr} is deprecated .*{row.removed_in}"):
@@ -144,6 +151,48 @@ def test_a_renamed_name_still_works_warns_and_goes_away_on_time(
         new_module, new_attr = _dotted(_code(row.new))
         assert value is getattr(importlib.import_module(new_module), new_attr)
         assert attr not in getattr(importlib.import_module(module), "__all__", ())
+
+
+def _check_method_rename(row: Rename) -> None:
+    """``Protocol.old()`` -> ``Protocol.new()``: the Protocol (and its ``Async`` form) has the new
+    method only; every public class implementing the new method keeps the old one, which warns
+    and returns what the new one returns."""
+    protocol, old = _code(row.old).removesuffix("()").split(".")
+    new = _code(row.new).removesuffix("()").split(".")[1]
+    pkg = _import_quietly(f"im_infra.{row.package}")
+    for name in (protocol, f"Async{protocol}"):
+        if hasattr(pkg, name):
+            assert hasattr(getattr(pkg, name), new), f"{name} has no {new}()"
+            assert not hasattr(getattr(pkg, name), old), f"{name} still lists {old}()"
+    implementations = {
+        cls
+        for cls in _public_objects(row.package).values()
+        if inspect.isclass(cls) and hasattr(cls, new) and not getattr(cls, "_is_protocol", False)
+    }
+    assert implementations, f"no public class implements {protocol}.{new}()"
+    for cls in implementations:
+        deprecated = getattr(cls, old, None)
+        assert callable(deprecated), f"{cls.__name__}.{old}() is gone before {row.removed_in}"
+        required = [
+            p
+            for p in list(inspect.signature(deprecated).parameters.values())[1:]
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        result = object()
+        this = type("Self", (), {new: lambda _self, *_a, _r=result, **_k: _r})()
+        with pytest.warns(DeprecationWarning, match=rf"{old} is deprecated .*{row.removed_in}"):
+            assert deprecated(this, *[None] * len(required)) is result, f"{cls.__name__}.{old}"
+
+
+def _check_distribution_rename(row: Rename) -> None:
+    """``distribution `a` installing `b``` -> one name: the distribution's commands run the module
+    named like it, which is importable, and the old module is gone (no alias for the demo)."""
+    distribution, module = re.findall(r"`([^`]+)`", row.old)
+    wanted = distribution.replace("-", "_")
+    commands = importlib.metadata.distribution(distribution).entry_points
+    assert commands and all(c.value.startswith(f"{wanted}.") for c in commands), commands
+    assert importlib.util.find_spec(wanted) is not None, f"{wanted} is not importable"
+    assert importlib.util.find_spec(module) is None, f"{module} is still importable"
 
 
 @pytest.mark.parametrize("short", SHORTS)

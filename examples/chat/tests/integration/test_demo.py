@@ -19,7 +19,7 @@ def run_demo(tmp_path: Path, *args: str, timeout: float = 240) -> dict[str, Any]
         [
             sys.executable,
             "-m",
-            "gochat_demo.cli",
+            "im_infra_demo.cli",
             "--json",
             "--run-dir",
             str(tmp_path),

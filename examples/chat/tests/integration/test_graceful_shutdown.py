@@ -12,9 +12,9 @@ import time
 import uuid
 from pathlib import Path
 
-from gochat_demo.cli import put_config
-from gochat_demo.schema import Base, ChatMessage, StoredMessage, tune_sqlite
-from gochat_demo.worker import SERVICE
+from im_infra_demo.cli import put_config
+from im_infra_demo.schema import Base, ChatMessage, StoredMessage, tune_sqlite
+from im_infra_demo.worker import SERVICE
 from sqlalchemy import func, select
 
 from im_infra import coord, db, mq
@@ -24,7 +24,7 @@ ENV = "demo-shutdown-test"
 
 def _worker(tmp_path: Path, topic: str, group: str, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, IM_INFRA_ENV=ENV)
-    cmd = [sys.executable, "-m", "gochat_demo.worker", "--name", "w1"]
+    cmd = [sys.executable, "-m", "im_infra_demo.worker", "--name", "w1"]
     with log.open("ab") as out:
         return subprocess.Popen(
             [*cmd, "--topic", topic, "--group", group],

@@ -10,8 +10,8 @@ import uuid
 from typing import Any
 
 import pytest
-from gochat_demo.gateway import Gateway, serve
-from gochat_demo.schema import ChatMessage
+from im_infra_demo.gateway import Gateway, serve
+from im_infra_demo.schema import ChatMessage
 
 from im_infra import cache, coord, mq
 

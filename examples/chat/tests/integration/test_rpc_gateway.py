@@ -16,9 +16,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from gochat_demo.cli import put_config
-from gochat_demo.gateway import Gateway, serve
-from gochat_demo.schema import LOGIC_SERVICE
+from im_infra_demo.cli import put_config
+from im_infra_demo.gateway import Gateway, serve
+from im_infra_demo.schema import LOGIC_SERVICE
 
 from im_infra import clog, coord, mq
 
@@ -57,7 +57,7 @@ def test_gateway_reads_messages_from_both_workers_over_grpc(
         for name in ("w1", "w2"):
             with (tmp_path / f"{name}.log").open("ab") as out:
                 workers[name] = subprocess.Popen(
-                    [sys.executable, "-m", "gochat_demo.worker", "--name", name,
+                    [sys.executable, "-m", "im_infra_demo.worker", "--name", name,
                      "--topic", topic, "--group", group],
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 )  # fmt: skip

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from gochat_demo.soak import schedule
-from gochat_demo.soak_report import (
+from im_infra_demo.soak import schedule
+from im_infra_demo.soak_report import (
     ChaosEvent,
     Journal,
     Row,
@@ -233,7 +233,7 @@ def test_scripts_soak_help() -> None:
 
 def test_the_load_process_help() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "gochat_demo.soak_load", "--help"],
+        [sys.executable, "-m", "im_infra_demo.soak_load", "--help"],
         capture_output=True,
         text=True,
         timeout=60,

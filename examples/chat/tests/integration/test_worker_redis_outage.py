@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gochat_demo.cli import put_config
-from gochat_demo.schema import Base, ChatMessage, StoredMessage, tune_sqlite
-from gochat_demo.worker import SERVICE
+from im_infra_demo.cli import put_config
+from im_infra_demo.schema import Base, ChatMessage, StoredMessage, tune_sqlite
+from im_infra_demo.worker import SERVICE
 from sqlalchemy import func, select
 
 from im_infra import coord, db, mq
@@ -66,7 +66,7 @@ def test_worker_stores_every_message_once_while_redis_is_down_and_after(
         store.create_all(Base.metadata)
         # the variable wins over redis.yaml: point both at the test's own Redis
         env = dict(os.environ, IM_INFRA_ENV=ENV, IM_INFRA_REDIS_URL=redis.url)
-        cmd = [sys.executable, "-m", "gochat_demo.worker", "--name", "w1"]
+        cmd = [sys.executable, "-m", "im_infra_demo.worker", "--name", "w1"]
         with log.open("ab") as out:
             worker = subprocess.Popen(
                 [*cmd, "--topic", topic, "--group", group], stdout=out, stderr=out, env=env

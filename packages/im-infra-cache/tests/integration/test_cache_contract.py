@@ -134,8 +134,8 @@ def test_ttls(env: Env) -> None:
     assert c.persist("t") is True
     assert c.ttl("t") == -1.0
     assert c.ttl("missing") == -2.0
-    assert c.set_nx("n", "v", 0.2) is True
-    assert c.set_nx("n", "w") is False
+    assert c.setnx("n", "v", 0.2) is True
+    assert c.setnx("n", "w") is False
     assert c.expire("t", 0.2) is True
     assert c.expire("missing", 5) is False
     time.sleep(0.35)

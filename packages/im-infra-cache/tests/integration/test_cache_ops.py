@@ -36,8 +36,8 @@ def test_strings(cc: Any) -> None:
     assert cc.incr("n") == 42
     assert cc.decr("n", 2) == 40
     assert cc.incr_float("n", 0.5) == 40.5
-    assert cc.set_nx("s", "other") is False
-    assert cc.set_nx("fresh", "v", 10) is True
+    assert cc.setnx("s", "other") is False
+    assert cc.setnx("fresh", "v", 10) is True
     assert cc.set("s", "x", xx=True) is True
     assert cc.set("nope", "x", xx=True) is False
     assert cc.get_set("s", "new") == "x"

@@ -60,7 +60,7 @@ def test_incr_runs_once_and_reports_outcome_unknown(
     ("name", "call"),
     [
         ("lpush", lambda c: c.lpush("list", "x")),
-        ("set_nx", lambda c: c.set_nx("nx", "v")),
+        ("setnx", lambda c: c.setnx("nx", "v")),
         ("hincr", lambda c: c.hincrby("h", "f", 1)),
         ("pipeline", lambda c: c.pipeline().incr("p").execute()),
     ],
@@ -74,7 +74,7 @@ def test_other_unsafe_writes_are_not_retried(
     prefix = slow.key_prefix
     if name == "lpush":
         assert raw.llen(prefix + "list") == 1
-    elif name == "set_nx":
+    elif name == "setnx":
         assert raw.get(prefix + "nx") is not None
     elif name == "hincr":
         assert raw.hget(prefix + "h", "f") == b"1"

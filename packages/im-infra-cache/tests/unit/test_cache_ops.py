@@ -80,7 +80,7 @@ def test_set_options(ops: Recorder) -> None:
         "NX",
     )
     assert args_of(ops.set("k", "v", 0)) == ("SET", "svc:k", "v")
-    assert args_of(ops.set_nx("k", "v")) == ("SET", "svc:k", "v", "NX")
+    assert args_of(ops.setnx("k", "v")) == ("SET", "svc:k", "v", "NX")
     assert args_of(ops.set("k", "v", xx=True)) == ("SET", "svc:k", "v", "XX")
     with pytest.raises(CacheError, match="exclusive"):
         ops.set("k", "v", nx=True, xx=True)

@@ -54,7 +54,7 @@ def test_blocking_client_results_are_typed_by_construction() -> None:
     assert_type(c.get_bytes("s"), bytes | None)
     assert c.get_bytes("s") == b"text"
     assert_type(c.get_set("s", "new"), str | None)
-    assert_type(c.set_nx("n", 1), bool)
+    assert_type(c.setnx("n", 1), bool)
     assert_type(c.incr("n"), int)
     assert isinstance(c.incr("n"), int)
     assert_type(c.incr_float("f", 0.5), float)

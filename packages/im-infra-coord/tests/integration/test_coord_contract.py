@@ -279,14 +279,14 @@ def test_instance_ids_unique_exhausted_and_released(connect: Connect) -> None:
     ia: coord.Instancer = a.instance_for(svc, max_id=1)
     ib = b.instance_for(svc, max_id=1)
     assert ia.current_id is None
-    ids = {ia.get_instance_id(), ib.get_instance_id()}
+    ids = {ia.instance_id(), ib.instance_id()}
     assert ids == {0, 1}
-    assert ia.get_instance_id() == ia.current_id  # cached
+    assert ia.instance_id() == ia.current_id  # cached
     with pytest.raises(coord.InstanceIdExhausted):
-        c.instance_for(svc, max_id=1).get_instance_id()
+        c.instance_for(svc, max_id=1).instance_id()
     freed = ia.current_id
     a.close()  # released on close
-    assert c.instance_for(svc, max_id=1).get_instance_id() == freed
+    assert c.instance_for(svc, max_id=1).instance_id() == freed
     ib.release()
     assert ib.current_id is None
 
@@ -297,7 +297,7 @@ def test_instance_id_lost_is_reported(connect: Connect) -> None:
     inst = a.instance_for(svc, max_id=0, ttl=1)
     lost: list[int] = []
     inst.on_lost(lost.append)
-    assert inst.get_instance_id() == 0
+    assert inst.instance_id() == 0
     # someone else deletes the lease's key and the lease: as after a long partition
     lease_id = inst._lease.id  # type: ignore[union-attr]
     b.client.lease_revoke(lease_id)

@@ -103,7 +103,7 @@ def test_member_kill_in_3_member_cluster(
         w = p.config.watch("app/", rec, prefix=True)
         assert w.wait_connected(5)
         p.registry.register(ServiceInstance(unique, "n1", "h:1"), ttl=2)
-        my_id = p.instance_for(unique, ttl=2).get_instance_id()
+        my_id = p.instance_for(unique, ttl=2).instance_id()
 
         cluster.kill(used)
         with coord.connect(others, timeout=2) as writer:
@@ -114,7 +114,7 @@ def test_member_kill_in_3_member_cluster(
         assert p.client.current_endpoint != cluster.endpoints[used]
         with p.lock.acquire(unique, ttl=2, timeout=5) as lock:
             assert lock.held
-        assert p.instance_for(f"{unique}-2", ttl=2).get_instance_id() >= 0
+        assert p.instance_for(f"{unique}-2", ttl=2).instance_id() >= 0
         wait_for(lambda: rec.values == [1, 2, 3, 4, 5], 8, "watch resumed without a gap")
         time.sleep(2.5)  # past the TTLs: the keepalives failed over too
         assert p.instance_for(unique, ttl=2).current_id == my_id
@@ -128,7 +128,7 @@ def test_bad_endpoints_fail_fast_with_typed_errors(tmp_path: Path) -> None:
             lambda: p.config.get("k"),
             lambda: p.registry.discover("svc"),
             lambda: p.lock.acquire("l", ttl=2, timeout=1),
-            lambda: p.instance.get_instance_id(),
+            lambda: p.instance.instance_id(),
         ):
             start = time.monotonic()
             with pytest.raises(CoordUnavailable, match=dead):

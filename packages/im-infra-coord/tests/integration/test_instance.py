@@ -14,9 +14,9 @@ from im_infra.coord import InstanceIdExhausted
 
 def test_allocate_cache_release(provider: coord.EtcdProvider, etcd_endpoints: str) -> None:
     inst = provider.instance
-    first = inst.get_instance_id()
+    first = inst.instance_id()
     assert 0 <= first <= 1023
-    assert inst.get_instance_id() == first
+    assert inst.instance_id() == first
     assert provider.instance is inst
     key = f"/im-infra/instance/{provider.service}/{first}"
     assert provider.client.get(key) is not None
@@ -28,12 +28,12 @@ def test_allocate_cache_release(provider: coord.EtcdProvider, etcd_endpoints: st
 def test_ids_unique_and_exhaustion(etcd_endpoints: str, unique: str) -> None:
     providers = [coord.connect(etcd_endpoints) for _ in range(5)]
     try:
-        ids = [p.instance_for(unique, max_id=3).get_instance_id() for p in providers[:4]]
+        ids = [p.instance_for(unique, max_id=3).instance_id() for p in providers[:4]]
         assert sorted(ids) == [0, 1, 2, 3]
         with pytest.raises(InstanceIdExhausted, match=r"all 4 instance ids"):
-            providers[4].instance_for(unique, max_id=3).get_instance_id()
+            providers[4].instance_for(unique, max_id=3).instance_id()
         providers[0].close()  # frees one id
-        assert providers[4].instance_for(unique, max_id=3).get_instance_id() == ids[0]
+        assert providers[4].instance_for(unique, max_id=3).instance_id() == ids[0]
     finally:
         for p in providers:
             p.close()
@@ -49,7 +49,7 @@ def test_on_lost_callback(provider: coord.EtcdProvider, etcd_endpoints: str) -> 
         lost.set()
 
     inst.on_lost(on_lost)
-    my_id = inst.get_instance_id()
+    my_id = inst.instance_id()
     kv = provider.client.get(f"/im-infra/instance/{provider.service}/{my_id}")
     assert kv is not None
     with coord.connect(etcd_endpoints) as other:
@@ -57,7 +57,7 @@ def test_on_lost_callback(provider: coord.EtcdProvider, etcd_endpoints: str) -> 
     assert lost.wait(5)
     assert got == [my_id]
     assert inst.current_id is None
-    assert 0 <= inst.get_instance_id() <= 1023  # a fresh allocation
+    assert 0 <= inst.instance_id() <= 1023  # a fresh allocation
 
 
 def test_worker_logs_never_come_before_its_result(workers: Any) -> None:

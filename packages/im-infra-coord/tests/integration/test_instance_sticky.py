@@ -16,7 +16,7 @@ import sys, time
 from im_infra import clog, coord
 clog.init(service="sticky-holder", level="WARNING")
 p = coord.connect(sys.argv[1], timeout=5)
-print(p.instance_for(sys.argv[2], ttl=int(sys.argv[3]), sticky=True).get_instance_id(), flush=True)
+print(p.instance_for(sys.argv[2], ttl=int(sys.argv[3]), sticky=True).instance_id(), flush=True)
 time.sleep(3600)
 """
 
@@ -48,7 +48,7 @@ def test_restarted_process_reclaims_its_predecessors_id(etcd_endpoints: str, uni
         _kill(first)  # its lease lives on for up to TTL seconds
         with coord.connect(etcd_endpoints) as p:
             started = time.monotonic()
-            again = p.instance_for(unique, ttl=TTL, sticky=True).get_instance_id()
+            again = p.instance_for(unique, ttl=TTL, sticky=True).instance_id()
             waited = time.monotonic() - started
             assert again == first_id
             assert waited <= TTL + 2
@@ -69,6 +69,6 @@ def test_restarted_process_reclaims_its_predecessors_id(etcd_endpoints: str, uni
 def test_same_process_does_not_wait_for_itself(etcd_endpoints: str, unique: str) -> None:
     with coord.connect(etcd_endpoints) as a, coord.connect(etcd_endpoints) as b:
         started = time.monotonic()
-        ids = [p.instance_for(unique, ttl=TTL, sticky=True).get_instance_id() for p in (a, b)]
+        ids = [p.instance_for(unique, ttl=TTL, sticky=True).instance_id() for p in (a, b)]
         assert ids == [0, 1]  # lowest free first
         assert time.monotonic() - started < TTL

@@ -38,7 +38,7 @@ def test_cut_off_holder_gives_up_before_another_process_takes_over(
         lock.on_lost(on_lock_lost)
         inst = holder.instance_for(unique, max_id=0, ttl=TTL)  # a single ID: 0
         inst.on_lost(on_id_lost)
-        assert inst.get_instance_id() == 0
+        assert inst.instance_id() == 0
         holder.registry.register(ServiceInstance(unique, "n1", "10.0.0.1:1"), ttl=TTL)
         assert other.registry.discover(unique) == [ServiceInstance(unique, "n1", "10.0.0.1:1")]
 
@@ -61,7 +61,7 @@ def test_cut_off_holder_gives_up_before_another_process_takes_over(
                         lock.check()
             if their_id is None:
                 try:
-                    their_id = theirs.get_instance_id()
+                    their_id = theirs.instance_id()
                 except InstanceIdExhausted:
                     pass
                 else:
@@ -92,4 +92,4 @@ def test_cut_off_holder_gives_up_before_another_process_takes_over(
             "re-registered after the partition",
         )
         print(f"re-registered {took:.2f}s after the path to etcd was restored")
-        assert inst.get_instance_id() == 0  # the ID is free again: allocated anew
+        assert inst.instance_id() == 0  # the ID is free again: allocated anew

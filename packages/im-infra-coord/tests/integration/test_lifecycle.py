@@ -27,7 +27,7 @@ def test_close_stops_background_threads(etcd_endpoints: str, unique: str, wait_f
     p.config.watch("x/", lambda _ev: None, prefix=True)
     live = p.config.component("doc", Doc)
     lock = p.lock.acquire(unique, ttl=3)
-    p.instance.get_instance_id()
+    p.instance.instance_id()
     started = set(coord_threads()) - before
     assert started
     assert all(t.daemon for t in started)

@@ -142,7 +142,7 @@ def test_lease_losses_reregistration_and_watch_reconnects(
         live = p.config.component("doc", Doc)
         assert watch.wait_connected(5)
         assert live.wait_connected(5)
-        p.instance_for(unique, ttl=2).get_instance_id()
+        p.instance_for(unique, ttl=2).instance_id()
         lock = p.lock.acquire(unique, ttl=2, timeout=5)
         old_lease = p.client.get(key).lease  # type: ignore[union-attr]
 

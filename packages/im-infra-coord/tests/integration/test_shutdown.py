@@ -33,7 +33,7 @@ def test_close_deregisters_releases_and_revokes_at_once(etcd_endpoints: str, uni
     p = coord.connect(etcd_endpoints, service=unique, timeout=3)
     with coord.connect(etcd_endpoints, timeout=3) as observer:
         p.registry.register(ServiceInstance(unique, "n1", "h:1"), ttl=TTL)
-        instance_id = p.instance_for(unique, ttl=TTL).get_instance_id()
+        instance_id = p.instance_for(unique, ttl=TTL).instance_id()
         lock = p.lock.acquire(unique, ttl=TTL, timeout=5)
         extra = p.keeper.grant(TTL)  # a lease no component owns: close() revokes it too
         observer.client.put(f"/im-infra/lock/{unique}/extra", b"", lease=extra.id)
@@ -110,7 +110,7 @@ def test_every_closable_is_idempotent_and_a_context_manager(
         assert lock.held
     lock.release()
     with p.instance_for(unique, ttl=TTL) as inst:
-        instance_id = inst.get_instance_id()
+        instance_id = inst.instance_id()
         assert observer.get(f"/im-infra/instance/{unique}/{instance_id}") is not None
     assert observer.get(f"/im-infra/instance/{unique}/{instance_id}") is None
     inst.close()

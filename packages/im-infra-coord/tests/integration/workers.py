@@ -61,7 +61,7 @@ def alloc(endpoints: str, service: str, threads: int, ttl: int) -> None:
             providers.append(p)
         barrier.wait()
         try:
-            got = p.instance_for(service, ttl=ttl).get_instance_id()
+            got = p.instance_for(service, ttl=ttl).instance_id()
         except coord.CoordError as exc:
             with guard:
                 errors.append(repr(exc))
@@ -120,7 +120,7 @@ def serve(endpoints: str, service: str, ttl: int) -> None:
     signal.signal(signal.SIGTERM, lambda _sig, _frame: stop.set())
     p = coord.connect(endpoints, service=service, timeout=10)
     p.registry.register(coord.ServiceInstance(service, "n1", "127.0.0.1:1"), ttl=ttl)
-    instance_id = p.instance_for(service, ttl=ttl).get_instance_id()
+    instance_id = p.instance_for(service, ttl=ttl).instance_id()
     p.lock.acquire(service, ttl=ttl, timeout=10)
     print(json.dumps({"instance_id": instance_id}), flush=True)
     while not stop.wait(0.05):

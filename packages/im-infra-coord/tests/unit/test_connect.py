@@ -73,7 +73,7 @@ def test_connect_is_lazy_and_reads_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_instancer_protocol_includes_current_id() -> None:
     class WithoutCurrentId:
-        def get_instance_id(self) -> int:
+        def instance_id(self) -> int:
             return 1
 
         def on_lost(self, callback: Callable[[int], None]) -> None: ...

@@ -61,7 +61,7 @@ def test_expire_leases_loses_locks_and_ids() -> None:
         lock = p.lock.acquire("job", ttl=5)
         lost_ids: list[int] = []
         p.instance.on_lost(lost_ids.append)
-        iid = p.instance.get_instance_id()
+        iid = p.instance.instance_id()
         assert etcd.expire_leases() >= 2
         wait_for(lambda: lock.lost and lost_ids == [iid], timeout=5)
         with pytest.raises(coord.LockLost):

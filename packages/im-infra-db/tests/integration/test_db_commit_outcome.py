@@ -75,7 +75,7 @@ def test_commit_cut_explicit_transaction(
     server_url: str, proxy: FaultProxy, tables: Schema
 ) -> None:
     with db.new("it-db", dsn=_via(server_url, proxy)) as provider:
-        tx = provider.begin_tx()
+        tx = provider.begin()
         tx.session.execute(insert(tables.users).values(name="a", balance=1))
         proxy.cut_after(_is_commit)
         with pytest.raises(db.DBError) as info:
@@ -120,7 +120,7 @@ def test_statement_cut_before_commit_is_plain_connection_lost(
 async def test_commit_cut_async(server_url: str, proxy: FaultProxy, tables: Schema) -> None:
     provider = db.new_async("it-db", dsn=_via(server_url, proxy))
     try:
-        tx = await provider.begin_tx()
+        tx = await provider.begin()
         await tx.session.execute(insert(tables.users).values(name="d", balance=1))
         proxy.cut_after(_is_commit)
         with pytest.raises(db.DBError) as info:

@@ -1,4 +1,4 @@
-"""CRUD, commit, rollback on exception, savepoints and begin_tx on MariaDB, PostgreSQL, SQLite."""
+"""CRUD, commit, rollback on exception, savepoints and begin on MariaDB, PostgreSQL, SQLite."""
 
 from __future__ import annotations
 
@@ -85,12 +85,12 @@ def test_integrity_error_rolls_back_the_whole_transaction(
     assert _names(provider, schema) == ["a"]
 
 
-def test_begin_tx(provider: db.DBProvider, schema: Schema) -> None:
-    tx = provider.begin_tx()
+def test_begin(provider: db.DBProvider, schema: Schema) -> None:
+    tx = provider.begin()
     tx.session.execute(insert(schema.users).values(name="committed"))
     tx.commit()
     tx.rollback()
-    other = provider.begin_tx()
+    other = provider.begin()
     other.session.execute(insert(schema.users).values(name="rolled-back"))
     other.rollback()
     assert _names(provider, schema) == ["committed"]
@@ -116,22 +116,22 @@ class _RefuseBegin:
         event.remove(Session, "after_transaction_create", self)
 
 
-def test_failed_begin_tx_is_translated_and_closes_the_session(
+def test_failed_begin_is_translated_and_closes_the_session(
     provider: db.DBProvider, schema: Schema
 ) -> None:
     with _RefuseBegin() as refuse, pytest.raises(db.DBError, match="begin refused"):
-        provider.begin_tx()
+        provider.begin()
     assert [s.in_transaction() for s in refuse.sessions] == [False]  # closed
-    test_begin_tx(provider, schema)  # the provider is fine afterwards
+    test_begin(provider, schema)  # the provider is fine afterwards
 
 
-async def test_async_failed_begin_tx_is_translated_and_closes_the_session(
+async def test_async_failed_begin_is_translated_and_closes_the_session(
     aprovider: db.AsyncDBProvider, schema: Schema
 ) -> None:
     with _RefuseBegin() as refuse, pytest.raises(db.DBError, match="begin refused"):
-        await aprovider.begin_tx()
+        await aprovider.begin()
     assert [s.in_transaction() for s in refuse.sessions] == [False]  # closed
-    tx = await aprovider.begin_tx()
+    tx = await aprovider.begin()
     await tx.session.execute(insert(schema.users).values(name="after"))
     await tx.commit()
     assert await _anames(aprovider, schema) == ["after"]
@@ -197,7 +197,7 @@ async def test_async_commit_rollback_savepoint(
         await outer.execute(insert(schema.users).values(name="outer"))
         with pytest.raises(LookupError):
             await _afail_inside(aprovider, schema, LookupError())
-    tx = await aprovider.begin_tx()
+    tx = await aprovider.begin()
     await tx.session.execute(insert(schema.users).values(name="tx"))
     await tx.commit()
     assert await _anames(aprovider, schema) == ["kept", "outer", "tx"]

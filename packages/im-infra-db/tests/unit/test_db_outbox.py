@@ -104,7 +104,7 @@ def test_add_outside_a_transaction_is_refused(provider: db.DBProvider) -> None:
     outbox = db.Outbox(provider)
     with pytest.raises(db.OutboxError, match=r"inside provider\.transaction"):
         outbox.add("t", value=b"x")
-    tx = provider.begin_tx()  # the explicit form passes its session
+    tx = provider.begin()  # the explicit form passes its session
     outbox.add("t", value=b"x", session=tx.session)
     tx.commit()
     assert unsent(provider) == 1

@@ -36,7 +36,7 @@ async def names(p: AsyncDBProvider) -> list[str]:
 
 async def test_protocols(ap: AsyncDBProvider) -> None:
     assert isinstance(ap, db.AsyncProvider)
-    tx = await ap.begin_tx()
+    tx = await ap.begin()
     assert isinstance(tx, db.AsyncTransaction)
     await tx.rollback()
 
@@ -75,14 +75,14 @@ async def test_tasks_started_inside_a_transaction_get_their_own(ap: AsyncDBProvi
     assert sorted(await names(ap)) == ["child1", "child2", "outer"]
 
 
-async def test_begin_tx(ap: AsyncDBProvider) -> None:
-    tx = await ap.begin_tx()
+async def test_begin(ap: AsyncDBProvider) -> None:
+    tx = await ap.begin()
     await tx.session.execute(insert(items).values(id=1, name="a"))
     await tx.commit()
     await tx.rollback()
     with pytest.raises(db.TransactionError):
         await tx.commit()
-    async with await ap.begin_tx() as tx2:
+    async with await ap.begin() as tx2:
         await tx2.session.execute(insert(items).values(id=2, name="dropped"))
     assert await names(ap) == ["a"]
 

@@ -1,4 +1,4 @@
-"""The blocking provider on SQLite: transactions, savepoints, begin_tx, errors, logging."""
+"""The blocking provider on SQLite: transactions, savepoints, begin, errors, logging."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def names(p: DBProvider) -> list[str]:
 
 def test_satisfies_the_protocols(p: DBProvider) -> None:
     assert isinstance(p, db.Provider)
-    tx = p.begin_tx()
+    tx = p.begin()
     assert isinstance(tx, db.Transaction)
     tx.rollback()
 
@@ -106,15 +106,15 @@ def test_session_leaves_commit_to_the_caller(p: DBProvider) -> None:
     assert names(p) == ["committed"]
 
 
-def test_begin_tx_commit_and_rollback(p: DBProvider) -> None:
-    tx = p.begin_tx()
+def test_begin_commit_and_rollback(p: DBProvider) -> None:
+    tx = p.begin()
     tx.session.execute(insert(items).values(id=1, name="a"))
     tx.commit()
     assert tx.finished
     tx.rollback()  # no-op after commit (Go: deferred Rollback)
     with pytest.raises(db.TransactionError, match="already committed"):
         tx.commit()
-    tx2 = p.begin_tx()
+    tx2 = p.begin()
     tx2.session.execute(insert(items).values(id=2, name="b"))
     tx2.rollback()
     with pytest.raises(db.TransactionError, match="rolled back"):
@@ -122,10 +122,10 @@ def test_begin_tx_commit_and_rollback(p: DBProvider) -> None:
     assert names(p) == ["a"]
 
 
-def test_begin_tx_context_manager_rolls_back_unless_committed(p: DBProvider) -> None:
-    with p.begin_tx() as tx:
+def test_begin_context_manager_rolls_back_unless_committed(p: DBProvider) -> None:
+    with p.begin() as tx:
         tx.session.execute(insert(items).values(id=1, name="dropped"))
-    with p.begin_tx() as tx:
+    with p.begin() as tx:
         tx.session.execute(insert(items).values(id=2, name="kept"))
         tx.commit()
     assert names(p) == ["kept"]
@@ -243,7 +243,7 @@ def test_closed_provider_refuses_work(provider: DBProvider) -> None:
     with pytest.raises(db.ProviderClosedError), provider.session():
         pass
     with pytest.raises(db.ProviderClosedError):
-        provider.begin_tx()
+        provider.begin()
 
 
 def test_drop_all(p: DBProvider) -> None:

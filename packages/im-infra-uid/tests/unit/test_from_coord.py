@@ -13,7 +13,7 @@ from im_infra.coord.errors import CoordUnavailable, InstanceIdExhausted
 
 
 class FakeInstancer:
-    """Implements coord's Instancer contract: get_instance_id / on_lost / release."""
+    """Implements coord's Instancer contract: instance_id / on_lost / release."""
 
     def __init__(
         self,
@@ -22,18 +22,18 @@ class FakeInstancer:
         error: Exception | None = None,
         lose_during_get: bool = False,
     ) -> None:
-        self.instance_id = instance_id
+        self.number = instance_id
         self.error = error
         self.lose_during_get = lose_during_get
         self.callbacks: list[Callable[[int], None]] = []
         self.released = 0
 
-    def get_instance_id(self) -> int:
+    def instance_id(self) -> int:
         if self.error is not None:
             raise self.error
         if self.lose_during_get:
             self.lose()
-        return self.instance_id
+        return self.number
 
     def on_lost(self, callback: Callable[[int], None]) -> None:
         self.callbacks.append(callback)
@@ -44,7 +44,7 @@ class FakeInstancer:
     def lose(self) -> None:
         """What coord's keepalive thread does when the lease is gone."""
         for callback in self.callbacks:
-            callback(self.instance_id)
+            callback(self.number)
 
 
 class FakeProvider:
@@ -158,7 +158,7 @@ class TrackingInstancer(FakeInstancer):
 
     @property
     def current_id(self) -> int | None:
-        return self.instance_id if self.held else None
+        return self.number if self.held else None
 
     def release(self) -> None:
         super().release()

@@ -89,8 +89,9 @@ class Cache(Protocol):
         only if absent, with ``xx`` only if present; False when that condition failed."""
         ...
 
-    def set_nx(self, key: str, value: Any, expiration: Seconds | None = None) -> bool:
-        """Set if absent (SET NX); True when set."""
+    def setnx(self, key: str, value: Any, expiration: Seconds | None = None) -> bool:
+        """Set if absent (SET NX); True when set (seed: SetNX; ``set_nx``, its former name,
+        still works on the implementations with a DeprecationWarning until 0.2.0)."""
         ...
 
     def get_set(self, key: str, value: Any) -> str | None:
@@ -506,8 +507,9 @@ class AsyncCache(Protocol):
         only if absent, with ``xx`` only if present; False when that condition failed."""
         ...
 
-    async def set_nx(self, key: str, value: Any, expiration: Seconds | None = None) -> bool:
-        """Set if absent (SET NX); True when set."""
+    async def setnx(self, key: str, value: Any, expiration: Seconds | None = None) -> bool:
+        """Set if absent (SET NX); True when set (seed: SetNX; ``set_nx``, its former name,
+        still works on the implementations with a DeprecationWarning until 0.2.0)."""
         ...
 
     async def get_set(self, key: str, value: Any) -> str | None:

@@ -5,7 +5,7 @@
     from im_infra import coord
 
     with coord.connect("127.0.0.1:2379", service="im-logic") as p:
-        worker_id = p.instance.get_instance_id()
+        worker_id = p.instance.instance_id()
         p.registry.register(coord.ServiceInstance("im-logic", "node-1", "10.0.0.5:9000"))
         with p.lock.acquire("daily-report", ttl=10, timeout=5):
             ...
@@ -21,7 +21,7 @@ from im_infra.coord.component import ENTRY_POINT_GROUP, Component, discover_comp
 from im_infra.coord.component_config import LiveConfig
 from im_infra.coord.config import ConfigWatch, EtcdConfigManager
 from im_infra.coord.default_provider import close_default_provider, default_provider
-from im_infra.coord.deprecation import deprecated_names
+from im_infra.coord.deprecation import deprecated_names, warn_renamed
 from im_infra.coord.duration import Duration, parse_duration
 from im_infra.coord.errors import (
     AuthenticationError,
@@ -86,4 +86,5 @@ __all__ = [
     "pick_provider",
     "redact_secrets",
     "resolve_env",
+    "warn_renamed",
 ]

@@ -32,6 +32,7 @@ from im_infra.coord._internal.etcd import EtcdClient
 from im_infra.coord._internal.lease import KeptLease, LeaseKeeper
 from im_infra.coord._internal.log import log
 from im_infra.coord._internal.model import Compare, GetOp, KeyValue, PutOp
+from im_infra.coord.deprecation import warn_renamed
 from im_infra.coord.errors import ConfigError, CoordError, InstanceIdExhausted
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class EtcdInstancer:
         self.prefix = f"{INSTANCE_ROOT}{service}/"
         self._client = client
         self._keeper = keeper
-        self._lock = threading.RLock()  # on_lost may call back at once, inside get_instance_id
+        self._lock = threading.RLock()  # on_lost may call back at once, inside instance_id
         self._id: int | None = None
         self._lease: KeptLease | None = None
         self._callbacks: list[Callable[[int], None]] = []
@@ -78,7 +79,7 @@ class EtcdInstancer:
         #: it got (a new allocation can give the same number back)
         self._allocations = 0
 
-    def get_instance_id(self) -> int:
+    def instance_id(self) -> int:
         """This process's ID in [0, max_id], allocated on first call and cached.
 
         After the lease was lost (see :meth:`on_lost`) or :meth:`release`, the next call
@@ -91,6 +92,11 @@ class EtcdInstancer:
             self._id, self._lease = self._allocate()
             self._allocations += 1
             return self._id
+
+    def get_instance_id(self) -> int:
+        """Deprecated alias of :meth:`instance_id` (the Go name; removed in 0.2.0)."""
+        warn_renamed("Instancer.get_instance_id", "instance_id", "0.2.0")
+        return self.instance_id()
 
     def on_lost(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(id)`` from a background thread when the lease holding the ID is lost;
@@ -295,10 +301,10 @@ class InstanceLease:
 
     @classmethod
     def hold(cls, instancer: Instancer) -> InstanceLease:
-        """The lease of ``instancer.get_instance_id()`` (its errors propagate: CoordError)."""
+        """The lease of ``instancer.instance_id()`` (its errors propagate: CoordError)."""
         lease = cls(instancer)
         instancer.on_lost(lease._instancer_lost)  # before: a loss during allocation counts
-        instance_id = instancer.get_instance_id()
+        instance_id = instancer.instance_id()
         with lease._lock:
             lease._id = instance_id
             lease._allocation = getattr(instancer, "_allocations", None)

@@ -26,9 +26,17 @@ M = TypeVar("M", bound=BaseModel)
 class Instancer(Protocol):
     """Allocates this process's instance ID (the seed's ``Instancer``)."""
 
-    def get_instance_id(self) -> int:
-        """The ID in [0, max_id], unique among the service's live instances; cached."""
+    def instance_id(self) -> int:
+        """The ID in [0, max_id], unique among the service's live instances; cached (the seed's
+        ``GetInstanceID``)."""
         ...
+
+    if TYPE_CHECKING:  # (not a run-time member: isinstance() does not ask for it)
+
+        def get_instance_id(self) -> int:
+            """Deprecated alias of :meth:`instance_id` (warns; removed in 0.2.0). Kept for
+            type checkers until im_infra.mq's static membership calls ``instance_id()``."""
+            ...
 
     def on_lost(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(id)`` from a background thread when the ID's lease is lost."""
@@ -41,7 +49,7 @@ class Instancer(Protocol):
     @property
     def current_id(self) -> int | None:
         """The ID held right now, without allocating or doing I/O: None before the first
-        :meth:`get_instance_id`, after :meth:`release` (or the provider's ``close()``), and from
+        :meth:`instance_id`, after :meth:`release` (or the provider's ``close()``), and from
         the instant the ID's lease counts as lost (even before the ``on_lost`` callbacks ran).
         Cheap enough to check before every use of the ID (uid's ``from_coord`` does, every
         millisecond)."""

@@ -18,7 +18,7 @@ against both). Connect several providers to one ``MemoryEtcd`` to play several p
         assert p.config.get_document("global/kafka.yaml") == {"brokers": "k:9092"}
         with p.lock.acquire("job", ttl=5, timeout=1):
             assert p.lock.try_acquire("job") is None
-        assert 0 <= p.instance.get_instance_id() <= 1023
+        assert 0 <= p.instance.instance_id() <= 1023
 
 Faults: :meth:`MemoryEtcd.set_available` (every call raises
 :class:`~im_infra.coord.CoordUnavailable`, watches break and resume when it is back) and

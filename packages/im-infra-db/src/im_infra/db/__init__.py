@@ -11,7 +11,7 @@
         session.execute(text("UPDATE users SET name = :n WHERE id = :id"), {"n": "a", "id": 1})
 """
 
-from im_infra.db.aio import AsyncDBProvider, AsyncDBTransaction, new_async
+from im_infra.db.aio import AsyncDBProvider, AsyncDBTransaction
 from im_infra.db.config import (
     DBConfig,
     Driver,
@@ -43,6 +43,7 @@ from im_infra.db.errors import (
     TransactionError,
     UnknownDatabaseError,
 )
+from im_infra.db.factory import new, new_async
 from im_infra.db.outbox import (
     AsyncOutbox,
     Outbox,
@@ -61,7 +62,7 @@ from im_infra.db.outbox_relay import (
     Publisher,
 )
 from im_infra.db.protocols import AsyncProvider, AsyncTransaction, Provider, Transaction
-from im_infra.db.provider import DBProvider, DBTransaction, new
+from im_infra.db.provider import DBProvider, DBTransaction
 from im_infra.db.sharding import (
     ShardedTable,
     ShardKey,

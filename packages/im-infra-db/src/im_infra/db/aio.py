@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import Any
 
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import (
@@ -20,28 +21,18 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from im_infra.clog.lifecycle import AsyncClosing
-from im_infra.db._internal.core import ProviderBase, from_config_center
+from im_infra.coord.deprecation import deprecated_names, warn_renamed
+from im_infra.db._internal.core import ProviderBase
 from im_infra.db._internal.flow import AsyncExits, arun
 from im_infra.db._internal.replicas import RoutingSession, check_forever
 from im_infra.db._internal.tx import SessionScopeFlows, TransactionFlows, TransactionScopeFlows
 from im_infra.db.config import DBConfig
 
-if TYPE_CHECKING:
-    from im_infra.coord import Provider as CoordProvider
-
-__all__ = ["AsyncDBProvider", "AsyncDBTransaction", "new_async"]
-
-
-def new_async(
-    service_name: str | None = None, *, coord: CoordProvider | None = None, **overrides: Any
-) -> AsyncDBProvider:
-    """The asyncio twin of :func:`im_infra.db.new` (same configuration; async drivers chosen
-    for the backend). No connection is made here; ``await provider.ping()`` to fail fast."""
-    return from_config_center(AsyncDBProvider, service_name, coord, overrides)
+__all__ = ["AsyncDBProvider", "AsyncDBTransaction"]
 
 
 class AsyncDBTransaction(TransactionFlows[AsyncSession], AsyncExits):
-    """An explicit transaction from :meth:`AsyncDBProvider.begin_tx`; see DBTransaction."""
+    """An explicit transaction from :meth:`AsyncDBProvider.begin`; see DBTransaction."""
 
     __slots__ = ()
 
@@ -116,9 +107,14 @@ class AsyncDBProvider(ProviderBase[AsyncEngine, AsyncSession], AsyncClosing):
         exception; nested in the same task it becomes a SAVEPOINT."""
         return _AsyncTransactionScope(self)
 
-    async def begin_tx(self) -> AsyncDBTransaction:
+    async def begin(self) -> AsyncDBTransaction:
         """Start an explicit transaction on a new AsyncSession."""
         return AsyncDBTransaction(await arun(self._begin()), self._core)
+
+    def begin_tx(self) -> Coroutine[Any, Any, AsyncDBTransaction]:
+        """Deprecated alias of :meth:`begin` (the Go name; removed in 0.2.0)."""
+        warn_renamed("AsyncProvider.begin_tx", "begin", "0.2.0")
+        return self.begin()
 
     async def ping(self) -> None:
         """Round-trip ``SELECT 1``; raises the DBError that says what is wrong."""
@@ -149,3 +145,7 @@ class AsyncDBProvider(ProviderBase[AsyncEngine, AsyncSession], AsyncClosing):
         await self._engine.dispose()
         for replica in self._replica_engines:
             await replica.dispose()
+
+
+# ``new_async`` moved to im_infra.db.factory (docs/naming.md)
+__getattr__ = deprecated_names(__name__, {"new_async": "im_infra.db.factory.new_async"}, "0.2.0")

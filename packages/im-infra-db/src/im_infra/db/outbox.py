@@ -9,7 +9,7 @@
     # a relay (db.OutboxRelay) publishes committed events, in commit order per key
 
 ``add()`` joins the transaction that ``provider.transaction()`` has open in the current thread
-(asyncio: task), or the Session passed as ``session=`` (e.g. ``begin_tx().session``); outside
+(asyncio: task), or the Session passed as ``session=`` (e.g. ``begin().session``); outside
 one it raises :class:`OutboxError`: an event written in its own transaction would be the dual
 write the outbox exists to avoid. The current clog trace id is stored with the event and
 published as its ``trace_id`` header.

@@ -8,41 +8,23 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, MetaData, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from im_infra.clog.lifecycle import Closing
-from im_infra.db._internal.core import ProviderBase, from_config_center
+from im_infra.coord.deprecation import deprecated_names, warn_renamed
+from im_infra.db._internal.core import ProviderBase
 from im_infra.db._internal.flow import Exits, run
 from im_infra.db._internal.replicas import CheckerThread, RoutingSession
 from im_infra.db._internal.tx import SessionScopeFlows, TransactionFlows, TransactionScopeFlows
 from im_infra.db.config import DBConfig
 
-if TYPE_CHECKING:
-    from im_infra.coord import Provider as CoordProvider
-
-__all__ = ["DBProvider", "DBTransaction", "new"]
-
-
-def new(
-    service_name: str | None = None, *, coord: CoordProvider | None = None, **overrides: Any
-) -> DBProvider:
-    """A provider for ``service_name``'s database, configured from ``db.yaml`` through coord.
-
-    ``coord`` is an :class:`im_infra.coord.Provider` (None: the process's default provider when
-    ``$IM_INFRA_ETCD_ENDPOINTS`` is set, else ``$IM_INFRA_CONFIG_DIR`` or defaults; sources and
-    precedence in docs/configuration.md); ``overrides`` are DBConfig fields (snake_case or
-    camelCase) and win over everything. ``slow_threshold`` is applied live; other changes are
-    logged as needing a restart.
-    No connection is made here; call :meth:`DBProvider.ping` to fail fast at startup.
-    """
-    return from_config_center(DBProvider, service_name, coord, overrides)
+__all__ = ["DBProvider", "DBTransaction"]
 
 
 class DBTransaction(TransactionFlows[Session], Exits):
-    """An explicit transaction from :meth:`DBProvider.begin_tx` (the seed's ``Transaction``).
+    """An explicit transaction from :meth:`DBProvider.begin` (the seed's ``Transaction``).
 
     ``commit()`` twice raises TransactionError; ``rollback()`` after it finished is a no-op, so
     ``try: ... tx.commit() finally: tx.rollback()`` is safe. As a context manager it rolls back
@@ -121,9 +103,14 @@ class DBProvider(ProviderBase[Engine, Session], Closing):
         exception; nested in the same thread it becomes a SAVEPOINT of the outer one."""
         return _TransactionScope(self)
 
-    def begin_tx(self) -> DBTransaction:
+    def begin(self) -> DBTransaction:
         """Start an explicit transaction on a new Session (the seed's ``BeginTx``)."""
         return DBTransaction(run(self._begin()), self._core)
+
+    def begin_tx(self) -> DBTransaction:
+        """Deprecated alias of :meth:`begin` (the Go name; removed in 0.2.0)."""
+        warn_renamed("Provider.begin_tx", "begin", "0.2.0")
+        return self.begin()
 
     def ping(self) -> None:
         """Round-trip ``SELECT 1``; raises the DBError that says what is wrong."""
@@ -151,3 +138,7 @@ class DBProvider(ProviderBase[Engine, Session], Closing):
         self._engine.dispose()
         for replica in self._replica_engines:
             replica.dispose()
+
+
+# ``new`` moved to im_infra.db.factory (docs/naming.md)
+__getattr__ = deprecated_names(__name__, {"new": "im_infra.db.factory.new"}, "0.2.0")

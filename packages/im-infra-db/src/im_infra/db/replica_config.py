@@ -39,7 +39,7 @@ class ReplicaEndpoint(Model):
 class ReplicasConfig(Model):
     """Read replicas. With endpoints, ``provider.session()`` reads (SELECT without FOR UPDATE /
     FOR SHARE) go to a healthy replica, round robin; writes, locking reads and everything in
-    ``transaction()`` / ``begin_tx()`` go to the primary."""
+    ``transaction()`` / ``begin()`` go to the primary."""
 
     endpoints: list[ReplicaEndpoint] = Field(default_factory=list)
     """The replicas; empty (the default): every statement goes to the primary."""

@@ -48,7 +48,7 @@ def from_coord(
     max_backward_ms: int = 5,
     release_on_close: bool = False,
 ) -> SnowflakeGenerator:
-    """A generator whose worker ID is ``coord.instance_for(service).get_instance_id()``.
+    """A generator whose worker ID is ``coord.instance_for(service).instance_id()``.
 
     ``from_coord("im-logic")`` is enough (``from_coord(coord=p)`` takes the name ``p`` was
     connected with) when ``$IM_INFRA_ETCD_ENDPOINTS`` is set: the process's

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from im_infra.cache._internal import codec as c
 from im_infra.cache._internal.command import Reply, command
 from im_infra.cache.errors import CacheArgumentError, SerializationError
+from im_infra.coord.deprecation import warn_renamed
 
 if TYPE_CHECKING:
     from im_infra.cache.script import Script
@@ -129,10 +130,18 @@ class Ops:
         return self._run(tuple(args), c.to_bool)
 
     @command
-    def set_nx(
+    def setnx(
         self, key: str, value: Any, expiration: float | timedelta | None = None
     ) -> Reply[bool]:
         return self.set(key, value, expiration, nx=True)
+
+    @command
+    def set_nx(
+        self, key: str, value: Any, expiration: float | timedelta | None = None
+    ) -> Reply[bool]:
+        """Deprecated alias of ``setnx`` (redis-py's name; removed in 0.2.0)."""
+        warn_renamed("Cache.set_nx", "setnx", "0.2.0")
+        return self.setnx(key, value, expiration)
 
     @command
     def get_set(self, key: str, value: Any) -> Reply[str | None]:

@@ -240,7 +240,7 @@ class ProviderBase(Generic[EngineT, SessionT]):
             self._router.mark_write()
 
     def _begin(self) -> Flow[SessionT]:
-        """A new session with its transaction begun (``begin_tx``); a failed begin closes the
+        """A new session with its transaction begun (``begin``); a failed begin closes the
         session and raises the DBError for it."""
         core = self._core
         core.check_open()

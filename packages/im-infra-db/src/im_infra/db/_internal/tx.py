@@ -1,5 +1,5 @@
 """Sessions and transactions as flows: the logic of ``session()``, ``transaction()`` and
-``begin_tx()`` written once for the blocking and the asyncio provider (``flow.py`` says how).
+``begin()`` written once for the blocking and the asyncio provider (``flow.py`` says how).
 
 The public classes in ``provider.py`` and ``aio.py`` subclass these with ``Session`` or
 ``AsyncSession`` and only choose the driver (``run`` / ``await arun``).

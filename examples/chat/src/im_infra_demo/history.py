@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from gochat_demo.schema import CACHE_KEEP, StoredMessage
 from im_infra import cache, db
+from im_infra_demo.schema import CACHE_KEEP, StoredMessage
 
 PAGE_TTL = 5.0
 

@@ -1,8 +1,8 @@
 """The logic worker: consume chat messages, store each once, keep recent ones in Redis.
 
-Run as its own process (``python -m gochat_demo.worker``): the demo starts one, and the
+Run as its own process (``python -m im_infra_demo.worker``): the demo starts one, and the
 integration test SIGKILLs it mid-stream and starts another. Each worker also serves
-:data:`~gochat_demo.schema.GET_MESSAGES` over gRPC (a conversation's stored messages),
+:data:`~im_infra_demo.schema.GET_MESSAGES` over gRPC (a conversation's stored messages),
 registered under ``im-logic`` with coord's ``rpc.register_server``; the gateway calls it by
 name. SIGTERM/SIGINT stop it gracefully: the consumer finishes the message in hand and commits,
 then the gRPC server deregisters and drains its calls, then the cache and db close, then coord
@@ -27,8 +27,10 @@ import grpc
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from gochat_demo.history import page_key
-from gochat_demo.schema import (
+from im_infra import cache, clog, coord, db, mq
+from im_infra.coord import rpc
+from im_infra_demo.history import page_key
+from im_infra_demo.schema import (
     CACHE_KEEP,
     GET_MESSAGES,
     LOGIC_SERVICE,
@@ -39,9 +41,7 @@ from gochat_demo.schema import (
     cache_key,
     tune_sqlite,
 )
-from gochat_demo.telemetry import serve_metrics
-from im_infra import cache, clog, coord, db, mq
-from im_infra.coord import rpc
+from im_infra_demo.telemetry import serve_metrics
 
 SERVICE = LOGIC_SERVICE
 GROUP = "im-logic"

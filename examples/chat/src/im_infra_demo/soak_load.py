@@ -1,6 +1,6 @@
-"""The soak's gateway process: the demo's :class:`~gochat_demo.gateway.Gateway` at a steady rate.
+"""The soak's gateway process: the demo's :class:`~im_infra_demo.gateway.Gateway` at a steady rate.
 
-Run by ``scripts/soak`` (``python -m gochat_demo.soak_load``), never by hand. It sends one
+Run by ``scripts/soak`` (``python -m im_infra_demo.soak_load``), never by hand. It sends one
 warm-up message and waits until the worker has stored it, then accepts ``--rate`` messages a
 second for ``--seconds`` and appends one JSON line per event to ``--journal``:
 
@@ -23,9 +23,9 @@ import time
 from types import FrameType
 from typing import IO
 
-from gochat_demo.gateway import Gateway
-from gochat_demo.schema import StoredMessage, tune_sqlite
 from im_infra import clog, coord, db, mq
+from im_infra_demo.gateway import Gateway
+from im_infra_demo.schema import StoredMessage, tune_sqlite
 
 
 class Journal:

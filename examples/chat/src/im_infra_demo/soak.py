@@ -8,15 +8,15 @@ The soak runs on a stack of its own (never the machine's servers, never another 
 port, emptied at the start (``devstack reset``) and stopped at the end (``devstack down``). The
 database is the demo's SQLite file in the run directory.
 
-Processes: the gateway (:mod:`gochat_demo.soak_load`: the demo's Gateway sending ``--rate``
+Processes: the gateway (:mod:`im_infra_demo.soak_load`: the demo's Gateway sending ``--rate``
 messages a second, journaling each send and delivery report) and one logic worker
-(:mod:`gochat_demo.worker`, as the demo starts it). After a first calm minute, one fault every
+(:mod:`im_infra_demo.worker`, as the demo starts it). After a first calm minute, one fault every
 ``--chaos-every`` seconds, in turn: the worker SIGKILLed (a new one starts under the same name),
 the broker, Redis and etcd each stopped with SIGTERM and started again by devstack (same port,
 same data; this Redis keeps nothing on disk). Every 5 s the RSS and open descriptors of each
 process are sampled from /proc.
 
-At the end the account (:mod:`gochat_demo.soak_report`): sent, acknowledged, stored exactly
+At the end the account (:mod:`im_infra_demo.soak_report`): sent, acknowledged, stored exactly
 once, lost (split into lost by the broker, when the topic no longer holds an acknowledged
 message, and lost by im-infra, when it does), p50/p99 per minute, RSS and descriptors per
 minute, and the issue's targets. Exit status 0 when nothing was lost by im-infra and storage was
@@ -41,10 +41,10 @@ from typing import Any
 import confluent_kafka
 from sqlalchemy import create_engine, select
 
-from gochat_demo import cli
-from gochat_demo.schema import StoredMessage
-from gochat_demo.soak_report import ChaosEvent, Row, Sample, build, markdown, plot, read_journal
 from im_infra import clog, coord, mq
+from im_infra_demo import cli
+from im_infra_demo.schema import StoredMessage
+from im_infra_demo.soak_report import ChaosEvent, Row, Sample, build, markdown, plot, read_journal
 
 KINDS = ("worker", "broker", "redis", "etcd")
 #: devstack's name for each server the chaos restarts, and the role the report gives it.
@@ -278,7 +278,7 @@ class Soak:
     def run(self) -> dict[str, Any]:
         args = self.args
         seconds = args.minutes * 60
-        cmd = [sys.executable, "-m", "gochat_demo.soak_load", "--run-id", self.run_id]
+        cmd = [sys.executable, "-m", "im_infra_demo.soak_load", "--run-id", self.run_id]
         cmd += ["--topic", self.topic, "--db-url", self.db_url, "--journal", str(self.journal)]
         cmd += ["--rate", str(args.rate), "--seconds", str(seconds)]
         started = time.time()

@@ -30,14 +30,14 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from gochat_demo import stack
-from gochat_demo.gateway import Gateway, serve
-from gochat_demo.history import recent_messages
-from gochat_demo.schema import CACHE_KEEP, TOPIC, Base, StoredMessage, cache_key, tune_sqlite
-from gochat_demo.soak_report import percentile
-from gochat_demo.telemetry import scrape, serve_metrics
-from gochat_demo.worker import GROUP
 from im_infra import cache, clog, coord, db, mq
+from im_infra_demo import stack
+from im_infra_demo.gateway import Gateway, serve
+from im_infra_demo.history import recent_messages
+from im_infra_demo.schema import CACHE_KEEP, TOPIC, Base, StoredMessage, cache_key, tune_sqlite
+from im_infra_demo.soak_report import percentile
+from im_infra_demo.telemetry import scrape, serve_metrics
+from im_infra_demo.worker import GROUP
 
 ENV = "demo"
 
@@ -74,7 +74,7 @@ class WorkerProcess:
         # Every process runs as "worker-1": a restarted worker replaces the killed one.
         self.log_path = run_dir / f"worker-{n}.log"
         with self.log_path.open("wb") as out:
-            cmd = [sys.executable, "-m", "gochat_demo.worker", "--name", "worker-1"]
+            cmd = [sys.executable, "-m", "im_infra_demo.worker", "--name", "worker-1"]
             self.proc = subprocess.Popen(
                 [
                     *cmd,
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.command == "worker":
-        from gochat_demo import worker
+        from im_infra_demo import worker
 
         stack.ensure_backends()
         return worker.main([])

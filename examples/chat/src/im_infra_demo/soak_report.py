@@ -81,7 +81,7 @@ class Journal:
 
 
 def read_journal(lines: Iterable[str]) -> Journal:
-    """Parse the gateway's JSON-lines journal (see :mod:`gochat_demo.soak_load`)."""
+    """Parse the gateway's JSON-lines journal (see :mod:`im_infra_demo.soak_load`)."""
     j = Journal()
     for line in lines:
         if not line.strip():

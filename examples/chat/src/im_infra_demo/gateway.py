@@ -20,9 +20,9 @@ from typing import Any
 
 import grpc
 
-from gochat_demo.schema import GET_MESSAGES, LOGIC_SERVICE, TOPIC, ChatMessage
 from im_infra import cache, clog, coord, mq, uid
 from im_infra.coord import rpc
+from im_infra_demo.schema import GET_MESSAGES, LOGIC_SERVICE, TOPIC, ChatMessage
 
 SERVICE = "im-gateway"
 SEND_LIMIT = cache.TokenBucket(rate=20, burst=40)
