@@ -31,13 +31,6 @@ class Instancer(Protocol):
         ``GetInstanceID``)."""
         ...
 
-    if TYPE_CHECKING:  # (not a run-time member: isinstance() does not ask for it)
-
-        def get_instance_id(self) -> int:
-            """Deprecated alias of :meth:`instance_id` (warns; removed in 0.2.0). Kept for
-            type checkers until im_infra.mq's static membership calls ``instance_id()``."""
-            ...
-
     def on_lost(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(id)`` from a background thread when the ID's lease is lost."""
         ...

@@ -63,7 +63,7 @@ def claim_static_member(
     namespace = member_namespace(service_name, group_id)
     try:
         instancer = provider.new_instancer(namespace, sticky=True)
-        number = instancer.get_instance_id()
+        number = instancer.instance_id()
     except _coord.CoordError as exc:
         log.warning(
             "could not hold a static member id in coord: the consumer joins without static "
