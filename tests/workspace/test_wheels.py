@@ -148,8 +148,11 @@ class Venv:
         cmd = ["uv", "pip", "install", "-q", "--python", str(self.python),
                "-c", str(self.constraints), *map(str, wheels)]  # fmt: skip
         proc = run([*cmd, "--offline"])
-        if proc.returncode != 0 and "network was disabled" in proc.stderr:
-            proc = run(cmd)  # the cache does not know these versions yet
+        if proc.returncode != 0:
+            # The cache does not hold what the resolution needs yet: uv says "network was
+            # disabled", or, when it knows some versions of a package but not the one an extra
+            # needs, that no version satisfies the requirement. Either way: ask the index.
+            proc = run(cmd)
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
 
     def uninstall(self, name: str) -> None:
