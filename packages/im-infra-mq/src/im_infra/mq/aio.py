@@ -123,13 +123,13 @@ class AsyncKafkaProducer(AsyncClosing):
 
     async def _produce(self, msg: Message, callback: DeliveryCallback | None) -> None:
         core = self._core
-        pending = core.prepare(msg, callback)
-        if core.try_produce(msg, pending):
+        headers, hook = core.prepare(msg, callback)
+        if core.try_produce(msg, headers, hook):
             return
         wait = core.backpressure(msg.topic)
         while True:
             await asyncio.sleep(wait.next_pause())
-            if core.try_produce(msg, pending):
+            if core.try_produce(msg, headers, hook):
                 return
 
 

@@ -155,12 +155,12 @@ class ProducerCore:
         """A bounded wait for room in the local queue (each driver pauses its own way)."""
         return Backpressure(self.backpressure_timeout, topic, self.metrics)
 
-    def try_produce(self, msg: Message, pending: Pending) -> bool:
+    def try_produce(self, msg: Message, headers: Headers | None, hook: DeliveryHook) -> bool:
         """Hand ``msg`` to librdkafka; ``False`` when its local queue is full (back-pressure)."""
         with self.lock:
             if self.closed:
                 raise ProducerClosedError("the producer is closed")
-            return self.produce_locked(msg, *pending)
+            return self.produce_locked(msg, headers, hook)
 
     def produce_locked(self, msg: Message, headers: Headers | None, hook: DeliveryHook) -> bool:
         """:meth:`try_produce` for a caller that holds the lock (and found the producer open)."""
