@@ -38,7 +38,7 @@ class Message:
         timestamp_ms: int | None = None,
     ) -> None:
         # Written out instead of generated: an empty headers dict from a literal, not from the
-        # default factory (a type call), makes building a message to send ~15 % cheaper.
+        # default factory (a type call): ~300 fewer instructions per message built (~6 %).
         self.topic = topic
         self.key = key
         self.value = value
