@@ -12,6 +12,9 @@ from confluent_kafka import KafkaError, KafkaException
 
 from im_infra import clog
 from im_infra.mq import DeliveryError, KafkaProducer, Message, MQError, ProducerClosedError
+from im_infra.mq._internal.kafka_producer import RdkProducer
+from im_infra.mq._internal.producer_core import with_trace
+from im_infra.mq.producer import core_of
 
 # A port nothing listens on: librdkafka keeps retrying, so messages stay queued.
 UNREACHABLE = {"bootstrap.servers": "127.0.0.1:9", "client.id": "unit", "linger.ms": 0}
@@ -45,15 +48,16 @@ def test_send_after_close_raises() -> None:
 
 def test_trace_id_header_added_unless_present() -> None:
     producer = KafkaProducer(UNREACHABLE, close_timeout=0.1)
+    core = core_of(producer)
     try:
         with clog.trace_context("t-123"):
             msg = Message("t", value=b"x", headers={"a": b"1"})
-            headers, _ = producer.prepare(msg, None)
+            headers, _ = core.prepare(msg, None)
             assert headers == {"a": b"1", "trace_id": b"t-123"}
             assert msg.headers == {"a": b"1"}  # the caller's message is not modified
-            own, _ = producer.prepare(Message("t", headers={"trace_id": b"mine"}), None)
+            own, _ = core.prepare(Message("t", headers={"trace_id": b"mine"}), None)
             assert own == {"trace_id": b"mine"}
-        none, _ = producer.prepare(Message("t", value=b"x"), None)
+        none, _ = core.prepare(Message("t", value=b"x"), None)
         assert none is None
     finally:
         producer.close()
@@ -75,7 +79,7 @@ def test_delivery_hook_is_reused_while_callback_and_trace_repeat() -> None:
 
         def hook(callback: Any, trace_id: str | None = None) -> Any:
             with clog.trace_context(trace_id) if trace_id else contextlib.nullcontext():
-                return producer.prepare(Message("t"), callback)[1]
+                return core_of(producer).prepare(Message("t"), callback)[1]
 
         first = hook(cb)
         assert hook(cb) is first
@@ -170,13 +174,12 @@ def test_send_batch_adds_the_trace_headers_without_overriding_the_callers() -> N
         own = Message("t", headers={"trace_id": b"mine", "app": b"1"})
         plain = Message("t")
         with clog.trace_context("t-42"):
-            tid, trace = producer._trace()
-        from im_infra.mq.producer import _with_trace
+            tid, trace = core_of(producer).trace()
 
         assert tid == "t-42"
-        assert _with_trace(plain, trace) == {"trace_id": b"t-42"}
-        assert _with_trace(own, trace) == {"trace_id": b"mine", "app": b"1"}
-        assert _with_trace(plain, None) is None
+        assert with_trace(plain, trace) == {"trace_id": b"t-42"}
+        assert with_trace(own, trace) == {"trace_id": b"mine", "app": b"1"}
+        assert with_trace(plain, None) is None
     finally:
         producer.close()
 
@@ -206,6 +209,9 @@ class _FatalRdk:
     def purge(self, **kwargs: Any) -> None:
         self.purged = True
 
+    def flush(self, timeout: float) -> int:
+        return len(self)
+
     def __len__(self) -> int:
         return 0 if self.queued is None else 1
 
@@ -219,16 +225,18 @@ def test_send_after_a_fatal_error_replaces_the_client_and_reports_the_old_queue(
         reports.append(err)
         done.set()
 
-    hook = producer._hook(record, None)
+    core = core_of(producer)
+    hook = core.hook(record, None)
     kmsg = confluent_kafka.Message(topic="t", value=b"queued before the error")
-    real, old_generation = producer._producer, producer._generation
-    with producer._lock:
-        producer._producer = _FatalRdk((hook, kmsg))
-    real.purge()
+    real, old_generation = core.client, core.generation
+    fatal = RdkProducer(_FatalRdk((hook, kmsg)))
+    with core.lock:
+        core.client = fatal
+    real.purge(in_flight=True, blocking=True)
     try:
         producer.send(Message("t", value=b"after"))  # no exception: sent by the replacement
-        assert producer._generation is not old_generation
-        assert isinstance(producer._producer, confluent_kafka.Producer)
+        assert core.generation is not old_generation
+        assert core.client is not fatal and core.client is not real
         assert done.wait(10), "the queued message was never reported"
         [err] = reports
         assert isinstance(err, DeliveryError)
@@ -252,7 +260,7 @@ def test_a_message_refused_with_a_fatal_cause_is_reported_with_it(cause: int) ->
     producer = KafkaProducer(UNREACHABLE, close_timeout=0.1)
     reports: list[MQError | None] = []
     try:
-        hook = producer._hook(reports.append, None)
+        hook = core_of(producer).hook(reports.append, None)
         hook(KafkaError(cause, "refused"), confluent_kafka.Message(topic="t", value=b"x"))
     finally:
         producer.close()

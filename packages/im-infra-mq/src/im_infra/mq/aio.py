@@ -1,9 +1,12 @@
 """asyncio producer and consumer, sharing the blocking classes' core.
 
 confluent-kafka 2.16's own ``confluent_kafka.aio.AIOProducer`` refuses ``headers`` (it raises
-``NotImplementedError``), and im-infra needs headers for ``trace_id``; so these classes wrap the
-blocking :class:`KafkaProducer` / :class:`KafkaConsumer` and bridge their results to the event
-loop with futures. The librdkafka work stays on the background threads.
+``NotImplementedError``), and im-infra needs headers for ``trace_id``. So
+:class:`AsyncKafkaProducer` drives the producer core (``_internal/producer_core.py``) that
+:class:`KafkaProducer` drives too, waiting out back-pressure with ``asyncio.sleep`` and running
+delivery callbacks on the event loop; :class:`AsyncKafkaConsumer` wraps the blocking
+:class:`KafkaConsumer` and bridges its results to the event loop. The librdkafka work stays on the
+background threads.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from .batch import AsyncBatchCallback, check_batch_limits
 from .consumer import AbortedError, Batches, KafkaConsumer, no_handler, to_message
 from .errors import ConsumerError, MQError, SendTimeoutError
 from .message import Message
-from .producer import KafkaProducer
+from .producer import KafkaProducer, core_of
 from .protocols import AsyncConsumeCallback, DeliveryCallback
 
 __all__ = ["AsyncKafkaConsumer", "AsyncKafkaProducer"]
@@ -45,7 +48,7 @@ def _resolve(future: asyncio.Future[None], err: MQError | None) -> None:
 
 
 class _OnLoop:
-    """Runs a delivery callback on its event loop (called from the poller thread)."""
+    """Runs a delivery callback on its event loop (called from the thread serving the report)."""
 
     __slots__ = ("callback", "loop")
 
@@ -62,14 +65,16 @@ class AsyncKafkaProducer(AsyncClosing):
     """asyncio producer; build it with :func:`im_infra.mq.new_async_producer`."""
 
     def __init__(self, core: KafkaProducer) -> None:
-        """Wrap a blocking producer (its poller thread serves the delivery reports)."""
-        self._core = core
+        """Drive the core of the blocking producer ``core`` (built by the factory): both send
+        through one librdkafka producer, whose poller thread serves the delivery reports."""
+        self._producer = core
+        self._core = core_of(core)
         self._last_adapter: _OnLoop | None = None
 
     @property
     def core(self) -> KafkaProducer:
-        """The blocking producer doing the work."""
-        return self._core
+        """The blocking producer over the same core (sends through either are one stream)."""
+        return self._producer
 
     async def send(self, msg: Message, callback: DeliveryCallback | None = None) -> None:
         """Queue ``msg``; ``callback`` is called on this event loop with the delivery result.
@@ -82,7 +87,7 @@ class AsyncKafkaProducer(AsyncClosing):
             return
         loop = asyncio.get_running_loop()
         # Reuse the adapter while loop and callback repeat, so that the core can reuse its
-        # delivery hook too (see KafkaProducer._on_delivery).
+        # delivery hook too (see ProducerCore.hook).
         adapter = self._last_adapter
         if adapter is None or adapter.loop is not loop or adapter.callback is not callback:
             adapter = self._last_adapter = _OnLoop(loop, callback)
@@ -114,17 +119,17 @@ class AsyncKafkaProducer(AsyncClosing):
 
     async def close(self) -> None:
         """Flush and release; undelivered messages are reported to their callbacks. Idempotent."""
-        await asyncio.get_running_loop().run_in_executor(None, self._core.close)
+        await asyncio.get_running_loop().run_in_executor(None, self._core.close, None)
 
     async def _produce(self, msg: Message, callback: DeliveryCallback | None) -> None:
         core = self._core
-        pending = core.prepare(msg, callback)
-        if core.try_produce(msg, pending):
+        headers, hook = core.prepare(msg, callback)
+        if core.try_produce(msg, headers, hook):
             return
         wait = core.backpressure(msg.topic)
         while True:
             await asyncio.sleep(wait.next_pause())
-            if core.try_produce(msg, pending):
+            if core.try_produce(msg, headers, hook):
                 return
 
 
