@@ -3,6 +3,7 @@ stand-in for the librdkafka handle: no broker needed."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any, cast
 
@@ -12,8 +13,9 @@ import pytest
 from im_infra import clog
 from im_infra.mq import DeliveryError, KafkaConsumer, KafkaProducer, Message, RetryPolicy
 from im_infra.mq._internal.consumer_core import ConsumerCore
-from im_infra.mq._internal.handoff import AbortedError
+from im_infra.mq._internal.handoff import AbortedError, BatchRunner, CallbackSlot
 from im_infra.mq._internal.kafka_consumer import to_message
+from im_infra.mq._internal.offsets import Runs, add_finished
 
 PROPS = {"bootstrap.servers": "127.0.0.1:9", "group.id": "unit"}
 
@@ -305,8 +307,9 @@ def test_handed_batch_stores_only_what_the_runner_finished(make: Any) -> None:
     consumer = make()
     hops: list[list[int]] = []
 
-    def runner(kmsgs: list[Any]) -> tuple[int, Exception | None]:
+    def runner(kmsgs: list[Any], done: Runs) -> tuple[int, Exception | None]:
         hops.append([k.offset() for k in kmsgs])
+        add_finished(done, kmsgs, 0, 2)
         return 2, None  # stopped after two (close, cancellation)
 
     consumer.consume_handed([kmsg(o) for o in (5, 6, 7, 8)], runner, lambda m: None)
@@ -320,12 +323,14 @@ def test_handed_batch_retries_a_failure_in_order_then_goes_on(make: Any) -> None
     order: list[str] = []
     hops: list[list[int]] = []
 
-    def runner(kmsgs: list[Any]) -> tuple[int, Exception | None]:
+    def runner(kmsgs: list[Any], done: Runs) -> tuple[int, Exception | None]:
         hops.append([k.offset() for k in kmsgs])
         for i, k in enumerate(kmsgs):
             order.append(f"run{k.offset()}")
             if k.offset() == 2 and len(hops) == 1:
+                add_finished(done, kmsgs, 0, i)
                 return i, RuntimeError("first attempt")  # logged by the runner
+        add_finished(done, kmsgs, 0, len(kmsgs))
         return len(kmsgs), None
 
     def retry(msg: Message) -> None:  # the core's retries go through the per-message path
@@ -346,10 +351,47 @@ def test_handed_batch_leaves_error_events_out(make: Any) -> None:
         topic="orders", partition=2, offset=3, error=confluent_kafka.KafkaError(-191)
     )
 
-    def runner(kmsgs: list[Any]) -> tuple[int, Exception | None]:
+    def runner(kmsgs: list[Any], done: Runs) -> tuple[int, Exception | None]:
         seen.extend(k.offset() for k in kmsgs)
+        add_finished(done, kmsgs, 0, len(kmsgs))
         return len(kmsgs), None
 
     consumer.consume_handed([kmsg(1), eof, kmsg(2)], runner, lambda m: None)
     assert seen == [1, 2]
     assert rdk(consumer).stored == [(2, 3)]
+
+
+def test_batch_runner_on_a_loop_stores_what_finished_and_retries_in_order(make: Any) -> None:
+    """The asyncio consumer's runner: one hop per batch; it counts the finished messages' runs
+    itself (from the converted messages); a failure stops the batch for the core's retries."""
+    core = make(retry=RetryPolicy(max_attempts=2, backoff=0, dead_letter=False))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        order: list[str] = []
+
+        async def callback(msg: Message) -> None:
+            order.append(f"run{msg.offset}")
+            if msg.offset == 12 and "retry12" not in order:
+                raise ValueError("first attempt")
+
+        def retry(msg: Message) -> None:  # the retries' per-message path
+            order.append(f"retry{msg.offset}")
+
+        runner = BatchRunner(loop, callback, core, CallbackSlot())
+        done: Runs = {}
+        batch = [kmsg(10, partition=0), kmsg(11, partition=0), kmsg(5, partition=1)]
+        batch += [kmsg(12, partition=0), kmsg(6, partition=1)]
+        finished, failure = runner(batch, done)
+        assert (finished, type(failure)) == (3, ValueError)
+        assert done == {("orders", 0): [2, 11], ("orders", 1): [1, 5]}
+
+        order.clear()
+        core.consume_handed(batch, runner, retry)
+        assert order == ["run10", "run11", "run5", "run12", "retry12", "run6"]
+        assert sorted(rdk(core).stored) == [(0, 13), (1, 7)]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()

@@ -18,9 +18,10 @@ from im_infra import clog
 from im_infra.clog.lifecycle import AsyncClosing
 from im_infra.coord.deprecation import deprecated_names
 
-from ._internal.consumer_core import Batches, ConsumerCore, no_handler
+from ._internal.consumer_core import Batches, ConsumerCore, HandOver, no_handler
 from ._internal.handoff import AbortedError, BatchRunner, CallbackSlot, ConcurrentRunner, Handoff
 from ._internal.kafka_consumer import to_message
+from ._internal.offsets import Runs, add_finished
 from .batch import AsyncBatchCallback, check_batch_limits
 from .consumer import KafkaConsumer
 from .errors import ConsumerError, MQError, SendTimeoutError
@@ -186,7 +187,7 @@ class AsyncKafkaConsumer(AsyncClosing):
             except concurrent.futures.CancelledError as exc:
                 raise AbortedError("callback cancelled") from exc
 
-        runner: Callable[[list[Any]], tuple[int, Exception | None]]
+        runner: HandOver
         if self._core.concurrency > 1:
             runner = ConcurrentRunner(loop, callback, self._core, self._slot, handler)
         else:
@@ -237,16 +238,18 @@ class AsyncKafkaConsumer(AsyncClosing):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Handoff] = asyncio.Queue()
 
-        def hand_over(msgs: list[Any]) -> tuple[int, Exception | None]:
+        def hand_over(msgs: list[Any], done: Runs) -> tuple[int, Exception | None]:
             item = self._pending = Handoff(msgs)
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:  # event loop closed
                 return 0, None
             try:
-                return item.wait()
+                finished, failure = item.wait()
             finally:
                 self._pending = None
+            add_finished(done, msgs, 0, finished)
+            return finished, failure
 
         def handler(msg: Message) -> object:  # pragma: no cover - the core retries only subscribe
             raise AbortedError("messages() does not retry")
@@ -265,7 +268,7 @@ class AsyncKafkaConsumer(AsyncClosing):
                     return
                 item = getter.result()
                 for kmsg in item.kmsgs:
-                    if core.closed:
+                    if core.stopping:
                         break
                     yield to_message(kmsg)
                     item.done += 1
@@ -302,7 +305,7 @@ class AsyncKafkaConsumer(AsyncClosing):
         self,
         topics: Sequence[str],
         handler: Callable[[Message], object],
-        runner: Callable[[list[Any]], tuple[int, Exception | None]] | None,
+        runner: HandOver | None,
         batches: Batches | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()

@@ -64,15 +64,17 @@ _STORE_INTERVAL_S = 0.1
 _CLOCK_EVERY = 16
 
 #: Hands a run of polled confluent-kafka messages (none with an error) to another thread in one
-#: hop (the asyncio consumer) and waits. It converts each with :func:`to_message` only when it
-#: reaches it (a batch holding hundreds of live ``Message`` objects would wake the garbage
-#: collector), handles them in order and returns ``(finished, failure)``: the first
-#: ``finished`` messages are done; ``failure`` is the exception when message number ``finished``
-#: failed its first attempt (already reported) and the core must go on with its retries
-#: (:meth:`ConsumerCore.resume`). ``finished`` short of the run's length without a failure means
-#: the runner stopped (close, cancellation): the rest is not stored, so it is delivered again.
-#: A runner that stored offsets itself (:meth:`ConsumerCore.store_finished`) reports all done.
-HandOver = Callable[[list[Any]], "tuple[int, Exception | None]"]
+#: hop (the asyncio consumer) and waits: ``hand_over(kmsgs, done)``. It converts each with
+#: :func:`to_message` only when it reaches it (a batch holding hundreds of live ``Message``
+#: objects would wake the garbage collector), handles them in order, adds the finished ones to
+#: the runs ``done`` (:func:`.offsets.add_run`; it reads their positions from the converted
+#: messages, cheaper than the poll thread reading them again) and returns ``(finished,
+#: failure)``: the first ``finished`` messages are done; ``failure`` is the exception when
+#: message number ``finished`` failed its first attempt (already reported) and the core must go
+#: on with its retries. ``finished`` short of the run's length without a failure means the runner
+#: stopped (close, cancellation): the rest is not stored, so it is delivered again. A runner that
+#: stored offsets itself (:meth:`ConsumerCore.store_finished`) adds nothing and reports all done.
+HandOver = Callable[[list[Any], Runs], "tuple[int, Exception | None]"]
 
 #: A batch subscription: the callback (taking a list of messages), max messages, max wait (s).
 Batches = tuple[BatchCallback, int, float]
@@ -112,7 +114,9 @@ class ConsumerCore:
         self.group_id = str(properties.get("group.id", ""))
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._stopping = False  # mirrors _closing: one attribute read per message in the loop
+        #: Whether a stop was requested (mirrors ``_closing``): a plain attribute, read per
+        #: message by the loops and runners.
+        self.stopping = False
         self._stopped = threading.Event()
         self.metrics = ConsumerMetrics(self.group_id, self.client.high_watermark)
         self.handling = Handling(
@@ -147,8 +151,8 @@ class ConsumerCore:
 
     @property
     def closed(self) -> bool:
-        """Whether a stop was requested (read per message by the runners)."""
-        return self._stopping
+        """Whether a stop was requested."""
+        return self.stopping
 
     @property
     def retry_topics(self) -> RetryTopicsConfig:
@@ -170,7 +174,7 @@ class ConsumerCore:
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self) -> None:
         """Ask the loop to stop after the message in hand, without waiting for it."""
-        self._stopping = True
+        self.stopping = True
         self._closing.set()  # wakes a retry back-off
 
     def close(self, timeout: float | None = None) -> None:
@@ -231,7 +235,7 @@ class ConsumerCore:
             more_count, more_wait = _BATCH - 1, 0.0
             if batches is not None:
                 more_count, more_wait = batches[1] - 1, batches[2]
-            while not self._stopping:
+            while not self.stopping:
                 timeout = self._poll_timeout
                 if self._topics_dirty:
                     self._topics_dirty = False
@@ -297,7 +301,7 @@ class ConsumerCore:
         store_at, seen = now() + _STORE_INTERVAL_S, 0
         try:
             for kmsg in batch:
-                if self._stopping:
+                if self.stopping:
                     break
                 err = kmsg.error()
                 if err is not None:
@@ -338,9 +342,8 @@ class ConsumerCore:
         done: Runs = {}
         start = 0
         try:
-            while start < len(msgs) and not self._stopping:
-                finished, failure = hand_over(msgs[start:] if start else msgs)
-                add_finished(done, msgs, start, start + finished)
+            while start < len(msgs) and not self.stopping:
+                finished, failure = hand_over(msgs[start:] if start else msgs, done)
                 start += finished
                 if failure is None:
                     if start < len(msgs):
@@ -417,7 +420,7 @@ class ConsumerCore:
             )
 
         pending = deque(chains(self.ordering_keys(msgs)))
-        gate = StartGate(lambda: self._stopping)
+        gate = StartGate(lambda: self.stopping)
 
         def worker() -> None:
             self._in_worker.active = True

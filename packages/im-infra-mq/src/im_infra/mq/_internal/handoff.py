@@ -17,6 +17,7 @@ from typing import Any
 from im_infra.mq._internal.consumer_core import ConsumerCore
 from im_infra.mq._internal.consumer_handling import NotFinishedError
 from im_infra.mq._internal.kafka_consumer import to_message
+from im_infra.mq._internal.offsets import Runs, add_run
 from im_infra.mq._internal.ordering import StartGate, chains
 from im_infra.mq._internal.tracing import bound_from
 from im_infra.mq.message import Message
@@ -77,10 +78,10 @@ class BatchRunner:
         self.core = core
         self.slot = slot
 
-    def __call__(self, msgs: list[Any]) -> Outcome:
+    def __call__(self, msgs: list[Any], done: Runs) -> Outcome:
         progress = [0]
         try:
-            future = asyncio.run_coroutine_threadsafe(self._run(msgs, progress), self.loop)
+            future = asyncio.run_coroutine_threadsafe(self._run(msgs, done, progress), self.loop)
         except RuntimeError:  # the event loop is closed: nobody is left to handle them
             return 0, None
         try:
@@ -88,16 +89,18 @@ class BatchRunner:
         except concurrent.futures.CancelledError:
             return progress[0], None  # cancelled mid-batch: the one in hand is not finished
 
-    async def _run(self, kmsgs: list[Any], progress: list[int]) -> Outcome:
+    async def _run(self, kmsgs: list[Any], done: Runs, progress: list[int]) -> Outcome:
         slot, core, callback = self.slot, self.core, self.callback
         handling = core.handling
         if slot.aborting:
             return 0, None
         slot.task = asyncio.current_task()
         i = 0
+        # The finished messages' runs, counted in locals as in ConsumerCore.consume_batch.
+        topic, partition, count, last = "", -1, 0, -1
         try:
             for kmsg in kmsgs:
-                if core.closed:
+                if core.stopping:
                     break
                 msg = to_message(kmsg)
                 if msg.headers:
@@ -118,12 +121,18 @@ class BatchRunner:
                         handling.report(msg, exc)
                         if handling.retries:
                             return i, exc
+                if msg.partition != partition or msg.topic != topic:
+                    add_run(done, topic, partition, count, last)
+                    topic, partition, count = msg.topic, msg.partition, 0  # type: ignore[assignment]
+                count += 1
+                last = msg.offset  # type: ignore[assignment]
                 i += 1
             return i, None
         except BaseException:
             progress[0] = i  # read by the poll thread once this task is cancelled
             raise
         finally:
+            add_run(done, topic, partition, count, last)
             slot.task = None
 
 
@@ -154,7 +163,7 @@ class ConcurrentRunner:
         self.slot = slot
         self.retry = retry
 
-    def __call__(self, kmsgs: list[Any]) -> Outcome:
+    def __call__(self, kmsgs: list[Any], done: Runs) -> Outcome:
         msgs = [to_message(k) for k in kmsgs]
         finished = [False] * len(msgs)
         try:
@@ -178,7 +187,7 @@ class ConcurrentRunner:
         slot.task = asyncio.current_task()
         pending = deque(chains(core.ordering_keys(msgs)))
         count = min(core.concurrency, len(pending))
-        gate = StartGate(lambda: core.closed)
+        gate = StartGate(lambda: core.stopping)
         workers = [
             asyncio.ensure_future(self._worker(pending, msgs, finished, gate)) for _ in range(count)
         ]
