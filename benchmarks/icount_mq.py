@@ -114,7 +114,7 @@ def _case(name: str, n: int) -> Callable[[], None]:
     def consume() -> None:
         for batch in batches:
             core.metrics.polled(batch)
-            core.consume_batch(batch, wrapped)
+            core.consume_batch(batch, handle, wrapped)
 
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()

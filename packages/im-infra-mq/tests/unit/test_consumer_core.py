@@ -90,7 +90,7 @@ def rdk(core: ConsumerCore) -> Any:
 def consume(core: ConsumerCore, batch: list[Any], handler: Any) -> None:
     """One polled batch through the blocking consumer's runner (the handler wrapped as
     subscribe wraps it)."""
-    core.consume_batch(batch, core.handling.wrap(handler))
+    core.consume_batch(batch, handler, core.handling.wrap(handler))
 
 
 def test_to_message() -> None:
