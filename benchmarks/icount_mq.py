@@ -10,8 +10,9 @@ difference over 2 x N messages is the per-message cost, without start-up.
 
 Cases (consume: the handler reads key and value and counts, as in bench_mq.py):
 - ``consume_raw``: confluent-kafka's at-least-once loop (handler, ``store_offsets`` per message);
-- ``consume``: ``KafkaConsumer``'s batch loop (``_consume_batch``, the stats poll hook included);
-- ``consume_async``: the asyncio consumer's path: the poll-thread side (``_consume_handed``) and
+- ``consume``: ``KafkaConsumer``'s batch loop (``ConsumerCore.consume_batch`` with the handler
+  wrapped as ``subscribe`` wraps it, the stats poll hook included);
+- ``consume_async``: the asyncio consumer's path: the poll-thread side (``consume_handed``) and
   ``BatchRunner`` on an event loop in another thread, an ``async def`` handler;
 - ``consume_async_floor``: the least an asyncio consumer does: one hop per batch and an
   ``async def`` handler awaited per raw confluent message (no conversion, no bookkeeping);
@@ -40,6 +41,7 @@ from typing import Any
 import confluent_kafka
 
 from im_infra import clog, mq
+from im_infra.mq._internal.consumer_core import ConsumerCore
 from im_infra.mq._internal.handoff import BatchRunner, CallbackSlot
 from im_infra.mq.producer import core_of
 
@@ -76,10 +78,13 @@ def _case(name: str, n: int) -> Callable[[], None]:
     batches = _batches(n)
     flat = [m for b in batches for m in b]
     keys = [f"user-{i}".encode() for i in range(n)]
-    consumer = mq.KafkaConsumer(
+    core = ConsumerCore(
         {"bootstrap.servers": DEAD, "group.id": "icount", "enable.auto.offset.store": False}
     )
-    rdk = consumer._consumer
+    core.client.assign([("t", p, 0) for p in range(3)])
+    rdk = confluent_kafka.Consumer(
+        {"bootstrap.servers": DEAD, "group.id": "icount", "enable.auto.offset.store": False}
+    )
     rdk.assign([confluent_kafka.TopicPartition("t", p, 0) for p in range(3)])
     producer_props = {"bootstrap.servers": DEAD, "queue.buffering.max.messages": 2_000_000}
 
@@ -105,19 +110,21 @@ def _case(name: str, n: int) -> Callable[[], None]:
                     handle_raw(msg)
                     rdk.store_offsets(message=msg)
 
+    wrapped = core.handling.wrap(handle)
+
     def consume() -> None:
         for batch in batches:
-            consumer._metrics.polled(batch)
-            consumer._consume_batch(batch, handle)
+            core.metrics.polled(batch)
+            core.consume_batch(batch, handle, wrapped)
 
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
-    runner = BatchRunner(loop, ahandle, consumer, CallbackSlot())
+    runner = BatchRunner(loop, ahandle, core, CallbackSlot())
 
     def consume_async() -> None:
         for batch in batches:
-            consumer._metrics.polled(batch)
-            consumer._consume_handed(batch, runner, handle)
+            core.metrics.polled(batch)
+            core.consume_handed(batch, runner, handle)
 
     async def floor_batch(batch: list[Any]) -> None:
         for msg in batch:

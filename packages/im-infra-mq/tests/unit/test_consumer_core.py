@@ -3,6 +3,7 @@ stand-in for the librdkafka handle: no broker needed."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any, cast
 
@@ -11,7 +12,10 @@ import pytest
 
 from im_infra import clog
 from im_infra.mq import DeliveryError, KafkaConsumer, KafkaProducer, Message, RetryPolicy
-from im_infra.mq.consumer import AbortedError, to_message
+from im_infra.mq._internal.consumer_core import ConsumerCore
+from im_infra.mq._internal.handoff import AbortedError, BatchRunner, CallbackSlot
+from im_infra.mq._internal.kafka_consumer import to_message
+from im_infra.mq._internal.offsets import Runs, add_finished
 
 PROPS = {"bootstrap.servers": "127.0.0.1:9", "group.id": "unit"}
 
@@ -64,21 +68,29 @@ def kmsg(
 
 @pytest.fixture
 def make() -> Any:
-    made: list[tuple[KafkaConsumer, Any]] = []
+    made: list[tuple[ConsumerCore, Any]] = []
 
-    def build(retry: RetryPolicy | None = None, dlq: FakeDLQ | None = None) -> KafkaConsumer:
+    def build(retry: RetryPolicy | None = None, dlq: FakeDLQ | None = None) -> ConsumerCore:
         producer = cast(KafkaProducer, dlq)  # duck-typed: send_sync and close
-        consumer = KafkaConsumer(
-            PROPS, retry=retry, dlq_producer=(lambda: producer) if dlq else None
-        )
-        made.append((consumer, consumer._consumer))
-        consumer._consumer = FakeRdk()  # type: ignore[assignment]
-        return consumer
+        core = ConsumerCore(PROPS, retry=retry, dlq_producer=(lambda: producer) if dlq else None)
+        made.append((core, core.client._rdk))
+        core.client._rdk = FakeRdk()  # type: ignore[assignment]
+        return core
 
     yield build
-    for consumer, real in made:
-        consumer._consumer = real
-        consumer.close()
+    for core, real in made:
+        core.client._rdk = real
+
+
+def rdk(core: ConsumerCore) -> Any:
+    """The stand-in librdkafka handle under the core's adapter."""
+    return core.client._rdk
+
+
+def consume(core: ConsumerCore, batch: list[Any], handler: Any) -> None:
+    """One polled batch through the blocking consumer's runner (the handler wrapped as
+    subscribe wraps it)."""
+    core.consume_batch(batch, handler, core.handling.wrap(handler))
 
 
 def test_to_message() -> None:
@@ -120,18 +132,18 @@ def test_offset_stored_after_success_and_after_logged_failure(make: Any) -> None
         if msg.offset == 1:
             raise ValueError("bad")
 
-    consumer._consume_batch([kmsg(off) for off in range(3)], handler)
+    consume(consumer, [kmsg(off) for off in range(3)], handler)
     assert calls == [0, 1, 2]
     # The seed: log the error and go on. Stored: the offset after the partition's last message.
-    assert consumer._consumer.stored == [(2, 3)]
+    assert rdk(consumer).stored == [(2, 3)]
 
 
 def test_offsets_stored_per_partition_and_counted(make: Any) -> None:
     consumer = make()
     batch = [kmsg(10, partition=0), kmsg(5, partition=1), kmsg(11, partition=0)]
-    consumer._consume_batch(batch, lambda m: None)
-    assert sorted(consumer._consumer.stored) == [(0, 12), (1, 6)]
-    assert consumer._metrics.consumed_snapshot() == {
+    consume(consumer, batch, lambda m: None)
+    assert sorted(rdk(consumer).stored) == [(0, 12), (1, 6)]
+    assert consumer.metrics.consumed_snapshot() == {
         ("unit", "orders", 0): 2,
         ("unit", "orders", 1): 1,
     }
@@ -139,10 +151,10 @@ def test_offsets_stored_per_partition_and_counted(make: Any) -> None:
 
 def test_revoked_partition_is_neither_stored_nor_counted(make: Any) -> None:
     consumer = make()
-    consumer._consumer.revoked = {1}
-    consumer._consume_batch([kmsg(3, partition=0), kmsg(4, partition=1)], lambda m: None)
-    assert consumer._consumer.stored == [(0, 4)]
-    assert consumer._metrics.consumed_snapshot() == {("unit", "orders", 0): 1}
+    rdk(consumer).revoked = {1}
+    consume(consumer, [kmsg(3, partition=0), kmsg(4, partition=1)], lambda m: None)
+    assert rdk(consumer).stored == [(0, 4)]
+    assert consumer.metrics.consumed_snapshot() == {("unit", "orders", 0): 1}
 
 
 def test_stop_mid_batch_stores_what_was_finished(make: Any) -> None:
@@ -154,9 +166,9 @@ def test_stop_mid_batch_stores_what_was_finished(make: Any) -> None:
         if msg.offset == 1:
             consumer.request_stop()  # the message in hand is finished, the rest is not handled
 
-    consumer._consume_batch([kmsg(off) for off in range(4)], handler)
+    consume(consumer, [kmsg(off) for off in range(4)], handler)
     assert seen == [0, 1]
-    assert consumer._consumer.stored == [(2, 2)]
+    assert rdk(consumer).stored == [(2, 2)]
 
 
 def test_offsets_stored_while_a_slow_batch_is_in_progress(
@@ -164,15 +176,15 @@ def test_offsets_stored_while_a_slow_batch_is_in_progress(
 ) -> None:
     consumer = make()
     clock = [0.0]
-    monkeypatch.setattr("im_infra.mq.consumer.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("im_infra.mq._internal.consumer_core.time.monotonic", lambda: clock[0])
     stored_during: list[list[tuple[int, int]]] = []
 
     def handler(msg: Message) -> None:
-        stored_during.append(list(consumer._consumer.stored))
+        stored_during.append(list(rdk(consumer).stored))
         clock[0] += 0.01  # each message takes 10 ms: a 200-message batch takes 2 s
 
-    consumer._consume_batch([kmsg(off) for off in range(200)], handler)
-    stored = consumer._consumer.stored
+    consume(consumer, [kmsg(off) for off in range(200)], handler)
+    stored = rdk(consumer).stored
     # Stored in steps of at most ~100 ms of work (plus the clock-check stride), not only at the end.
     assert len(stored) >= 10
     assert stored == sorted(stored)
@@ -186,15 +198,15 @@ def test_offsets_stored_while_a_slow_batch_is_in_progress(
 
 def test_fast_batch_stores_once_at_the_end(make: Any) -> None:
     consumer = make()
-    consumer._consume_batch([kmsg(off) for off in range(200)], lambda m: None)
-    assert consumer._consumer.stored == [(2, 200)]
+    consume(consumer, [kmsg(off) for off in range(200)], lambda m: None)
+    assert rdk(consumer).stored == [(2, 200)]
 
 
 def test_trace_id_bound_only_while_handling(make: Any) -> None:
     consumer = make()
     seen: list[str | None] = []
     batch = [kmsg(0, [("trace_id", b"t-9")]), kmsg(1), kmsg(2, [("app", b"x")])]
-    consumer._consume_batch(batch, lambda m: seen.append(clog.trace_id()))
+    consume(consumer, batch, lambda m: seen.append(clog.trace_id()))
     assert seen == ["t-9", None, None]
     assert clog.trace_id() is None
 
@@ -208,9 +220,9 @@ def test_retry_then_success(make: Any) -> None:
         if len(attempts) < 3:
             raise ConnectionError("transient")
 
-    consumer._consume_batch([kmsg(5)], handler)
+    consume(consumer, [kmsg(5)], handler)
     assert len(attempts) == 3
-    assert consumer._consumer.stored == [(2, 6)]
+    assert rdk(consumer).stored == [(2, 6)]
 
 
 def test_exhausted_retries_go_to_the_dead_letter_topic(make: Any) -> None:
@@ -220,7 +232,7 @@ def test_exhausted_retries_go_to_the_dead_letter_topic(make: Any) -> None:
     def handler(msg: Message) -> None:
         raise RuntimeError("poison")
 
-    consumer._consume_batch([kmsg(4, [("app", b"1")])], handler)
+    consume(consumer, [kmsg(4, [("app", b"1")])], handler)
     [dead] = dlq.sent
     assert dead.topic == "orders.dlq"
     assert dead.key == b"k"
@@ -234,13 +246,13 @@ def test_exhausted_retries_go_to_the_dead_letter_topic(make: Any) -> None:
     # 0.1's names, still written for one version
     assert dead.headers["dlq_topic"] == b"orders"
     assert (dead.headers["dlq_partition"], dead.headers["dlq_offset"]) == (b"2", b"4")
-    assert consumer._consumer.stored == [(2, 5)]
+    assert rdk(consumer).stored == [(2, 5)]
 
 
 def test_failed_dead_letter_write_is_logged_and_skipped(make: Any) -> None:
     consumer = make(retry=RetryPolicy(max_attempts=1), dlq=FakeDLQ(fail=True))
-    consumer._consume_batch([kmsg(3)], lambda m: 1 / 0)
-    assert consumer._consumer.stored == [(2, 4)]
+    consume(consumer, [kmsg(3)], lambda m: 1 / 0)
+    assert rdk(consumer).stored == [(2, 4)]
 
 
 def test_close_during_retry_backoff_leaves_the_message_unstored(make: Any) -> None:
@@ -251,13 +263,13 @@ def test_close_during_retry_backoff_leaves_the_message_unstored(make: Any) -> No
         failing.set()
         raise ConnectionError("down")
 
-    worker = threading.Thread(target=consumer._consume_batch, args=([kmsg(8)], handler))
+    worker = threading.Thread(target=consume, args=(consumer, [kmsg(8)], handler))
     worker.start()
     assert failing.wait(10)
     consumer.request_stop()  # wakes the back-off wait
     worker.join(10)
     assert not worker.is_alive()
-    assert consumer._consumer.stored == []
+    assert rdk(consumer).stored == []
 
 
 def test_aborted_message_is_not_stored(make: Any) -> None:
@@ -268,8 +280,8 @@ def test_aborted_message_is_not_stored(make: Any) -> None:
             consumer.request_stop()
             raise AbortedError("iteration abandoned")
 
-    consumer._consume_batch([kmsg(0), kmsg(1), kmsg(2)], handler)
-    assert consumer._consumer.stored == [(2, 1)]  # offset 0 finished, offset 1 aborted
+    consume(consumer, [kmsg(0), kmsg(1), kmsg(2)], handler)
+    assert rdk(consumer).stored == [(2, 1)]  # offset 0 finished, offset 1 aborted
 
 
 def test_dead_letter_needs_a_producer() -> None:
@@ -284,10 +296,10 @@ def test_subscribe_validates_topics_and_closed_state(make: Any) -> None:
 
     consumer = make()
     with pytest.raises(ConsumerError, match="at least one topic"):
-        consumer.subscribe([], lambda m: None)
+        consumer.run([], lambda m: None)
     consumer.request_stop()
     with pytest.raises(ConsumerError, match="closed"):
-        consumer.subscribe(["t"], lambda m: None)
+        consumer.run(["t"], lambda m: None)
 
 
 # ------------------------------------------------------------------ batches handed to a runner
@@ -295,13 +307,14 @@ def test_handed_batch_stores_only_what_the_runner_finished(make: Any) -> None:
     consumer = make()
     hops: list[list[int]] = []
 
-    def runner(kmsgs: list[Any]) -> tuple[int, Exception | None]:
+    def runner(kmsgs: list[Any], done: Runs) -> tuple[int, Exception | None]:
         hops.append([k.offset() for k in kmsgs])
+        add_finished(done, kmsgs, 0, 2)
         return 2, None  # stopped after two (close, cancellation)
 
-    consumer._consume_handed([kmsg(o) for o in (5, 6, 7, 8)], runner, lambda m: None)
+    consumer.consume_handed([kmsg(o) for o in (5, 6, 7, 8)], runner, lambda m: None)
     assert hops == [[5, 6, 7, 8]]  # one hop for the whole batch
-    assert consumer._consumer.stored == [(2, 7)]  # 5 and 6 finished; 7 is delivered again
+    assert rdk(consumer).stored == [(2, 7)]  # 5 and 6 finished; 7 is delivered again
     assert consumer.closed  # a short run without a failure means stop
 
 
@@ -310,22 +323,24 @@ def test_handed_batch_retries_a_failure_in_order_then_goes_on(make: Any) -> None
     order: list[str] = []
     hops: list[list[int]] = []
 
-    def runner(kmsgs: list[Any]) -> tuple[int, Exception | None]:
+    def runner(kmsgs: list[Any], done: Runs) -> tuple[int, Exception | None]:
         hops.append([k.offset() for k in kmsgs])
         for i, k in enumerate(kmsgs):
             order.append(f"run{k.offset()}")
             if k.offset() == 2 and len(hops) == 1:
+                add_finished(done, kmsgs, 0, i)
                 return i, RuntimeError("first attempt")  # logged by the runner
+        add_finished(done, kmsgs, 0, len(kmsgs))
         return len(kmsgs), None
 
     def retry(msg: Message) -> None:  # the core's retries go through the per-message path
         order.append(f"retry{msg.offset}")
 
     batch = [kmsg(o, partition=p) for o, p in ((1, 0), (2, 0), (3, 0), (9, 1))]
-    consumer._consume_handed(batch, runner, retry)
+    consumer.consume_handed(batch, runner, retry)
     assert order == ["run1", "run2", "retry2", "run3", "run9"]
     assert hops == [[1, 2, 3, 9], [3, 9]]
-    assert sorted(consumer._consumer.stored) == [(0, 4), (1, 10)]
+    assert sorted(rdk(consumer).stored) == [(0, 4), (1, 10)]
     assert not consumer.closed
 
 
@@ -336,10 +351,47 @@ def test_handed_batch_leaves_error_events_out(make: Any) -> None:
         topic="orders", partition=2, offset=3, error=confluent_kafka.KafkaError(-191)
     )
 
-    def runner(kmsgs: list[Any]) -> tuple[int, Exception | None]:
+    def runner(kmsgs: list[Any], done: Runs) -> tuple[int, Exception | None]:
         seen.extend(k.offset() for k in kmsgs)
+        add_finished(done, kmsgs, 0, len(kmsgs))
         return len(kmsgs), None
 
-    consumer._consume_handed([kmsg(1), eof, kmsg(2)], runner, lambda m: None)
+    consumer.consume_handed([kmsg(1), eof, kmsg(2)], runner, lambda m: None)
     assert seen == [1, 2]
-    assert consumer._consumer.stored == [(2, 3)]
+    assert rdk(consumer).stored == [(2, 3)]
+
+
+def test_batch_runner_on_a_loop_stores_what_finished_and_retries_in_order(make: Any) -> None:
+    """The asyncio consumer's runner: one hop per batch; it counts the finished messages' runs
+    itself (from the converted messages); a failure stops the batch for the core's retries."""
+    core = make(retry=RetryPolicy(max_attempts=2, backoff=0, dead_letter=False))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        order: list[str] = []
+
+        async def callback(msg: Message) -> None:
+            order.append(f"run{msg.offset}")
+            if msg.offset == 12 and "retry12" not in order:
+                raise ValueError("first attempt")
+
+        def retry(msg: Message) -> None:  # the retries' per-message path
+            order.append(f"retry{msg.offset}")
+
+        runner = BatchRunner(loop, callback, core, CallbackSlot())
+        done: Runs = {}
+        batch = [kmsg(10, partition=0), kmsg(11, partition=0), kmsg(5, partition=1)]
+        batch += [kmsg(12, partition=0), kmsg(6, partition=1)]
+        finished, failure = runner(batch, done)
+        assert (finished, type(failure)) == (3, ValueError)
+        assert done == {("orders", 0): [2, 11], ("orders", 1): [1, 5]}
+
+        order.clear()
+        core.consume_handed(batch, runner, retry)
+        assert order == ["run10", "run11", "run5", "run12", "retry12", "run6"]
+        assert sorted(rdk(core).stored) == [(0, 13), (1, 7)]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()

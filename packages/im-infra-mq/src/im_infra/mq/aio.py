@@ -21,9 +21,12 @@ from im_infra import clog
 from im_infra.clog.lifecycle import AsyncClosing
 from im_infra.coord.deprecation import deprecated_names
 
-from ._internal.handoff import BatchRunner, CallbackSlot, ConcurrentRunner, Handoff
+from ._internal.consumer_core import Batches, ConsumerCore, HandOver, no_handler
+from ._internal.handoff import AbortedError, BatchRunner, CallbackSlot, ConcurrentRunner, Handoff
+from ._internal.kafka_consumer import to_message
+from ._internal.offsets import Runs, add_finished
 from .batch import AsyncBatchCallback, check_batch_limits
-from .consumer import AbortedError, Batches, KafkaConsumer, no_handler, to_message
+from .consumer import KafkaConsumer
 from .errors import ConsumerError, MQError, SendTimeoutError
 from .message import Message
 from .producer import KafkaProducer, core_of
@@ -136,15 +139,18 @@ class AsyncKafkaProducer(AsyncClosing):
 class AsyncKafkaConsumer(AsyncClosing):
     """asyncio consumer-group member; build it with :func:`im_infra.mq.new_async_consumer`.
 
-    The poll loop of the wrapped :class:`KafkaConsumer` runs on a dedicated thread; each polled
-    batch is handed to the event loop in one hop and the poll thread waits until the loop is
-    through it, so ordering, at-least-once offset storing, retries and the dead-letter topic
-    behave exactly as in the blocking consumer, at close to its speed.
+    A sibling of :class:`KafkaConsumer` over the same consumer core
+    (:mod:`im_infra.mq._internal.consumer_core`): the poll loop runs on a dedicated thread;
+    each polled batch is handed to the event loop in one hop and the poll thread waits until the
+    loop is through it, so ordering, at-least-once offset storing, retries and the dead-letter
+    topic behave exactly as in the blocking consumer, at close to its speed.
     """
 
     def __init__(self, core: KafkaConsumer) -> None:
-        """Wrap a blocking consumer."""
-        self._core = core
+        """Take over a (not yet subscribed) blocking consumer's group membership: the two share
+        its core, the blocking one is only used for :attr:`core`."""
+        self._blocking = core
+        self._core: ConsumerCore = core._core  # the shared engine (same package)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="mq-async-consumer"
         )
@@ -154,8 +160,8 @@ class AsyncKafkaConsumer(AsyncClosing):
 
     @property
     def core(self) -> KafkaConsumer:
-        """The blocking consumer doing the work."""
-        return self._core
+        """The blocking consumer sharing this core (settings, :attr:`~KafkaConsumer.closed`)."""
+        return self._blocking
 
     async def subscribe(self, topics: Sequence[str], callback: AsyncConsumeCallback) -> None:
         """Consume ``topics``, awaiting ``callback(msg)`` per message, until :meth:`close`.
@@ -186,7 +192,7 @@ class AsyncKafkaConsumer(AsyncClosing):
             except concurrent.futures.CancelledError as exc:
                 raise AbortedError("callback cancelled") from exc
 
-        runner: Callable[[list[Any]], tuple[int, Exception | None]]
+        runner: HandOver
         if self._core.concurrency > 1:
             runner = ConcurrentRunner(loop, callback, self._core, self._slot, handler)
         else:
@@ -237,16 +243,18 @@ class AsyncKafkaConsumer(AsyncClosing):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Handoff] = asyncio.Queue()
 
-        def hand_over(msgs: list[Any]) -> tuple[int, Exception | None]:
+        def hand_over(msgs: list[Any], done: Runs) -> tuple[int, Exception | None]:
             item = self._pending = Handoff(msgs)
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:  # event loop closed
                 return 0, None
             try:
-                return item.wait()
+                finished, failure = item.wait()
             finally:
                 self._pending = None
+            add_finished(done, msgs, 0, finished)
+            return finished, failure
 
         def handler(msg: Message) -> object:  # pragma: no cover - the core retries only subscribe
             raise AbortedError("messages() does not retry")
@@ -265,7 +273,7 @@ class AsyncKafkaConsumer(AsyncClosing):
                     return
                 item = getter.result()
                 for kmsg in item.kmsgs:
-                    if core.closed:
+                    if core.stopping:
                         break
                     yield to_message(kmsg)
                     item.done += 1
@@ -302,7 +310,7 @@ class AsyncKafkaConsumer(AsyncClosing):
         self,
         topics: Sequence[str],
         handler: Callable[[Message], object],
-        runner: Callable[[list[Any]], tuple[int, Exception | None]] | None,
+        runner: HandOver | None,
         batches: Batches | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()

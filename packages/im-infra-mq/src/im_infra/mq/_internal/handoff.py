@@ -3,7 +3,7 @@
 One cross-thread hop per polled batch (not per message): the poll thread schedules one coroutine
 (or queues one item) per batch and waits for the loop to report how far it got; the handler still
 sees one message at a time, with its trace id bound. Offsets are stored by the poll thread only
-for the messages the loop reported finished (see ``KafkaConsumer.run``'s ``batch_handler``).
+for the messages the loop reported finished (see ``ConsumerCore.run``'s ``hand_over``).
 """
 
 from __future__ import annotations
@@ -11,41 +11,26 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from im_infra.mq._internal.consumer_core import ConsumerCore
+from im_infra.mq._internal.consumer_handling import NotFinishedError
+from im_infra.mq._internal.kafka_consumer import to_message
+from im_infra.mq._internal.offsets import Runs, add_run
 from im_infra.mq._internal.ordering import StartGate, chains
 from im_infra.mq._internal.tracing import bound_from
-from im_infra.mq.consumer import to_message
 from im_infra.mq.message import Message
 
-__all__ = ["BatchRunner", "CallbackSlot", "ConcurrentRunner", "Handoff"]
+__all__ = ["AbortedError", "BatchRunner", "CallbackSlot", "ConcurrentRunner", "Handoff"]
 
-#: What a batch hop returns: see ``im_infra.mq.consumer.BatchHandler``.
+#: What a batch hop returns: see ``im_infra.mq._internal.consumer_core.HandOver``.
 Outcome = tuple[int, Exception | None]
 
 
-class Core(Protocol):
-    """The parts of the blocking consumer core the loop side uses."""
-
-    @property
-    def closed(self) -> bool: ...
-
-    @property
-    def retries(self) -> bool: ...
-
-    @property
-    def concurrency(self) -> int: ...
-
-    def report_failure(self, msg: Message, exc: Exception) -> None: ...
-
-    def ordering_keys(self, msgs: Sequence[Message]) -> list[Hashable]: ...
-
-    def store_finished(self, msgs: Sequence[Message], finished: Sequence[bool]) -> None: ...
-
-    def retry_failed(
-        self, msg: Message, handler: Callable[[Message], object], exc: Exception
-    ) -> bool: ...
+class AbortedError(NotFinishedError):
+    """Raised into the core when an asyncio iterator is abandoned or a callback cancelled
+    mid-message (not stored: delivered again)."""
 
 
 class CallbackSlot:
@@ -85,7 +70,7 @@ class BatchRunner:
         self,
         loop: asyncio.AbstractEventLoop,
         callback: Callable[[Message], Awaitable[object]],
-        core: Core,
+        core: ConsumerCore,
         slot: CallbackSlot,
     ) -> None:
         self.loop = loop
@@ -93,10 +78,10 @@ class BatchRunner:
         self.core = core
         self.slot = slot
 
-    def __call__(self, msgs: list[Any]) -> Outcome:
+    def __call__(self, msgs: list[Any], done: Runs) -> Outcome:
         progress = [0]
         try:
-            future = asyncio.run_coroutine_threadsafe(self._run(msgs, progress), self.loop)
+            future = asyncio.run_coroutine_threadsafe(self._run(msgs, done, progress), self.loop)
         except RuntimeError:  # the event loop is closed: nobody is left to handle them
             return 0, None
         try:
@@ -104,15 +89,18 @@ class BatchRunner:
         except concurrent.futures.CancelledError:
             return progress[0], None  # cancelled mid-batch: the one in hand is not finished
 
-    async def _run(self, kmsgs: list[Any], progress: list[int]) -> Outcome:
+    async def _run(self, kmsgs: list[Any], done: Runs, progress: list[int]) -> Outcome:
         slot, core, callback = self.slot, self.core, self.callback
+        handling = core.handling
         if slot.aborting:
             return 0, None
         slot.task = asyncio.current_task()
         i = 0
+        # The finished messages' runs, counted in locals as in ConsumerCore.consume_batch.
+        topic, partition, count, last = "", -1, 0, -1
         try:
             for kmsg in kmsgs:
-                if core.closed:
+                if core.stopping:
                     break
                 msg = to_message(kmsg)
                 if msg.headers:
@@ -120,8 +108,8 @@ class BatchRunner:
                         try:
                             await _checked(callback, msg)
                         except Exception as exc:
-                            core.report_failure(msg, exc)
-                            if core.retries:
+                            handling.report(msg, exc)
+                            if handling.retries:
                                 return i, exc
                 else:
                     try:  # the hot path: _checked inlined
@@ -130,15 +118,21 @@ class BatchRunner:
                         ):
                             raise result
                     except Exception as exc:
-                        core.report_failure(msg, exc)
-                        if core.retries:
+                        handling.report(msg, exc)
+                        if handling.retries:
                             return i, exc
+                if msg.partition != partition or msg.topic != topic:
+                    add_run(done, topic, partition, count, last)
+                    topic, partition, count = msg.topic, msg.partition, 0  # type: ignore[assignment]
+                count += 1
+                last = msg.offset  # type: ignore[assignment]
                 i += 1
             return i, None
         except BaseException:
             progress[0] = i  # read by the poll thread once this task is cancelled
             raise
         finally:
+            add_run(done, topic, partition, count, last)
             slot.task = None
 
 
@@ -159,7 +153,7 @@ class ConcurrentRunner:
         self,
         loop: asyncio.AbstractEventLoop,
         callback: Callable[[Message], Awaitable[object]],
-        core: Core,
+        core: ConsumerCore,
         slot: CallbackSlot,
         retry: Callable[[Message], object],
     ) -> None:
@@ -169,7 +163,7 @@ class ConcurrentRunner:
         self.slot = slot
         self.retry = retry
 
-    def __call__(self, kmsgs: list[Any]) -> Outcome:
+    def __call__(self, kmsgs: list[Any], done: Runs) -> Outcome:
         msgs = [to_message(k) for k in kmsgs]
         finished = [False] * len(msgs)
         try:
@@ -193,7 +187,7 @@ class ConcurrentRunner:
         slot.task = asyncio.current_task()
         pending = deque(chains(core.ordering_keys(msgs)))
         count = min(core.concurrency, len(pending))
-        gate = StartGate(lambda: core.closed)
+        gate = StartGate(lambda: core.stopping)
         workers = [
             asyncio.ensure_future(self._worker(pending, msgs, finished, gate)) for _ in range(count)
         ]
@@ -212,6 +206,7 @@ class ConcurrentRunner:
         gate: StartGate,
     ) -> None:
         core, callback = self.core, self.callback
+        handling = core.handling
         while pending:
             for i in pending.popleft():
                 msg = msgs[i]
@@ -221,9 +216,9 @@ class ConcurrentRunner:
                     try:
                         await _checked(callback, msg)
                     except Exception as exc:
-                        core.report_failure(msg, exc)
-                        if core.retries and not await self.loop.run_in_executor(
-                            None, core.retry_failed, msg, self.retry, exc
+                        handling.report(msg, exc)
+                        if handling.retries and not await self.loop.run_in_executor(
+                            None, handling.resume, msg, self.retry, exc
                         ):
                             break  # not finished: the rest of this key waits, in order
                 finished[i] = True

@@ -4,10 +4,9 @@ A polled batch is split into *chains*: the messages of one ordering key (the mes
 partition), in consumption order. Chains run in parallel, each one message at a time, so messages
 with the same key are handled in order and different keys overlap. When the batch is over (or cut
 short by close / cancellation), only each partition's *contiguous* run of finished messages from
-the start of the batch may be stored: never an offset past a message that did not finish (the trap
-of faststream#2618 and confluent-kafka-go#1179). After a stop request, :class:`StartGate` lets a
-message start only if it closes such a gap, so a graceful stop leaves nothing that ran to be
-delivered again.
+the start of the batch may be stored (:func:`im_infra.mq._internal.offsets.committable`).
+After a stop request, :class:`StartGate` lets a message start only if it closes such a gap, so a
+graceful stop leaves nothing that ran to be delivered again.
 """
 
 from __future__ import annotations
@@ -15,9 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable, Sequence
 
-__all__ = ["StartGate", "chains", "committable"]
-
-PartitionKey = tuple[str, int]
+__all__ = ["StartGate", "chains"]
 
 
 def chains(keys: Sequence[Hashable]) -> list[list[int]]:
@@ -31,33 +28,6 @@ def chains(keys: Sequence[Hashable]) -> list[list[int]]:
         else:
             group.append(i)
     return list(groups.values())
-
-
-def committable(
-    positions: Sequence[tuple[PartitionKey, int]], finished: Sequence[bool]
-) -> dict[PartitionKey, tuple[int, int]]:
-    """Per partition, ``(count, last offset)`` of the finished messages that may be stored.
-
-    ``positions[i]`` is message ``i``'s partition and offset, in consumption order (offsets rise
-    within a partition); ``finished[i]`` whether it finished. A partition's run stops at its
-    first unfinished message: later finished ones of that partition are not stored (they are
-    delivered again, as duplicates, rather than the unfinished one being skipped).
-    """
-    if len(positions) != len(finished):
-        raise ValueError(f"{len(positions)} positions but {len(finished)} finished flags")
-    out: dict[PartitionKey, tuple[int, int]] = {}
-    blocked: set[PartitionKey] = set()
-    for (partition, offset), done in zip(positions, finished, strict=True):
-        if partition in blocked:
-            continue
-        if not done:
-            blocked.add(partition)
-            continue
-        count, last = out.get(partition, (0, -1))
-        if offset <= last:
-            raise ValueError(f"offsets of {partition} are not rising: {offset} after {last}")
-        out[partition] = (count + 1, offset)
-    return out
 
 
 class StartGate:
