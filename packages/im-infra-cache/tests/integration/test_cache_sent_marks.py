@@ -5,7 +5,6 @@ was never written and is retried (it runs once and succeeds). Blocking and async
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,14 +16,6 @@ from im_infra_testsupport.faultproxy import FaultProxy
 pytestmark = pytest.mark.integration
 
 RETRY = {"retry": {"max_retries": 2, "min_backoff": 0.01, "max_backoff": 0.05}}
-
-
-@pytest.fixture
-def proxy(redis_url: str) -> Iterator[FaultProxy]:
-    parts = redis_url.split("//", 1)[1].split("/", 1)[0]
-    p = FaultProxy(parts if ":" in parts else parts + ":6379")
-    yield p
-    p.close()
 
 
 def test_cut_after_the_command_was_written_is_not_retried(
