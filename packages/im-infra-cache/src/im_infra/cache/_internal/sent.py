@@ -87,7 +87,7 @@ def tracked(cls: C, hooks: tuple[str, ...]) -> C:
             "im_infra.cache cannot tell whether a failed command was sent with this redis-py "
             "version (install the version its package metadata requires)"
         )
-    namespace = {name: _marking(getattr(cls, name)) for name in hooks}
+    namespace: dict[str, Any] = {name: _marking(getattr(cls, name)) for name in hooks}
     namespace["__module__"] = __name__
     made = type(f"Tracked{cls.__name__}", (cls,), namespace)
     _made[cls] = made
