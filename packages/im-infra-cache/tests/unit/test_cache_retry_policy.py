@@ -173,9 +173,9 @@ def test_async_unanswered_command_may_have_run(mute_port: int) -> None:
 
 def test_redis_py_without_a_hook_is_refused_loudly() -> None:
     class Renamed(redis.Connection):
-        connect_check_health = None  # type: ignore[assignment]
+        on_connect_check_health = None  # type: ignore[assignment]
 
-    with pytest.raises(RuntimeError, match="connect_check_health"):
+    with pytest.raises(RuntimeError, match="on_connect_check_health"):
         tracked(Renamed, CONNECTION_HOOKS)
 
 

@@ -17,7 +17,7 @@ from redis.backoff import ExponentialBackoff
 
 from im_infra.cache._internal.lifo import LifoQueue
 from im_infra.cache._internal.retry import AsyncGatedRetry, GatedRetry
-from im_infra.cache._internal.sent import CONNECTION_HOOKS, POOL_HOOKS, tracked
+from im_infra.cache._internal.sent import CONNECTION_HOOKS, tracked
 from im_infra.cache.config import RedisConfig
 
 
@@ -37,39 +37,36 @@ class Flavor:
     cluster_node: Any
     retry: Any
     """Retry class: redis-py's, gated to what is safe to repeat (``_internal/retry.py``)."""
-    sentinel_pool: Any
     sentinel_connection: Any
     sentinel_ssl_connection: Any
 
 
-# The pool and connection classes (single and sentinel mode) are redis-py's, marking the errors
+# The connection classes (single and sentinel mode) are redis-py's, marking the errors
 # raised before a command is written (``_internal/sent.py``). Cluster mode builds its connections
 # from redis-py's own classes: there a failed unsafe write always counts as "may have run".
 
 
 SYNC = Flavor(
     redis=redis.Redis,
-    pool=tracked(redis.BlockingConnectionPool, POOL_HOOKS),
+    pool=redis.BlockingConnectionPool,
     connection=tracked(redis.Connection, CONNECTION_HOOKS),
     ssl_connection=tracked(redis.SSLConnection, CONNECTION_HOOKS),
     sentinel=redis.sentinel.Sentinel,
     cluster=redis.cluster.RedisCluster,
     cluster_node=redis.cluster.ClusterNode,
     retry=GatedRetry,
-    sentinel_pool=tracked(redis.sentinel.SentinelConnectionPool, POOL_HOOKS),
     sentinel_connection=tracked(redis.sentinel.SentinelManagedConnection, CONNECTION_HOOKS),
     sentinel_ssl_connection=tracked(redis.sentinel.SentinelManagedSSLConnection, CONNECTION_HOOKS),
 )
 ASYNC = Flavor(
     redis=redis.asyncio.Redis,
-    pool=tracked(redis.asyncio.ConnectionPool, POOL_HOOKS),
+    pool=redis.asyncio.ConnectionPool,
     connection=tracked(redis.asyncio.connection.Connection, CONNECTION_HOOKS),
     ssl_connection=tracked(redis.asyncio.connection.SSLConnection, CONNECTION_HOOKS),
     sentinel=redis.asyncio.sentinel.Sentinel,
     cluster=redis.asyncio.cluster.RedisCluster,
     cluster_node=redis.asyncio.cluster.ClusterNode,
     retry=AsyncGatedRetry,
-    sentinel_pool=tracked(redis.asyncio.sentinel.SentinelConnectionPool, POOL_HOOKS),
     sentinel_connection=tracked(redis.asyncio.sentinel.SentinelManagedConnection, CONNECTION_HOOKS),
     sentinel_ssl_connection=tracked(
         redis.asyncio.sentinel.SentinelManagedSSLConnection, CONNECTION_HOOKS
@@ -142,14 +139,13 @@ def build_client(cfg: RedisConfig, flavor: Flavor) -> Any:
             cfg.master_name,
             db=cfg.db,
             max_connections=cfg.pool_size,
-            connection_pool_class=flavor.sentinel_pool,
             connection_class=(
                 flavor.sentinel_ssl_connection if cfg.tls.enabled else flavor.sentinel_connection
             ),
         )
     host, port = nodes[0]
     retry = kw["retry"]
-    if issubclass(flavor.pool, redis.BlockingConnectionPool):
+    if flavor.pool is redis.BlockingConnectionPool:
         kw["timeout"] = cfg.connect_timeout  # waiting for a free connection
         kw["queue_class"] = LifoQueue  # (queue.LifoQueue's locking costs ~2 µs per command)
     pool = flavor.pool(

@@ -3,11 +3,14 @@
 A command that failed before its bytes were handed to the socket did not run and may be
 retried even if it is not safe to repeat; one that failed after may have run. redis-py does not
 say which, so the cache's connections and pools are redis-py's classes with the steps that run
-*before* a command is written wrapped (:func:`tracked`): connecting (``_connect``, and
-``connect_check_health``: the socket, TLS and the handshake), the periodic health-check PING
-(``_send_ping``) and taking a connection from the pool (``get_connection``). An exception
-leaving one of them is marked :func:`not_sent`; every other failure of a command (writing it,
-reading its reply) is unmarked and counts as "may have run".
+*before* a command is written wrapped (:func:`tracked`): connecting (``_connect``: the socket
+and TLS; ``on_connect_check_health``: the handshake) and the periodic health-check PING
+(``_send_ping``); the blocking pool's own queue (``_internal/lifo.py``) marks its "no free
+connection" timeout. An exception leaving one of them is marked; redis-py converts some of them
+(a socket timeout into its ``TimeoutError``), raising the new error while handling the marked
+one, so :func:`not_sent` also accepts a marked ``__context__``. Every other failure of a
+command (writing it, reading its reply) is unmarked and counts as "may have run". None of the
+wrapped steps runs per command on a connected connection (the hot path is unchanged).
 
 Unmarked is the safe side: a step redis-py adds or renames before the write makes its errors
 "may have run" (an unsafe write is reported as outcome unknown rather than retried), never the
@@ -30,18 +33,23 @@ C = TypeVar("C", bound=type)
 
 _MARK = "_im_infra_cache_not_sent"
 
-CONNECTION_HOOKS = ("_connect", "connect_check_health", "_send_ping")
-"""The connection steps that run before a command is written."""
-POOL_HOOKS = ("get_connection",)
-"""The pool step that runs before a command is written."""
+CONNECTION_HOOKS = ("_connect", "on_connect_check_health", "_send_ping")
+"""The connection steps that run before a command is written (only when connecting or when a
+health check is due)."""
 
 
 def not_sent(exc: BaseException) -> bool:
-    """True when ``exc`` was raised before the command was written (it did not run)."""
-    return getattr(exc, _MARK, False) or isinstance(exc, rex.MaxConnectionsError)
+    """True when ``exc`` was raised before the command was written (it did not run): marked, or
+    raised by redis-py while handling a marked error (its conversion of it)."""
+    return (
+        getattr(exc, _MARK, False)
+        or getattr(exc.__context__, _MARK, False)
+        or isinstance(exc, rex.MaxConnectionsError)
+    )
 
 
-def _mark(exc: BaseException) -> None:
+def mark(exc: BaseException) -> None:
+    """Mark ``exc`` as raised before the command was written."""
     with contextlib.suppress(AttributeError):  # (no __dict__: stays unmarked, "may have run")
         setattr(exc, _MARK, True)
 
@@ -55,7 +63,7 @@ def _marking(step: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 return await step(*args, **kwargs)
             except BaseException as exc:
-                _mark(exc)
+                mark(exc)
                 raise
 
         return async_step
@@ -65,7 +73,7 @@ def _marking(step: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return step(*args, **kwargs)
         except BaseException as exc:
-            _mark(exc)
+            mark(exc)
             raise
 
     return sync_step
