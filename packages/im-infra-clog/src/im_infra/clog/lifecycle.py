@@ -25,7 +25,7 @@ __all__ = ["AsyncClosing", "Closing", "on_close"]
 _hooks: dict[int, list[weakref.finalize[Any, Any]]] = {}
 """The pending :func:`on_close` callbacks of each live object (by ``id``; an entry is dropped when
 its object closes or is collected, before the id can be reused)."""
-_hooks_lock = threading.Lock()
+_hooks_lock = threading.RLock()  # re-entrant: a GC finalizer (_forget) may run under it
 
 
 def on_close(owner: object, callback: Callable[[], object]) -> None:
