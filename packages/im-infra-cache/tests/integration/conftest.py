@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from im_infra import cache
+from im_infra_testsupport.faultproxy import FaultProxy
 
 _WRAP = (
     cache.Lock,
@@ -120,3 +121,12 @@ def make_cache(redis_url: str, raw: redis.Redis, flavor: str) -> Iterator[Any]:
 def cc(make_cache: Any) -> Any:
     """The cache under test (unique prefix)."""
     return make_cache()
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Iterator[FaultProxy]:
+    """A FaultProxy in front of the test Redis (latency spikes, cuts after a chosen request)."""
+    parts = redis_url.split("//", 1)[1].split("/", 1)[0]
+    p = FaultProxy(parts if ":" in parts else parts + ":6379")
+    yield p
+    p.close()

@@ -5,7 +5,6 @@ and a retry sent at 1 s runs once the spike is over. Blocking and asyncio."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,14 +21,6 @@ SLOW = {
     "connect_timeout": 1.0,
     "retry": {"max_retries": 2, "min_backoff": 0.01, "max_backoff": 0.05},
 }
-
-
-@pytest.fixture
-def proxy(redis_url: str) -> Iterator[FaultProxy]:
-    parts = redis_url.split("//", 1)[1].split("/", 1)[0]
-    p = FaultProxy(parts if ":" in parts else parts + ":6379")
-    yield p
-    p.close()
 
 
 @pytest.fixture

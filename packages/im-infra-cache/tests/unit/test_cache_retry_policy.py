@@ -1,11 +1,13 @@
 """Which commands are retried (issue #15 item 1) and how a failure is classified: the safe list,
-and "raised while connecting" recognised on real redis-py errors (a closed port, a port that
-never answers); bad keys and values (item 8) without a server."""
+and "raised before the command was written" marked by the cache's connection classes on real
+redis-py errors (a closed port, a port that never answers, one that takes the command and never
+answers); bad keys and values (item 8) without a server."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,8 +18,10 @@ from redis import exceptions as rex
 
 from im_infra import cache
 from im_infra.cache._internal.args import KeyPrefix
+from im_infra.cache._internal.backend import ASYNC, SYNC
 from im_infra.cache._internal.errors import translate
-from im_infra.cache._internal.retry import SAFE, GatedRetry, connect_phase, is_safe, may_have_run
+from im_infra.cache._internal.retry import SAFE, GatedRetry, is_safe, may_have_run
+from im_infra.cache._internal.sent import CONNECTION_HOOKS, not_sent, tracked
 
 
 @pytest.mark.parametrize(
@@ -67,11 +71,47 @@ def closed_port() -> int:
 
 
 @pytest.fixture
+def mute_port() -> Iterator[int]:
+    """A server that answers +OK to the handshake (CLIENT SETINFO ...) and never answers INCR:
+    the command is written, its reply never comes."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                if b"INCR" not in data:
+                    conn.sendall(b"+OK\r\n" * data.count(b"*"))
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.fixture
 def silent_port() -> Iterator[int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(8)
         yield s.getsockname()[1]
+
+
+def _sync_client(port: int, **kw: Any) -> redis.Redis:
+    """A client on the cache's own classes (SYNC flavour), no retries."""
+    retry = GatedRetry(redis.backoff.NoBackoff(), 0)
+    pool = SYNC.pool(
+        connection_class=SYNC.connection, port=port, retry=retry, timeout=1, protocol=2, **kw
+    )
+    return redis.Redis(connection_pool=pool, retry=retry)
 
 
 def _error(client: Any, *args: Any) -> Exception:
@@ -83,37 +123,60 @@ def _error(client: Any, *args: Any) -> Exception:
 
 
 def test_refused_connection_is_recognised_as_not_sent(closed_port: int) -> None:
-    client = redis.Redis(port=closed_port, retry=GatedRetry(redis.backoff.NoBackoff(), 0))
-    exc = _error(client, "INCR", "k")
-    assert connect_phase(exc)
+    exc = _error(_sync_client(closed_port), "INCR", "k")
+    assert not_sent(exc)
     assert not may_have_run(exc)
     assert not isinstance(translate(exc, "INCRBY", (), unsafe=True), cache.CacheOutcomeUnknown)
 
 
 def test_unanswered_handshake_is_recognised_as_not_sent(silent_port: int) -> None:
-    client = redis.Redis(
-        port=silent_port,
-        password="pw",
-        socket_timeout=0.2,
-        retry=GatedRetry(redis.backoff.NoBackoff(), 0),
-    )
-    exc = _error(client, "INCR", "k")
+    exc = _error(_sync_client(silent_port, password="pw", socket_timeout=0.2), "INCR", "k")
     assert isinstance(exc, rex.TimeoutError)
-    assert connect_phase(exc)
+    assert not_sent(exc)
 
 
-def test_async_refused_connection_is_recognised_as_not_sent(closed_port: int) -> None:
+def test_an_unanswered_command_may_have_run(mute_port: int) -> None:
+    """Connected, the command written, no reply: not marked, whatever redis-py function names
+    the traceback holds."""
+    exc = _error(_sync_client(mute_port, socket_timeout=0.2), "INCR", "k")
+    assert isinstance(exc, rex.TimeoutError)
+    assert not not_sent(exc)
+    assert may_have_run(exc)
+
+
+def _async_error(port: int, **kw: Any) -> Exception:
+    """The error of an INCR from a client on the cache's own classes (ASYNC flavour)."""
+
     async def run() -> Exception:
-        client = redis.asyncio.Redis(port=closed_port)
+        pool = ASYNC.pool(connection_class=ASYNC.connection, port=port, protocol=2, **kw)
+        client = redis.asyncio.Redis(connection_pool=pool)
         try:
             await client.execute_command("INCR", "k")  # type: ignore[no-untyped-call]
-        except rex.ConnectionError as exc:
+        except (rex.ConnectionError, rex.TimeoutError) as exc:
             return exc
         finally:
             await client.aclose()
         raise AssertionError("no error")
 
-    assert connect_phase(asyncio.run(run()))
+    return asyncio.run(run())
+
+
+def test_async_refused_connection_is_recognised_as_not_sent(closed_port: int) -> None:
+    assert not_sent(_async_error(closed_port))
+
+
+def test_async_unanswered_command_may_have_run(mute_port: int) -> None:
+    exc = _async_error(mute_port, socket_timeout=0.2)
+    assert isinstance(exc, rex.TimeoutError)
+    assert may_have_run(exc)
+
+
+def test_redis_py_without_a_hook_is_refused_loudly() -> None:
+    class Renamed(redis.Connection):
+        on_connect_check_health = None  # type: ignore[assignment]
+
+    with pytest.raises(RuntimeError, match="on_connect_check_health"):
+        tracked(Renamed, CONNECTION_HOOKS)
 
 
 def test_a_read_timeout_after_sending_may_have_run() -> None:

@@ -97,6 +97,22 @@ def test_commit_cut_transaction_scope(server_url: str, proxy: FaultProxy, tables
         _check(info.value, proxy, server_url, tables)
 
 
+def test_commit_cut_in_a_plain_session(server_url: str, proxy: FaultProxy, tables: Schema) -> None:
+    """A COMMIT the caller sends itself (``s.commit()`` in ``session()``) is recognised too: the
+    engine announces it, not the provider's flow."""
+
+    def insert_then_commit(provider: db.DBProvider) -> None:
+        with provider.session() as s:
+            s.execute(insert(tables.users).values(name="c", balance=1))
+            proxy.cut_after(_is_commit)
+            s.commit()
+
+    with db.new("it-db", dsn=_via(server_url, proxy)) as provider:
+        with pytest.raises(db.DBError) as info:
+            insert_then_commit(provider)
+        _check(info.value, proxy, server_url, tables)
+
+
 def test_statement_cut_before_commit_is_plain_connection_lost(
     server_url: str, proxy: FaultProxy, tables: Schema
 ) -> None:

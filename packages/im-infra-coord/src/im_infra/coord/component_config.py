@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from im_infra.clog.lifecycle import Closing
+from im_infra.clog.lifecycle import Closing, on_close
 from im_infra.coord._internal import metrics as _metrics
 from im_infra.coord._internal.documents import (
     CONFIG_DIR_VAR,
@@ -370,9 +369,11 @@ class LiveConfig(Generic[M], Closing):
                 _log.exception("config on_change hook failed", component=self.component)
 
     def close_with(self, owner: object) -> None:
-        """Stop following changes once ``owner`` (the client built from this config) is
-        garbage collected, if :meth:`close` was not called before."""
-        weakref.finalize(owner, self.close)
+        """Stop following changes when ``owner`` (the client built from this config) is closed,
+        or garbage collected unclosed, if :meth:`close` was not called before
+        (:func:`im_infra.clog.lifecycle.on_close`): its on-change hooks never see a closed
+        client. ``owner`` is a ``Closing`` or ``AsyncClosing`` (TypeError otherwise)."""
+        on_close(owner, self.close)
 
     def close(self) -> None:
         """Stop following changes (idempotent)."""

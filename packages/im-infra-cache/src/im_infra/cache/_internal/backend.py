@@ -17,6 +17,7 @@ from redis.backoff import ExponentialBackoff
 
 from im_infra.cache._internal.lifo import LifoQueue
 from im_infra.cache._internal.retry import AsyncGatedRetry, GatedRetry
+from im_infra.cache._internal.sent import CONNECTION_HOOKS, tracked
 from im_infra.cache.config import RedisConfig
 
 
@@ -36,27 +37,40 @@ class Flavor:
     cluster_node: Any
     retry: Any
     """Retry class: redis-py's, gated to what is safe to repeat (``_internal/retry.py``)."""
+    sentinel_connection: Any
+    sentinel_ssl_connection: Any
+
+
+# The connection classes (single and sentinel mode) are redis-py's, marking the errors
+# raised before a command is written (``_internal/sent.py``). Cluster mode builds its connections
+# from redis-py's own classes: there a failed unsafe write always counts as "may have run".
 
 
 SYNC = Flavor(
     redis=redis.Redis,
     pool=redis.BlockingConnectionPool,
-    connection=redis.Connection,
-    ssl_connection=redis.SSLConnection,
+    connection=tracked(redis.Connection, CONNECTION_HOOKS),
+    ssl_connection=tracked(redis.SSLConnection, CONNECTION_HOOKS),
     sentinel=redis.sentinel.Sentinel,
     cluster=redis.cluster.RedisCluster,
     cluster_node=redis.cluster.ClusterNode,
     retry=GatedRetry,
+    sentinel_connection=tracked(redis.sentinel.SentinelManagedConnection, CONNECTION_HOOKS),
+    sentinel_ssl_connection=tracked(redis.sentinel.SentinelManagedSSLConnection, CONNECTION_HOOKS),
 )
 ASYNC = Flavor(
     redis=redis.asyncio.Redis,
     pool=redis.asyncio.ConnectionPool,
-    connection=redis.asyncio.connection.Connection,
-    ssl_connection=redis.asyncio.connection.SSLConnection,
+    connection=tracked(redis.asyncio.connection.Connection, CONNECTION_HOOKS),
+    ssl_connection=tracked(redis.asyncio.connection.SSLConnection, CONNECTION_HOOKS),
     sentinel=redis.asyncio.sentinel.Sentinel,
     cluster=redis.asyncio.cluster.RedisCluster,
     cluster_node=redis.asyncio.cluster.ClusterNode,
     retry=AsyncGatedRetry,
+    sentinel_connection=tracked(redis.asyncio.sentinel.SentinelManagedConnection, CONNECTION_HOOKS),
+    sentinel_ssl_connection=tracked(
+        redis.asyncio.sentinel.SentinelManagedSSLConnection, CONNECTION_HOOKS
+    ),
 )
 
 
@@ -121,7 +135,14 @@ def build_client(cfg: RedisConfig, flavor: Flavor) -> Any:
             "socket_connect_timeout": cfg.connect_timeout,
         }
         sentinel = flavor.sentinel(nodes, sentinel_kwargs=sentinel_kw, **kw)
-        return sentinel.master_for(cfg.master_name, db=cfg.db, max_connections=cfg.pool_size)
+        return sentinel.master_for(
+            cfg.master_name,
+            db=cfg.db,
+            max_connections=cfg.pool_size,
+            connection_class=(
+                flavor.sentinel_ssl_connection if cfg.tls.enabled else flavor.sentinel_connection
+            ),
+        )
     host, port = nodes[0]
     retry = kw["retry"]
     if flavor.pool is redis.BlockingConnectionPool:

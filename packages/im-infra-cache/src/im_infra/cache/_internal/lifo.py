@@ -9,8 +9,10 @@ their count is a C-level ``queue.SimpleQueue`` of tokens, the one thing a caller
 
 from __future__ import annotations
 
-from queue import Full, SimpleQueue
+from queue import Empty, Full, SimpleQueue
 from typing import Any
+
+from im_infra.cache._internal.sent import mark
 
 __all__ = ["LifoQueue"]
 
@@ -30,8 +32,13 @@ class LifoQueue:
         taken before an item is popped, so a taken token always finds an item."""
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        """The newest item; ``queue.Empty`` when none came within ``timeout`` seconds."""
-        self._tokens.get(block, timeout)  # (raises queue.Empty)
+        """The newest item; ``queue.Empty`` when none came within ``timeout`` seconds, marked
+        as "command not sent" (the pool raises its "No connection available" from it)."""
+        try:
+            self._tokens.get(block, timeout)
+        except Empty as exc:
+            mark(exc)
+            raise
         return self.queue.pop()
 
     def put_nowait(self, item: Any) -> None:

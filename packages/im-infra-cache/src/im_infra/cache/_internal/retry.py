@@ -7,7 +7,8 @@ absolute state with a reply that does not depend on the previous state (``SET k 
 command and for pipelines) is replaced by :class:`GatedRetry` / :class:`AsyncGatedRetry`, which
 retry an error only when
 
-* it happened while connecting (the command was not sent yet), or
+* it was raised before the command was written (:func:`~im_infra.cache._internal.sent.not_sent`:
+  connecting, the health-check PING, taking a connection from the pool), or
 * the operation in progress is marked safe to repeat (:data:`SAFE`, set by the cache's drivers
   from :func:`is_safe` of the command, or of every command of a pipeline).
 
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
-from types import TracebackType
 from typing import Any, TypeVar
 
 import redis.asyncio.retry
 import redis.retry
 from redis import exceptions as rex
+
+from im_infra.cache._internal.sent import not_sent
 
 T = TypeVar("T")
 
@@ -50,12 +52,6 @@ EXPIRE without NX/XX/GT/LT: the second run restarts the same TTL a moment later)
 _SET_UNSAFE_OPTIONS = frozenset({"NX", "GET"})
 """SET with NX answers "not set" the second time; with GET it returns the value just written."""
 _EXPIRE_OPTIONS = frozenset({"NX", "XX", "GT", "LT"})
-
-_CONNECT_FRAMES = frozenset(
-    {"connect", "connect_check_health", "_connect", "get_connection", "on_connect", "check_health"}
-)
-"""redis-py functions that run before a command is written (connecting, the periodic PING): an
-error raised inside one of them means the command was not sent."""
 
 
 def _name(value: Any) -> str:
@@ -99,25 +95,15 @@ def all_safe(commands: Iterable[tuple[Any, ...]]) -> bool:
     return all(is_safe(args) for args in commands)
 
 
-def connect_phase(exc: BaseException) -> bool:
-    """True when ``exc`` was raised while connecting (the command was not sent)."""
-    tb: TracebackType | None = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name in _CONNECT_FRAMES:
-            return True
-        tb = tb.tb_next
-    return isinstance(exc, rex.MaxConnectionsError)
-
-
 def may_have_run(exc: BaseException) -> bool:
     """True when ``exc`` (a redis-py error) leaves it unknown whether the command ran: the
     connection failed or timed out after the command may have been written."""
-    return isinstance(exc, rex.ConnectionError | rex.TimeoutError) and not connect_phase(exc)
+    return isinstance(exc, rex.ConnectionError | rex.TimeoutError) and not not_sent(exc)
 
 
 def retryable(exc: Exception) -> bool:
     """The gate of both retry classes."""
-    return SAFE.get() or connect_phase(exc)
+    return SAFE.get() or not_sent(exc)
 
 
 def _gate(is_retryable: Callable[[Exception], bool] | None) -> Callable[[Exception], bool]:

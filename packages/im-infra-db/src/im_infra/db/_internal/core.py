@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from im_infra import clog, coord
-from im_infra.db._internal import metrics
+from im_infra.db._internal import commit, metrics
 from im_infra.db._internal.engine import EngineSpec, build_spec, configure_engine
 from im_infra.db._internal.flow import Call, Flow
 from im_infra.db._internal.instrument import SlowThreshold, install
@@ -313,5 +313,6 @@ def _open_engine(
     sync_engine = _sync_engine(engine)
     configure_engine(sync_engine, core.spec)
     install(sync_engine, target=core.target, slow_threshold=slow, log=core.log)
+    commit.install(sync_engine)  # marks a failure during COMMIT (outcome unknown)
     metrics.track_pool(sync_engine, core.pool_name)
     return engine

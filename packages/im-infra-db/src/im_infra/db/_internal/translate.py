@@ -7,6 +7,7 @@ from typing import NoReturn
 
 from sqlalchemy import exc as sa_exc
 
+from im_infra.db._internal.commit import at_commit
 from im_infra.db._internal.sqltext import redact_sql
 from im_infra.db._internal.target import Target
 from im_infra.db.errors import (
@@ -75,21 +76,6 @@ def _reason(orig: BaseException | None, target: Target) -> str:
         text = text.rsplit(" failed: ", 1)[1].strip() or text
     text = text.removeprefix("FATAL:").strip()
     return target.scrub(text)
-
-
-_COMMIT_FRAMES = frozenset({"_commit_impl", "_commit_twophase_impl"})
-"""SQLAlchemy's Connection methods that send COMMIT (a DBAPIError raised inside one of them
-happened during the commit; its ``statement`` is None, as for a failed connect)."""
-
-
-def at_commit(exc: BaseException) -> bool:
-    """True when ``exc`` was raised while a COMMIT was in flight."""
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name in _COMMIT_FRAMES:
-            return True
-        tb = tb.tb_next
-    return False
 
 
 def _certificate_problem(orig: BaseException | None, target: Target) -> str | None:
