@@ -162,7 +162,9 @@ class Worker:
                 self.outbox.add(
                     f"{self.topic}.stored", key=chat.conversation, value=json.dumps(event)
                 )
-        except IntegrityError:  # a concurrent worker stored it first
+        # the message is stored already (by a worker killed after its commit, or a concurrent
+        # one): db raises its own IntegrityError (SQLAlchemy's, should one escape untranslated)
+        except (db.IntegrityError, IntegrityError):
             return False
         return True
 

@@ -38,7 +38,8 @@ def _states(run_dir: Path) -> str:
     """What each worker's log says about its group membership (for a failure message)."""
     out = []
     for name in ("w1", "w2"):
-        text = (run_dir / f"{name}.log").read_text()
+        path = run_dir / f"{name}.log"
+        text = path.read_text() if path.exists() else ""
         marks = [m for m in ("subscribed", "partitions assigned", "message stored") if m in text]
         out.append(f"{name}: {', '.join(marks) or 'nothing yet'}")
     return "; ".join(out)
@@ -61,6 +62,15 @@ def test_gateway_reads_messages_from_both_workers_over_grpc(
                      "--topic", topic, "--group", group],
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 )  # fmt: skip
+            if name == "w1":
+                # w2 joins a group w1 is already in. Two members joining a new group at the same
+                # moment were, on noida-db, sometimes never given an assignment (neither member,
+                # 60 s; 3 of ~45 runs, all on a loaded machine; the consume loops were polling):
+                # a broker behaviour this test is not about (docs/operations.md).
+                deadline = time.monotonic() + 60
+                while "partitions assigned" not in (tmp_path / "w1.log").read_text():
+                    assert time.monotonic() < deadline, f"w1 assigned; {_states(tmp_path)}"
+                    time.sleep(0.1)
         # only this test's workers: other tests' im-logic workers may be registered too
         gateway = Gateway(provider, "rpc-test", topic, logic_group=group)
         server = serve(gateway, "127.0.0.1", 0)
