@@ -80,7 +80,7 @@ class Closing:
         super().__init_subclass__(**kwargs)
         close = cls.__dict__.get("close")
         if close is not None and not getattr(close, "_runs_on_close", False):
-            cls.close = _sync_close(close)  # type: ignore[assignment]
+            cls.close = _sync_close(close)  # type: ignore[method-assign]
 
     def close(self) -> None:
         raise NotImplementedError
@@ -114,11 +114,11 @@ class AsyncClosing:
         await self.close()
 
 
-def _sync_close(close: Callable[[Any], None]) -> Callable[[Any], None]:
+def _sync_close(close: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(close)
-    def wrapper(self: Any) -> None:
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
         try:
-            close(self)
+            close(self, *args, **kwargs)  # (close(timeout=...) of producers and consumers)
         finally:
             _closed(self)
 
@@ -126,11 +126,11 @@ def _sync_close(close: Callable[[Any], None]) -> Callable[[Any], None]:
     return wrapper
 
 
-def _async_close(close: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+def _async_close(close: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
     @functools.wraps(close)
-    async def wrapper(self: Any) -> None:
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
         try:
-            await close(self)
+            await close(self, *args, **kwargs)
         finally:
             _closed(self)
 

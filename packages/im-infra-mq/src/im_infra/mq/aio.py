@@ -122,7 +122,9 @@ class AsyncKafkaProducer(AsyncClosing):
 
     async def close(self) -> None:
         """Flush and release; undelivered messages are reported to their callbacks. Idempotent."""
-        await asyncio.get_running_loop().run_in_executor(None, self._core.close, None)
+        # through the blocking twin's close(): the same core close, plus what is tied to the
+        # producer's life (clog.lifecycle.on_close: the live config subscription)
+        await asyncio.get_running_loop().run_in_executor(None, self._producer.close, None)
 
     async def _produce(self, msg: Message, callback: DeliveryCallback | None) -> None:
         core = self._core
@@ -303,7 +305,8 @@ class AsyncKafkaConsumer(AsyncClosing):
             pending.finish()
         if self._slot.running(asyncio.current_task()):
             return
-        await asyncio.get_running_loop().run_in_executor(None, self._core.close)
+        # through the blocking twin's close(), as for the producer (its on_close callbacks)
+        await asyncio.get_running_loop().run_in_executor(None, self._blocking.close)
         self._executor.shutdown(wait=False)
 
     async def _run(
