@@ -82,6 +82,8 @@ def test_the_old_asyncio_only_methods_warn_and_still_work() -> None:
             assert producer.try_produce(msg, pending)
         with pytest.warns(DeprecationWarning, match="backpressure"):
             assert producer.backpressure("t").next_pause() == 0.001
-        assert len(producer) == 1
+        # queued (librdkafka's len() also counts its own requests waiting for the broker, so
+        # it can be more than the one message: seen in CI)
+        assert len(producer) >= 1
     finally:
         producer.close()
