@@ -43,7 +43,7 @@ from im_infra.mq._internal.offsets import (
 )
 from im_infra.mq._internal.ordering import StartGate, chains
 from im_infra.mq._internal.retry_topics import subscription
-from im_infra.mq._internal.validate import check_topics
+from im_infra.mq._internal.validate import subscription_topics
 from im_infra.mq.batch import BatchCallback
 from im_infra.mq.config import RetryTopicsConfig
 from im_infra.mq.dead_letter import RETRY_DUE_HEADER, RETRY_GROUP_HEADER
@@ -210,11 +210,7 @@ class ConsumerCore:
         and ``handler`` only serves the retries of a message that failed there. With ``batches``
         (a batch subscription) lists of messages go to its callback instead of either.
         """
-        if isinstance(topics, str):
-            topics = [topics]
-        topics = check_topics(topics)
-        if not topics:
-            raise ConsumerError("subscribe needs at least one topic")
+        topics = subscription_topics(topics)
         with self._lock:
             if self._closing.is_set():
                 raise ConsumerError("the consumer is closed")

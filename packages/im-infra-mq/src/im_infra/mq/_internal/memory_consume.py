@@ -33,7 +33,7 @@ from im_infra.mq._internal.memory import BrokerState
 from im_infra.mq._internal.memory_produce import store
 from im_infra.mq._internal.retry_topics import forwards, next_hop, subscription
 from im_infra.mq._internal.tracing import bound_from
-from im_infra.mq._internal.validate import check_topics
+from im_infra.mq._internal.validate import subscription_topics
 from im_infra.mq.batch import check_batch_limits
 from im_infra.mq.config import RetryTopicsConfig
 from im_infra.mq.errors import ConsumerError
@@ -324,11 +324,7 @@ class ConsumerCore:
                 self._state.resubscribe(self._group_id, member, self._subscribed)
 
     def _join(self, topics: Sequence[str]) -> str:
-        if isinstance(topics, str):
-            topics = [topics]
-        topics = check_topics(topics)
-        if not topics:
-            raise ConsumerError("subscribe needs at least one topic")
+        topics = subscription_topics(topics)
         with self._lock:
             if self._closing.is_set():
                 raise ConsumerError("the consumer is closed")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from im_infra.mq.errors import InvalidArgumentError
+from im_infra.mq.errors import ConsumerError, InvalidArgumentError
 
 _PAYLOAD = (bytes, str)
 
@@ -45,6 +45,14 @@ def check_topics(topics: Iterable[Any]) -> list[str]:
             f"topics must be a list of str, not {type(topics).__name__}"
         ) from None
     return [check_topic(t, f"topics[{i}]") for i, t in enumerate(items)]
+
+
+def subscription_topics(topics: Any) -> list[str]:
+    """What ``subscribe`` was given as topics: one name or a list, each checked, at least one."""
+    names = check_topics([topics] if isinstance(topics, str) else topics)
+    if not names:
+        raise ConsumerError("subscribe needs at least one topic")
+    return names
 
 
 def check_headers(headers: Any) -> None:
