@@ -81,3 +81,20 @@ def test_benchmark_runs(name: str, request: pytest.FixtureRequest) -> None:
     assert result["bench"] == name
     for key in keys:
         assert isinstance(result[key], (int, float)) and result[key] > 0, (key, result)
+
+
+@pytest.mark.slow
+def test_broker_fetch_rate_runs(kafka_brokers: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "broker_fetch_rate.py"), "--seconds", "3"],
+        cwd=REPO,
+        env={**os.environ, "IM_INFRA_KAFKA_BROKERS": kafka_brokers},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["bench"] == "broker_fetch_rate"
+    # any broker answers at least the fetches of one idle consumer (Apache Kafka: ~2 a second)
+    assert result["fetch_per_s"] > 0 and result["cpu_pct"] >= 0

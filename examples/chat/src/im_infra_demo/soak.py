@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import confluent_kafka
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, func, select
 
 from im_infra import clog, coord, mq
 from im_infra_demo import cli
@@ -143,17 +143,23 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def sample(t: float, role: str, pid: int | None) -> Sample | None:
-    """RSS and open descriptors of a live process, from /proc (None if it is gone)."""
+    """RSS, open descriptors and CPU time of a live process, from /proc (None if it is gone)."""
     if pid is None:
         return None
     try:
         status = Path(f"/proc/{pid}/status").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text()
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
     rss = next((int(x.split()[1]) for x in status.splitlines() if x.startswith("VmRSS:")), 0)
-    return Sample(t, role, pid, rss, fds)
+    fields = stat.rsplit(")", 1)[1].split()  # utime and stime are fields 14 and 15 of stat(5)
+    cpu = (int(fields[11]) + int(fields[12])) / _TICKS
+    return Sample(t, role, pid, rss, fds, cpu)
 
 
 def topic_ids(brokers: str, topic: str, run_id: str) -> dict[int, list[tuple[int, int]]]:
@@ -199,6 +205,18 @@ def stored_rows(db_url: str, run_id: str) -> list[Row]:
         with engine.connect() as conn:
             q = select(StoredMessage.msg_id, StoredMessage.sent_at, StoredMessage.stored_at)
             return [Row(*r) for r in conn.execute(q.where(StoredMessage.run_id == run_id))]
+    finally:
+        engine.dispose()
+
+
+def stored_count(db_url: str, run_id: str) -> int:
+    """How many rows the run has stored (a COUNT: the progress line and the drain poll it while
+    the pipeline runs, so it must not read every row)."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            q = select(func.count()).select_from(StoredMessage)
+            return int(conn.execute(q.where(StoredMessage.run_id == run_id)).scalar_one())
     finally:
         engine.dispose()
 
@@ -361,14 +379,14 @@ class Soak:
 
     def _progress(self) -> str:
         sent = sum(1 for line in _journal_lines(self.journal) if '"sent_at"' in line)
-        return f"sent {sent}, stored {len(stored_rows(self.db_url, self.run_id))}"
+        return f"sent {sent}, stored {stored_count(self.db_url, self.run_id)}"
 
     def _drain(self, load: subprocess.Popen[bytes]) -> None:
         """Wait until every acknowledged message is stored, or nothing moved for --drain s."""
         acked = sum(1 for line in _journal_lines(self.journal) if '"ok":true' in line)
         last, moved = -1, time.monotonic()
         while time.monotonic() - moved < self.args.drain:
-            n = len(stored_rows(self.db_url, self.run_id))
+            n = stored_count(self.db_url, self.run_id)
             if n >= acked:
                 return
             if n != last:

@@ -5,7 +5,8 @@ warm-up message and waits until the worker has stored it, then accepts ``--rate`
 second for ``--seconds`` and appends one JSON line per event to ``--journal``:
 
 - ``{"seq", "msg_id", "sent_at"}`` when the gateway accepted the message (handed it to mq),
-- ``{"seq", "ok": true}`` or ``{"seq", "ok": false, "error"}`` when its delivery report came.
+- ``{"seq", "ok": true, "t"}`` or ``{"seq", "ok": false, "error", "t"}`` when its delivery
+  report came (``t``: the time it came).
 
 The journal is what the soak's accounting starts from (what the gateway sent and what Kafka
 acknowledged); keeping it on disk keeps this process's memory flat however long it runs.
@@ -83,9 +84,11 @@ def run(args: argparse.Namespace, journal: Journal, stop: threading.Event) -> No
 
                 def done(err: mq.MQError | None, seq: int = seq) -> None:
                     if err is None:
-                        journal.write(seq=seq, ok=True)
+                        journal.write(seq=seq, ok=True, t=time.time())
                     else:
-                        journal.write(seq=seq, ok=False, error=f"{type(err).__name__}: {err}")
+                        journal.write(
+                            seq=seq, ok=False, error=f"{type(err).__name__}: {err}", t=time.time()
+                        )
 
                 try:
                     with clog.trace_context():

@@ -47,6 +47,7 @@ class Send:
     sent_at: float
     ok: bool | None = None
     error: str | None = None
+    acked_at: float = math.nan  # when the delivery report came (journals from before: nan)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Sample:
     pid: int
     rss_kb: int
     fds: int
+    cpu_s: float = 0.0  # user + system CPU seconds the process has used so far
 
 
 @dataclass
@@ -98,12 +100,13 @@ def read_journal(lines: Iterable[str]) -> Journal:
             if rec.get("error") is not None:  # not even queued
                 send.ok, send.error = False, str(rec["error"])
             elif prior is not None:
-                send.ok, send.error = prior.ok, prior.error
+                send.ok, send.error, send.acked_at = prior.ok, prior.error, prior.acked_at
             j.sends[seq] = send
         elif "ok" in rec:
             seq = int(rec["seq"])
             send = j.sends.setdefault(seq, Send(seq, None, math.nan))
             send.ok, send.error = bool(rec["ok"]), rec.get("error")
+            send.acked_at = float(rec.get("t", math.nan))
     return j
 
 
@@ -157,8 +160,10 @@ def per_minute(
     load: Iterable[tuple[float, float]] = (),
 ) -> list[dict[str, Any]]:
     """Per minute of sending: messages sent and stored, end-to-end latency p50/p99 of all of
-    them and p99 of those sent outside the chaos windows (``calm``), and the highest 1-minute
-    load average of the machine sampled in it (``load``: (time, load average) pairs)."""
+    them and p99 of those sent outside the chaos windows (``calm``), the p99 of the broker's
+    acknowledgement alone (sent to delivery report: ``ack_p99_ms``, which splits the end-to-end
+    figure into producing and consuming + storing), and the highest 1-minute load average of
+    the machine sampled in it (``load``: (time, load average) pairs)."""
     busiest: dict[int, float] = {}
     for t, value in load:
         m = int((t - start) // 60)
@@ -167,6 +172,7 @@ def per_minute(
     sent = [0] * minutes
     every: list[list[float]] = [[] for _ in range(minutes)]
     calm: list[list[float]] = [[] for _ in range(minutes)]
+    acks: list[list[float]] = [[] for _ in range(minutes)]
     for s in sends:
         if s.msg_id is None or math.isnan(s.sent_at):
             continue
@@ -174,6 +180,8 @@ def per_minute(
         if not 0 <= m < minutes:
             continue
         sent[m] += 1
+        if s.ok and not math.isnan(s.acked_at):
+            acks[m].append((s.acked_at - s.sent_at) * 1000)
         ms = latency.get(s.msg_id)
         if ms is None:
             continue
@@ -193,6 +201,7 @@ def per_minute(
                 "p99_ms": _round(percentile(lat, 99)),
                 "calm_messages": len(quiet),
                 "calm_p99_ms": _round(percentile(quiet, 99)),
+                "ack_p99_ms": _round(percentile(sorted(acks[m]), 99)),
                 "chaos": any(a < hi and b > lo for a, b in windows),
                 "load1": busiest.get(m),
             }
@@ -205,16 +214,37 @@ def _round(x: float) -> float | None:
 
 
 def resources(start: float, samples: Iterable[Sample]) -> dict[str, list[dict[str, Any]]]:
-    """Per role and minute, the minute's last sample: pid, RSS (MiB) and open descriptors."""
+    """Per role and minute, the minute's last sample: pid, RSS (MiB) and open descriptors, and
+    the share of one core the process used since the sample before it (``cpu_pct``; a process
+    restarted in the minute counts from its own first sample)."""
     last: dict[tuple[str, int], Sample] = {}
+    before: dict[tuple[str, int], Sample] = {}  # the sample before the minute's last one
+    prev: dict[str, Sample] = {}
     for s in sorted(samples, key=lambda s: s.t):
-        last[(s.role, int((s.t - start) // 60))] = s
+        key = (s.role, int((s.t - start) // 60))
+        p = prev.get(s.role)
+        if p is None or p.pid != s.pid:
+            before[key] = s  # a new process counts from its own first sample
+        elif key not in before or before[key].pid != s.pid:
+            before[key] = p  # a minute's first sample counts from the one before it
+        last[key] = s
+        prev[s.role] = s
     out: dict[str, list[dict[str, Any]]] = {}
     for (role, minute), s in sorted(last.items()):
         if minute < 0:
             continue
+        b = before[(role, minute)]
+        cpu = None
+        if b.pid == s.pid and s.t > b.t:
+            cpu = round(100 * (s.cpu_s - b.cpu_s) / (s.t - b.t), 1)
         out.setdefault(role, []).append(
-            {"minute": minute, "pid": s.pid, "rss_mb": round(s.rss_kb / 1024, 1), "fds": s.fds}
+            {
+                "minute": minute,
+                "pid": s.pid,
+                "rss_mb": round(s.rss_kb / 1024, 1),
+                "fds": s.fds,
+                "cpu_pct": cpu,
+            }
         )
     return out
 
@@ -380,11 +410,12 @@ def markdown(rep: Mapping[str, Any]) -> str:
             detail += f"; acked messages gone from the topic: {e['lost_by_broker']}"
         lines.append(f"| {e['kind']} | {e['at_s']} | {e['down_s']} | {detail} |")
     roles = list(rep["resources"])
-    head = " | ".join(f"{r} RSS MiB / fds" for r in roles)
+    head = " | ".join(f"{r} RSS MiB / fds / CPU %" for r in roles)
     lines += [
         "",
-        f"| min | sent | stored | p50 ms | p99 ms | calm p99 ms | chaos | load | {head} |",
-        "|" + "---:|" * (8 + len(roles)),
+        "| min | sent | stored | p50 ms | p99 ms | calm p99 ms | ack p99 ms | chaos | load | "
+        f"{head} |",
+        "|" + "---:|" * (9 + len(roles)),
     ]
     by_minute = {
         role: {p["minute"]: p for p in series} for role, series in rep["resources"].items()
@@ -393,10 +424,12 @@ def markdown(rep: Mapping[str, Any]) -> str:
         cells = []
         for role in roles:
             p = by_minute[role].get(m["minute"])
-            cells.append("—" if p is None else f"{p['rss_mb']:g} / {p['fds']}")
+            cpu = "—" if p is None or p.get("cpu_pct") is None else f"{p['cpu_pct']:g}"
+            cells.append("—" if p is None else f"{p['rss_mb']:g} / {p['fds']} / {cpu}")
         lines.append(
             f"| {m['minute']} | {m['sent']} | {m['stored']} | {_fmt(m['p50_ms'])} | "
-            f"{_fmt(m['p99_ms'])} | {_fmt(m['calm_p99_ms'])} | {'x' if m['chaos'] else ''} | "
+            f"{_fmt(m['p99_ms'])} | {_fmt(m['calm_p99_ms'])} | {_fmt(m.get('ack_p99_ms'))} | "
+            f"{'x' if m['chaos'] else ''} | "
             f"{_fmt(m.get('load1'))} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"

@@ -27,6 +27,7 @@ from im_infra_demo.soak_report import (
     per_minute,
     percentile,
     read_journal,
+    resources,
     rss_growth,
     targets,
 )
@@ -162,9 +163,10 @@ def test_targets_fail_on_loss_growth_and_slow_minutes() -> None:
 
 def test_build_and_markdown_on_a_small_run() -> None:
     j = Journal(start=T0, end=T0 + 130)
-    j.sends = {i: Send(i, 1000 + i, T0 + i, ok=True) for i in range(120)}
+    j.sends = {i: Send(i, 1000 + i, T0 + i, ok=True, acked_at=T0 + i + 0.005) for i in range(120)}
     rs = [Row(1000 + i, T0 + i, T0 + i + 0.02) for i in range(120)]
-    samples = [Sample(T0 + 30 * k, "gateway", 7, 100_000, 15) for k in range(5)]
+    # 3 CPU seconds every 30 s: a tenth of a core
+    samples = [Sample(T0 + 30 * k, "gateway", 7, 100_000, 15, 3.0 * k) for k in range(5)]
     rep = build(
         run={"run_id": "r", "minutes": 2, "rate": 1, "chaos_every_s": 120, "chaos_kinds": []},
         journal=j,
@@ -179,10 +181,29 @@ def test_build_and_markdown_on_a_small_run() -> None:
         {"kind": "broker", "at_s": 70, "down_s": 1, "detail": "SIGTERM", "lost_by_broker": 0}
     ]
     assert rep["targets"]["flat_rss"]["met"] is None  # too short to tell
-    assert rep["resources"]["gateway"][0] == {"minute": 0, "pid": 7, "rss_mb": 97.7, "fds": 15}
+    assert rep["resources"]["gateway"][0] == {
+        "minute": 0,
+        "pid": 7,
+        "rss_mb": 97.7,
+        "fds": 15,
+        "cpu_pct": 10.0,
+    }
+    assert rep["resources"]["gateway"][1]["cpu_pct"] == 10.0  # counted from minute 0's last
+    assert [m["ack_p99_ms"] for m in rep["minutes"]] == [5.0, 5.0]
     text = markdown(rep)
     assert "| lost_by_im_infra | 0 |" in text and "| flat_rss | n/a |" in text
     json.dumps(rep)  # JSON-able
+
+
+def test_cpu_share_of_a_restarted_process_counts_from_its_own_first_sample() -> None:
+    samples = [
+        Sample(T0 + 10, "worker", 1, 100_000, 10, 50.0),
+        Sample(T0 + 20, "worker", 2, 100_000, 10, 0.5),  # restarted: a new pid, its own clock
+        Sample(T0 + 40, "worker", 2, 100_000, 10, 4.5),
+        Sample(T0 + 70, "worker", 2, 100_000, 10, 10.5),
+    ]
+    res = resources(T0, samples)["worker"]
+    assert [(p["minute"], p["pid"], p["cpu_pct"]) for p in res] == [(0, 2, 20.0), (1, 2, 20.0)]
 
 
 def test_broker_losses_are_put_on_the_restart_that_followed_them() -> None:
