@@ -30,6 +30,24 @@ to 500, the same ``async def`` handler per message, auto-commit), when aiokafka 
 consume topic is written uncompressed so that aiokafka can read it without the optional lz4
 package (every side reads the same topic).
 aiokafka's producer is measured as a reference when it is importable.
+faststream (issue #17), when importable, for each of its Kafka brokers (``faststream.kafka``,
+aiokafka-based; ``faststream.confluent``, confluent-kafka-based): a ``KafkaBroker`` with
+``acks="all"`` and ``enable_idempotence=True``, its per-message access log off (``logger=None``),
+publishing the first ``--faststream-messages`` of the same keys and values in the same produce
+rounds (alternating with the other sides, after the same warm-up message): ``await
+broker.publish(value, topic, key=key)`` per message, which awaits that message's delivery (its
+default; ``produce_ratio_vs_faststream`` is im-infra's ``send`` over it); the same with
+``no_confirm=True``, the returned futures gathered at the end (``*_no_confirm``: what ``send``
+with a delivery callback does); and ``await broker.publish_batch(*(KafkaPublishMessage(value,
+key=key) ...), topic=topic)`` per 1000 messages (aiokafka's broker: one record batch, its
+``max_batch_size`` raised to 1 MiB to hold them; confluent's: a task per message), compared with
+``send_batch`` (``*_batch``). Its consumer: a subscriber
+(fresh group, ``auto_offset_reset="earliest"``, auto-commit, its default) on the consume topic
+whose ``async def`` handler takes the body and the ``KafkaMessage`` and reads the key from its
+record, with the same prefetch wait, over the first ``--faststream-messages`` messages;
+``consume_async_ratio_vs_faststream`` is the asyncio consumer over it. (Getting the key through
+faststream's context makes fast-depends resolve it in anyio's thread pool per message: ~3x
+slower than a handler taking only the body, ~5k/s here.)
 I/O-bound handler (``--io-messages``): a 6-partition topic of messages with 1,000 keys spread over
 it, each value the key's sequence number; the handler waits 1 ms (``time.sleep`` or
 ``asyncio.sleep``, standing for a database write) and counts per-key order violations (a
@@ -235,6 +253,65 @@ def _has_lz4() -> bool:
     return importlib.util.find_spec("lz4") is not None
 
 
+def faststream_available(module: str) -> bool:
+    """Whether ``faststream.<module>`` ("kafka": aiokafka-based, "confluent") is importable."""
+    try:
+        importlib.import_module(f"faststream.{module}")
+    except ImportError:
+        return False
+    return True
+
+
+ProduceSide = Callable[[KafkaConfig, str, list[bytes], list[bytes]], Run]
+
+
+def produce_faststream(module: str, mode: str, n: int) -> ProduceSide:
+    """faststream as its users publish, on the first ``n`` of the messages: a ``KafkaBroker``
+    (acks=all, idempotence) and, by ``mode``, ``"publish"``: ``await broker.publish(value,
+    topic, key=key)`` per message (each awaits its delivery, faststream's default);
+    ``"no_confirm"``: the same with ``no_confirm=True``, the returned futures awaited at the end
+    (what ``send`` with a callback does); ``"batch"``: ``await broker.publish_batch(
+    *(KafkaPublishMessage(value, key=key) ...), topic=topic)`` per 1000 messages."""
+
+    def run_side(config: KafkaConfig, topic: str, keys: list[bytes], values: list[bytes]) -> Run:
+        fs = importlib.import_module(f"faststream.{module}")
+        options: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
+        if mode == "batch" and module == "kafka":
+            # aiokafka's batch holds 16 KiB by default; 1000 messages of 200 bytes need more.
+            options["max_batch_size"] = 1 << 20
+        keys, values = keys[:n], values[:n]
+
+        async def main() -> Run:
+            broker = fs.KafkaBroker(config.common.brokers, logger=None, **options)
+            await broker.start()
+            try:
+                await broker.publish(values[0], topic, key=b"warmup")  # as the other sides'
+                clock = Clock()
+                clock.start()
+                if mode == "batch":
+                    for i in range(0, len(values), BATCH):
+                        chunk = zip(keys[i : i + BATCH], values[i : i + BATCH], strict=True)
+                        await broker.publish_batch(
+                            *(fs.KafkaPublishMessage(v, key=k) for k, v in chunk), topic=topic
+                        )
+                elif mode == "no_confirm":
+                    futures = [
+                        await broker.publish(value, topic, key=key, no_confirm=True)
+                        for key, value in zip(keys, values, strict=True)
+                    ]
+                    await asyncio.gather(*futures)
+                else:
+                    for key, value in zip(keys, values, strict=True):
+                        await broker.publish(value, topic, key=key)
+                return clock.stop(len(values))
+            finally:
+                await broker.stop()
+
+        return asyncio.run(main())
+
+    return run_side
+
+
 def consume_im_infra(config: KafkaConfig, topic: str, n: int, prefetch: float) -> Run:
     props = consumer_properties(config, SERVICE, f"bench-{uuid.uuid4().hex[:8]}")
     consumer = mq.KafkaConsumer(props)
@@ -326,6 +403,48 @@ def consume_aiokafka(brokers: str, topic: str, n: int, prefetch: float) -> Run |
                             break
         finally:
             await consumer.stop()
+
+    asyncio.run(main())
+    return run
+
+
+def consume_faststream(brokers: str, topic: str, n: int, prefetch: float) -> Run | None:
+    """The same job on faststream's aiokafka broker: a subscriber whose ``async def`` handler
+    takes the body and the ``KafkaMessage`` (for the key); auto-commit, its default."""
+    if not faststream_available("kafka"):
+        return None
+    from faststream.kafka import KafkaBroker
+    from faststream.kafka.annotations import KafkaMessage
+
+    clock = Clock()
+    seen = size = 0
+    run: Run | None = None
+
+    async def main() -> None:
+        done = asyncio.Event()
+        broker = KafkaBroker(brokers, logger=None)
+
+        @broker.subscriber(
+            topic, group_id=f"bench-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest"
+        )
+        async def handle(body: bytes, msg: KafkaMessage) -> None:
+            nonlocal seen, size, run
+            record = msg.raw_message  # aiokafka's ConsumerRecord (a tuple of them in batch mode)
+            assert not isinstance(record, tuple)
+            size += len(record.key or b"") + len(body)
+            if seen == 0:
+                await asyncio.sleep(prefetch)  # aiokafka prefetches on the event loop meanwhile
+                clock.start()
+            seen += 1
+            if seen == n:
+                run = clock.stop(n - 1)
+                done.set()
+
+        await broker.start()
+        try:
+            await asyncio.wait_for(done.wait(), 300)
+        finally:
+            await broker.stop()
 
     asyncio.run(main())
     return run
@@ -472,6 +591,12 @@ def main() -> None:
         default=None,
         help="produce rounds (default: --rounds; 0 measures consuming only)",
     )
+    parser.add_argument(
+        "--faststream-messages",
+        type=int,
+        default=10_000,
+        help="messages per faststream produce and consume run (~1.5k-3k/s here)",
+    )
     parser.add_argument("--sync-sends", type=int, default=2000)
     parser.add_argument(
         "--prefetch-wait",
@@ -527,11 +652,27 @@ def main() -> None:
         batched: list[Run] = []
         raw: list[Run] = []
         aio: list[float] = []
-        sides = {
+        sides: dict[str, tuple[ProduceSide, list[Run]]] = {
             "send": (produce_im_infra, ours),
             "send_batch": (produce_im_infra_batch, batched),
             "raw": (produce_raw, raw),
         }
+        # faststream: each module's publish (confirmed, not confirmed) and publish_batch.
+        fs_runs: dict[str, list[Run]] = {}
+        for module, tag in (("kafka", "faststream"), ("confluent", "faststream_confluent")):
+            if not faststream_available(module):
+                log(f"faststream.{module} is not importable: no faststream figure for it")
+                continue
+            for mode, name in (
+                ("publish", tag),
+                ("no_confirm", f"{tag}_no_confirm"),
+                ("batch", f"{tag}_batch"),
+            ):
+                fs_runs[name] = []
+                sides[name] = (
+                    produce_faststream(module, mode, args.faststream_messages),
+                    fs_runs[name],
+                )
         produce_rounds = args.rounds if args.produce_rounds is None else args.produce_rounds
         for r in range(produce_rounds):
             # Alternate the order so that broker warm-up and noise favour no side.
@@ -563,6 +704,7 @@ def main() -> None:
             update={"producer": config.producer.model_copy(update={"compression": "none"})}
         )
         source, nc = topic("c"), args.consume_messages
+        nfs = min(nc, args.faststream_messages)  # faststream consumes ~1.5k/s here
         if not args.skip_consume:
             ckeys, cvalues = payloads(nc)
             produce_raw(plain, source, ckeys, cvalues)
@@ -570,6 +712,7 @@ def main() -> None:
         c_async: list[Run] = []
         c_raw: list[Run] = []
         c_aiokafka: list[Run] = []
+        c_faststream: list[Run] = []
         consume_sides: dict[str, tuple[Callable[[], Run | None], list[Run]]] = {
             "ours": (lambda: consume_im_infra(config, source, nc, args.prefetch_wait), c_ours),
             "async": (
@@ -580,6 +723,10 @@ def main() -> None:
             "aiokafka": (
                 lambda: consume_aiokafka(args.brokers, source, nc, args.prefetch_wait),
                 c_aiokafka,
+            ),
+            "faststream": (
+                lambda: consume_faststream(args.brokers, source, nfs, args.prefetch_wait),
+                c_faststream,
             ),
         }
         for r in range(0 if args.skip_consume else args.rounds):
@@ -682,6 +829,20 @@ def main() -> None:
         # Ours (asyncio) against aiokafka, both with an async def handler.
         result["consume_ratio_vs_aiokafka"] = round(rate(c_async) / rate(c_aiokafka), 3)
         result["median_consume_ratio_vs_aiokafka"] = median_ratio(c_async, c_aiokafka)
+    if ours:
+        for name, fs in fs_runs.items():
+            result[f"{name}_produce_per_s"] = round(rate(fs))
+            result[f"{name}_produce_cpu_us_per_msg"] = cpu(fs)
+            # send against publish (confirmed or not), send_batch against publish_batch.
+            mine, tag = (batched, "produce_batch") if name.endswith("_batch") else (ours, "produce")
+            result[f"{tag}_ratio_vs_{name}"] = round(rate(mine) / rate(fs), 3)
+            result[f"median_{tag}_ratio_vs_{name}"] = median_ratio(mine, fs)
+    if c_faststream:
+        result["faststream_consume_per_s"] = round(rate(c_faststream))
+        result["faststream_consume_cpu_us_per_msg"] = cpu(c_faststream)
+        # Ours (asyncio) against faststream's subscriber, both with an async def handler.
+        result["consume_async_ratio_vs_faststream"] = round(rate(c_async) / rate(c_faststream), 3)
+        result["median_consume_async_ratio_vs_faststream"] = median_ratio(c_async, c_faststream)
     result["otel_sdk"] = args.otel_sdk
     if reader is not None:
         start = time.perf_counter()

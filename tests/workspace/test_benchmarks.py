@@ -41,12 +41,17 @@ BENCHES: dict[str, tuple[list[str], list[str], list[str]]] = {
             "20",
             "--prefetch-wait",
             "0.2",
+            "--faststream-messages",
+            "200",
         ],
         ["IM_INFRA_KAFKA_BROKERS"],
         [
             "produce_ratio_vs_confluent",
             "produce_batch_ratio_vs_confluent",
             "consume_ratio_vs_confluent",
+            "consume_ratio_vs_aiokafka",  # the peers of issue #17 (the dev group installs them)
+            "produce_ratio_vs_faststream",
+            "consume_async_ratio_vs_faststream",
             "send_sync_p99_ms",
         ],
     ),
