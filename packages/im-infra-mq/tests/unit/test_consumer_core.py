@@ -123,6 +123,71 @@ def test_to_message_sets_every_field() -> None:
     assert to_message(no_ts).timestamp_ms is None
 
 
+def consumed_and_plain() -> tuple[Message, Message]:
+    """A consumed message (timestamp not read yet) and a plain one with the same values."""
+    consumed = to_message(kmsg(7, [("trace_id", b"abc")]))
+    plain = Message("orders", b"k", b"v7", {"trace_id": b"abc"}, 2, 7, 1_700_000_000_000)
+    return consumed, plain
+
+
+def test_consumed_message_is_a_message_with_readable_and_writable_fields() -> None:
+    import dataclasses
+
+    consumed, plain = consumed_and_plain()
+    assert isinstance(consumed, Message)
+    for f in dataclasses.fields(Message):
+        assert getattr(consumed, f.name) == getattr(plain, f.name), f.name
+    changed: dict[str, object] = {"topic": "x", "key": "k2", "value": b"", "partition": 5}
+    changed |= {"headers": {"a": b"1"}, "offset": 8, "timestamp_ms": 3}
+    for name, value in changed.items():
+        fresh, _ = consumed_and_plain()
+        setattr(fresh, name, value)  # before the lazy timestamp was read, too
+        assert getattr(fresh, name) == value, name
+    unread, _ = consumed_and_plain()
+    unread.timestamp_ms = None
+    assert unread.timestamp_ms is None  # set wins over the confluent message's timestamp
+
+
+def test_consumed_message_equals_a_plain_one_both_ways() -> None:
+    consumed, plain = consumed_and_plain()
+    assert consumed == plain
+    assert plain == consumed
+    assert (consumed != plain, plain != consumed) == (False, False)
+    assert consumed == to_message(kmsg(7, [("trace_id", b"abc")]))
+    other, _ = consumed_and_plain()
+    other.timestamp_ms = 1
+    assert other != plain
+    assert plain != other
+    assert consumed != cast(Message, "orders")
+    with pytest.raises(TypeError):
+        hash(consumed)  # unhashable, as a plain Message
+
+
+def test_consumed_message_repr_copy_pickle_and_dataclass_helpers_as_a_plain_one() -> None:
+    import copy
+    import dataclasses
+    import pickle
+
+    consumed, plain = consumed_and_plain()
+    assert repr(consumed) == repr(plain)
+    assert repr(consumed).startswith("Message(")
+    for duplicate in (copy.copy(consumed), copy.deepcopy(consumed)):
+        assert type(duplicate) is Message
+        assert duplicate == plain
+    shallow = copy.copy(consumed)
+    assert shallow.headers is consumed.headers  # shallow, as copy.copy of a plain one
+    unpickled = pickle.loads(pickle.dumps(consumed))  # noqa: S301 - our own bytes
+    assert type(unpickled) is Message
+    assert unpickled == plain
+    assert dataclasses.fields(consumed) == dataclasses.fields(plain)
+    assert dataclasses.asdict(consumed) == dataclasses.asdict(plain)
+    assert dataclasses.astuple(consumed) == dataclasses.astuple(plain)
+    replaced = dataclasses.replace(consumed, value=b"new")
+    assert replaced == dataclasses.replace(plain, value=b"new")
+    assert repr(replaced) == repr(dataclasses.replace(plain, value=b"new"))
+    assert isinstance(replaced, Message)
+
+
 def test_offset_stored_after_success_and_after_logged_failure(make: Any) -> None:
     consumer = make()
     calls: list[int | None] = []
