@@ -261,6 +261,26 @@ def test_offsets_stored_while_a_slow_batch_is_in_progress(
     assert stored_during[100][-1][1] <= 100  # a message never sees its own offset stored
 
 
+def test_offsets_stored_while_a_slow_batch_of_short_runs_is_in_progress(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partitions alternating every message (runs shorter than the clock-check stride): the
+    clock is also checked when the partition changes, so offsets are still stored mid-batch."""
+    consumer = make()
+    clock = [0.0]
+    monkeypatch.setattr("im_infra.mq._internal.consumer_core.time.monotonic", lambda: clock[0])
+
+    def handler(msg: Message) -> None:
+        clock[0] += 0.01
+
+    batch = [kmsg(off // 2, partition=off % 2) for off in range(200)]
+    consume(consumer, batch, handler)
+    stored = rdk(consumer).stored
+    assert len(stored) >= 20  # ~every 100 ms, both partitions; not only at the end
+    assert [off for p, off in stored if p == 0] == sorted({off for p, off in stored if p == 0})
+    assert stored[-2:] in ([(0, 100), (1, 100)], [(1, 100), (0, 100)])
+
+
 def test_fast_batch_stores_once_at_the_end(make: Any) -> None:
     consumer = make()
     consume(consumer, [kmsg(off) for off in range(200)], lambda m: None)
