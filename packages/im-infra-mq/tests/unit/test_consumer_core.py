@@ -123,6 +123,71 @@ def test_to_message_sets_every_field() -> None:
     assert to_message(no_ts).timestamp_ms is None
 
 
+def consumed_and_plain() -> tuple[Message, Message]:
+    """A consumed message (timestamp not read yet) and a plain one with the same values."""
+    consumed = to_message(kmsg(7, [("trace_id", b"abc")]))
+    plain = Message("orders", b"k", b"v7", {"trace_id": b"abc"}, 2, 7, 1_700_000_000_000)
+    return consumed, plain
+
+
+def test_consumed_message_is_a_message_with_readable_and_writable_fields() -> None:
+    import dataclasses
+
+    consumed, plain = consumed_and_plain()
+    assert isinstance(consumed, Message)
+    for f in dataclasses.fields(Message):
+        assert getattr(consumed, f.name) == getattr(plain, f.name), f.name
+    changed: dict[str, object] = {"topic": "x", "key": "k2", "value": b"", "partition": 5}
+    changed |= {"headers": {"a": b"1"}, "offset": 8, "timestamp_ms": 3}
+    for name, value in changed.items():
+        fresh, _ = consumed_and_plain()
+        setattr(fresh, name, value)  # before the lazy timestamp was read, too
+        assert getattr(fresh, name) == value, name
+    unread, _ = consumed_and_plain()
+    unread.timestamp_ms = None
+    assert unread.timestamp_ms is None  # set wins over the confluent message's timestamp
+
+
+def test_consumed_message_equals_a_plain_one_both_ways() -> None:
+    consumed, plain = consumed_and_plain()
+    assert consumed == plain
+    assert plain == consumed
+    assert (consumed != plain, plain != consumed) == (False, False)
+    assert consumed == to_message(kmsg(7, [("trace_id", b"abc")]))
+    other, _ = consumed_and_plain()
+    other.timestamp_ms = 1
+    assert other != plain
+    assert plain != other
+    assert consumed != cast(Message, "orders")
+    with pytest.raises(TypeError):
+        hash(consumed)  # unhashable, as a plain Message
+
+
+def test_consumed_message_repr_copy_pickle_and_dataclass_helpers_as_a_plain_one() -> None:
+    import copy
+    import dataclasses
+    import pickle
+
+    consumed, plain = consumed_and_plain()
+    assert repr(consumed) == repr(plain)
+    assert repr(consumed).startswith("Message(")
+    for duplicate in (copy.copy(consumed), copy.deepcopy(consumed)):
+        assert type(duplicate) is Message
+        assert duplicate == plain
+    shallow = copy.copy(consumed)
+    assert shallow.headers is consumed.headers  # shallow, as copy.copy of a plain one
+    unpickled = pickle.loads(pickle.dumps(consumed))  # noqa: S301 - our own bytes
+    assert type(unpickled) is Message
+    assert unpickled == plain
+    assert dataclasses.fields(consumed) == dataclasses.fields(plain)
+    assert dataclasses.asdict(consumed) == dataclasses.asdict(plain)
+    assert dataclasses.astuple(consumed) == dataclasses.astuple(plain)
+    replaced = dataclasses.replace(consumed, value=b"new")
+    assert replaced == dataclasses.replace(plain, value=b"new")
+    assert repr(replaced) == repr(dataclasses.replace(plain, value=b"new"))
+    assert isinstance(replaced, Message)
+
+
 def test_offset_stored_after_success_and_after_logged_failure(make: Any) -> None:
     consumer = make()
     calls: list[int | None] = []
@@ -194,6 +259,26 @@ def test_offsets_stored_while_a_slow_batch_is_in_progress(
         off - prev <= 32 for (_, prev), (_, off) in zip([(2, 0), *stored], stored, strict=False)
     )
     assert stored_during[100][-1][1] <= 100  # a message never sees its own offset stored
+
+
+def test_offsets_stored_while_a_slow_batch_of_short_runs_is_in_progress(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partitions alternating every message (runs shorter than the clock-check stride): the
+    clock is also checked when the partition changes, so offsets are still stored mid-batch."""
+    consumer = make()
+    clock = [0.0]
+    monkeypatch.setattr("im_infra.mq._internal.consumer_core.time.monotonic", lambda: clock[0])
+
+    def handler(msg: Message) -> None:
+        clock[0] += 0.01
+
+    batch = [kmsg(off // 2, partition=off % 2) for off in range(200)]
+    consume(consumer, batch, handler)
+    stored = rdk(consumer).stored
+    assert len(stored) >= 20  # ~every 100 ms, both partitions; not only at the end
+    assert [off for p, off in stored if p == 0] == sorted({off for p, off in stored if p == 0})
+    assert stored[-2:] in ([(0, 100), (1, 100)], [(1, 100), (0, 100)])
 
 
 def test_fast_batch_stores_once_at_the_end(make: Any) -> None:

@@ -58,6 +58,18 @@ def test_consumer_lag_from_watermark_and_processed_offsets() -> None:
         cm.close()
 
 
+def test_a_partition_without_a_watermark_does_not_refresh_every_poll() -> None:
+    """Not assigned (a manual assign): no watermark ever comes, so polls within the refresh
+    interval do not rescan their batches for it."""
+    cm = metrics.ConsumerMetrics("g", lambda t, p: None)
+    try:
+        cm.polled([FakeKafkaMessage("t", 0, 3)])  # the first poll refreshes
+        cm.polled([FakeKafkaMessage("t", 1, 8)])  # within the interval: not rescanned
+        assert cm.consumed_snapshot() == {("g", "t", 0): 0}
+    finally:
+        cm.close()
+
+
 def test_closed_clients_keep_their_counts_in_the_totals() -> None:
     pm = metrics.ProducerMetrics()
     pm.delivered(FakeKafkaMessage("topic-a", 0, 0))

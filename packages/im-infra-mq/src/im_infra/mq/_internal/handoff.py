@@ -96,8 +96,9 @@ class BatchRunner:
             return 0, None
         slot.task = asyncio.current_task()
         i = 0
-        # The finished messages' runs, counted in locals as in ConsumerCore.consume_batch.
-        topic, partition, count, last = "", -1, 0, -1
+        # The finished messages' runs, kept in locals as in ConsumerCore.consume_batch (the
+        # current run: messages ``start`` to ``i`` - 1, of one partition, ending at ``last``).
+        topic, partition, start, last = "", -1, 0, -1
         try:
             for kmsg in kmsgs:
                 if core.stopping:
@@ -122,9 +123,8 @@ class BatchRunner:
                         if handling.retries:
                             return i, exc
                 if msg.partition != partition or msg.topic != topic:
-                    add_run(done, topic, partition, count, last)
-                    topic, partition, count = msg.topic, msg.partition, 0  # type: ignore[assignment]
-                count += 1
+                    add_run(done, topic, partition, i - start, last)
+                    topic, partition, start = msg.topic, msg.partition, i  # type: ignore[assignment]
                 last = msg.offset  # type: ignore[assignment]
                 i += 1
             return i, None
@@ -132,7 +132,7 @@ class BatchRunner:
             progress[0] = i  # read by the poll thread once this task is cancelled
             raise
         finally:
-            add_run(done, topic, partition, count, last)
+            add_run(done, topic, partition, i - start, last)
             slot.task = None
 
 
