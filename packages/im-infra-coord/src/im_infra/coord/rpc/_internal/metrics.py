@@ -88,7 +88,7 @@ _MAX_SETS = 256
 class MethodMetrics:
     """One method's pre-built attribute sets and its recording functions."""
 
-    __slots__ = ("_base", "_sets", "base")
+    __slots__ = ("_sets", "base")
 
     def __init__(self, method: str) -> None:
         self.base: Attributes = {SYSTEM: "grpc", METHOD: method.removeprefix("/")}
@@ -152,15 +152,16 @@ def settled_code(call: Any) -> grpc.StatusCode:
     """The status of a call that has ended (in its done callback): grpc's blocking calls
     answer ``code()`` at once; the asyncio ones return a coroutine that, once the call ended,
     completes without suspending."""
-    code = call.code()
-    if isinstance(code, grpc.StatusCode):
-        return code
     try:
-        code.send(None)
-    except StopIteration as stop:
-        found = stop.value
-        return found if isinstance(found, grpc.StatusCode) else _UNKNOWN
-    except Exception:
+        code = call.code()
+        if isinstance(code, grpc.StatusCode):
+            return code
+        try:
+            code.send(None)
+        except StopIteration as stop:
+            found = stop.value
+            return found if isinstance(found, grpc.StatusCode) else _UNKNOWN
+        code.close()  # not ended after all (not seen on grpcio): say so rather than wait
+    except Exception:  # never keep the callback from releasing the endpoint
         return _UNKNOWN
-    code.close()  # not ended after all (not seen on grpcio): say so rather than wait
     return _UNKNOWN
