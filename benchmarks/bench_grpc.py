@@ -9,15 +9,17 @@ name. In the same run, rounds alternate between
   channel's own overhead;
 and the same for asyncio (``grpc.aio.insecure_channel`` vs ``rpc.aio_channel``), calls awaited
 one after another. The two sides alternate every 100 calls within a round (so both see the same
-machine load).
+machine load). The balanced side records ``rpc.client.call.duration`` per call: a no-op through
+the OpenTelemetry API alone, a real recording with ``--otel-sdk`` (the SDK installed with an
+in-memory reader first, as an application exporting metrics would).
 
     eval "$(scripts/devstack env)"
-    uv run python benchmarks/bench_grpc.py [--endpoints E] [--calls 3000] [--rounds 7]
+    uv run python benchmarks/bench_grpc.py [--endpoints E] [--calls 3000] [--rounds 7] [--otel-sdk]
 
-Last line: one JSON object {"bench":"grpc","call_ratio_vs_plain_channel":… (median of the
-per-round ratios),"call_ratio_vs_plain_channel_best":… (best round over best round),
+Last line: one JSON object {"bench":"grpc","otel_sdk":…,"call_ratio_vs_plain_channel":…
+(median of the per-round ratios),"call_ratio_vs_plain_channel_best":… (best round over best round),
 "plain_calls_per_s":…,"balanced_calls_per_s":… (best rounds; "_median" too), and the same with
-"aio_" in front}.
+"aio_" in front; with --otel-sdk "recorded_calls" too}.
 Target: call_ratio_vs_plain_channel >= 0.9.
 """
 
@@ -158,16 +160,44 @@ async def bench_aio(
     return summary("aio_", plain_rates, balanced_rates)
 
 
+def install_sdk() -> Any:
+    """Install the OpenTelemetry SDK with an in-memory reader; returns the reader."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    return reader
+
+
+def recorded_calls(reader: Any) -> int:
+    """How many calls ``rpc.client.call.duration`` holds (the recordings did happen)."""
+    data = reader.get_metrics_data()
+    return sum(
+        point.count
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "rpc.client.call.duration"
+        for point in m.data.data_points
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--endpoints", default=os.environ.get("IM_INFRA_ETCD_ENDPOINTS"))
     parser.add_argument("--calls", type=int, default=3000, help="calls per round and side")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--otel-sdk", action="store_true", help="install the OpenTelemetry SDK (metrics on)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
         return
+    reader = install_sdk() if args.otel_sdk else None
     if not args.endpoints:
         parser.error("no etcd: pass --endpoints or set IM_INFRA_ETCD_ENDPOINTS")
     child = subprocess.Popen(
@@ -182,9 +212,12 @@ def main() -> None:
     try:
         with coord.connect(args.endpoints, timeout=3) as provider:
             provider.registry.register(coord.ServiceInstance(service, "only", address), ttl=10)
-            result: dict[str, Any] = {"bench": "grpc", "calls": args.calls, "rounds": args.rounds}
+            result: dict[str, Any] = {"bench": "grpc", "otel_sdk": bool(args.otel_sdk)}
+            result.update(calls=args.calls, rounds=args.rounds)
             result.update(bench_sync(provider.registry, service, address, args))
             result.update(asyncio.run(bench_aio(provider.registry, service, address, args)))
+            if reader is not None:
+                result["recorded_calls"] = recorded_calls(reader)
     finally:
         child.stdin.close()
         child.wait(10)

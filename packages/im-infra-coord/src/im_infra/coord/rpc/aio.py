@@ -30,7 +30,6 @@ from im_infra.coord.rpc._internal.pool import (
     call_options,
     state_of,
 )
-from im_infra.coord.rpc.context import outgoing_metadata
 from im_infra.coord.types import ServiceInstance
 
 __all__ = ["AioBalancedChannel", "aio_channel"]
@@ -48,10 +47,8 @@ class _UnaryUnaryCall(grpc.aio.UnaryUnaryCall[Req, Resp]):
         self._m = method
         self._request = request
         self._kw = kw
-        self._md = outgoing_metadata(kw.pop("metadata"))
-        self._plan: CallPlan[_Chan] = CallPlan(
-            method._pool, method._policy, method._method, kw.pop("timeout"), self._md
-        )
+        self._plan: CallPlan[_Chan] = method.plan(kw.pop("timeout"), kw.pop("metadata"))
+        self._md = self._plan.metadata
         self._last: grpc.aio.UnaryUnaryCall[Req, Resp] | None = None
         self._task: asyncio.Future[Resp] | None = None
 
@@ -168,16 +165,8 @@ class _AioSingle(Method[_Chan]):
         compression: grpc.Compression | None = None,
     ) -> Any:
         kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
-        if request is None:  # stream-unary / stream-stream: requests are written to the call
-            fn, ep, kw["metadata"], kw["timeout"] = self.once(kw["timeout"], kw["metadata"])
-            try:
-                call = fn(**kw)
-            except BaseException:
-                self._pool.release(ep)
-                raise
-            call.add_done_callback(lambda _c: self._pool.release(ep))
-            return call
-        return self.single("__call__", request, kw, "done")
+        # stream-unary / stream-stream (request None): the requests are written to the call
+        return self.single("__call__", () if request is None else (request,), kw, "done")
 
 
 class AioBalancedChannel(

@@ -26,13 +26,12 @@ import grpc
 from im_infra.coord.protocols import ServiceRegistry
 from im_infra.coord.rpc._internal.base import BalancedBase, ChannelOptions
 from im_infra.coord.rpc._internal.pool import (
-    CallPlan,
     Endpoint,
     Method,
     call_options,
     state_of,
 )
-from im_infra.coord.rpc.context import Metadata, outgoing_metadata
+from im_infra.coord.rpc.context import Metadata
 from im_infra.coord.types import ServiceInstance
 
 __all__ = ["BalancedChannel", "channel"]
@@ -54,10 +53,8 @@ _Compression = grpc.Compression | None
 
 class _UnaryUnary(Method[grpc.Channel], _UU):
     def _invoke(self, with_call: bool, request: Any, kw: dict[str, Any]) -> Any:
-        md = kw["metadata"] = outgoing_metadata(kw["metadata"])
-        plan: CallPlan[grpc.Channel] = CallPlan(
-            self._pool, self._policy, self._method, kw["timeout"], md
-        )
+        plan = self.plan(kw["timeout"], kw["metadata"])
+        kw["metadata"] = plan.metadata
         attempts = plan.attempts()
         step = next(attempts)
         try:
@@ -112,7 +109,7 @@ class _UnaryUnary(Method[grpc.Channel], _UU):
         compression: _Compression = None,
     ) -> Any:
         kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
-        return self.single("future", request, kw, "done")
+        return self.single("future", (request,), kw, "done")
 
 
 class _UnaryStream(Method[grpc.Channel], _US):
@@ -126,7 +123,7 @@ class _UnaryStream(Method[grpc.Channel], _US):
         compression: _Compression = None,
     ) -> Any:
         kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
-        return self.single("__call__", request, kw, "end")
+        return self.single("__call__", (request,), kw, "end")
 
 
 class _StreamStream(Method[grpc.Channel], _SS):
@@ -140,7 +137,7 @@ class _StreamStream(Method[grpc.Channel], _SS):
         compression: _Compression = None,
     ) -> Any:
         kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
-        return self.single("__call__", request_iterator, kw, "end")
+        return self.single("__call__", (request_iterator,), kw, "end")
 
 
 class _StreamUnary(Method[grpc.Channel], _SU):
@@ -154,7 +151,7 @@ class _StreamUnary(Method[grpc.Channel], _SU):
         compression: _Compression = None,
     ) -> Any:
         kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
-        return self.single("__call__", request_iterator, kw, "return")
+        return self.single("__call__", (request_iterator,), kw, "return")
 
     def with_call(
         self,
@@ -166,7 +163,7 @@ class _StreamUnary(Method[grpc.Channel], _SU):
         compression: _Compression = None,
     ) -> tuple[Any, grpc.Call]:
         kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
-        result: tuple[Any, grpc.Call] = self.single("with_call", request_iterator, kw, "return")
+        result: tuple[Any, grpc.Call] = self.single("with_call", (request_iterator,), kw, "return")
         return result
 
     def future(
@@ -179,7 +176,7 @@ class _StreamUnary(Method[grpc.Channel], _SU):
         compression: _Compression = None,
     ) -> Any:
         kw = call_options(timeout, metadata, credentials, wait_for_ready, compression)
-        return self.single("future", request_iterator, kw, "done")
+        return self.single("future", (request_iterator,), kw, "done")
 
 
 class BalancedChannel(

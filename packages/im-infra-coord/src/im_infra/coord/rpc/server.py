@@ -34,6 +34,7 @@ from im_infra.coord._internal.log import log
 from im_infra.coord.errors import ConfigError
 from im_infra.coord.protocols import ServiceRegistry
 from im_infra.coord.registry import DEFAULT_REGISTRATION_TTL
+from im_infra.coord.rpc._internal.metrics import MethodMetrics, code_of, method_metrics
 from im_infra.coord.rpc.context import bind_incoming
 from im_infra.coord.types import ServiceInstance
 
@@ -59,70 +60,122 @@ _MAKERS = {
 }
 
 
+_Wrap = Callable[[str, Callable[..., Any], MethodMetrics], Callable[..., Any]]
+_OK = grpc.StatusCode.OK
+_UNKNOWN = grpc.StatusCode.UNKNOWN
+
+
 def _rewrap(
     handler: grpc.RpcMethodHandler[Any, Any] | None,
-    wrap: Callable[[str, Callable[..., Any]], Callable[..., Any]],
+    wrap: _Wrap,
+    details: grpc.HandlerCallDetails,
 ) -> Any:
-    """``handler`` with its behaviour replaced by ``wrap(kind, behaviour)``."""
+    """``handler`` with its behaviour replaced by ``wrap(kind, behaviour, metrics)`` (no handler:
+    an unknown method, answered UNIMPLEMENTED by grpc and not measured)."""
     if handler is None:
         return None
     for kind, make in _MAKERS.items():
         behaviour = getattr(handler, kind, None)
         if behaviour is not None:
             return make(
-                wrap(kind, behaviour),
+                wrap(kind, behaviour, method_metrics(details.method)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
     return handler
 
 
-def _sync_wrap(kind: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+def _status(context: Any, exc: BaseException | None) -> grpc.StatusCode:
+    """The status a handler's call ends with: the code the handler set (``set_code``,
+    ``abort``), else OK when it returned and UNKNOWN (or CANCELLED) when it raised."""
+    code = context.code()
+    if isinstance(code, int):  # grpc.aio answers the numeric code
+        code = _CODES.get(code)
+    if exc is None:
+        return code if isinstance(code, grpc.StatusCode) else _OK
+    if isinstance(code, grpc.StatusCode) and code is not _OK:
+        return code
+    return code_of(exc)
+
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def _sync_wrap(kind: str, behaviour: Callable[..., Any], m: MethodMetrics) -> Callable[..., Any]:
     if kind.endswith("_stream"):
 
         def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with bind_incoming(context.invocation_metadata(), context.time_remaining()):
-                yield from behaviour(request, context)
+            started, failure = time.perf_counter(), None
+            try:
+                with bind_incoming(context.invocation_metadata(), context.time_remaining()):
+                    yield from behaviour(request, context)
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                m.server_call(started, _status(context, failure))
 
         return streaming
 
     def unary(request: Any, context: grpc.ServicerContext) -> Any:
-        with bind_incoming(context.invocation_metadata(), context.time_remaining()):
-            return behaviour(request, context)
+        started, failure = time.perf_counter(), None
+        try:
+            with bind_incoming(context.invocation_metadata(), context.time_remaining()):
+                return behaviour(request, context)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            m.server_call(started, _status(context, failure))
 
     return unary
 
 
-def _aio_wrap(kind: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+def _aio_wrap(kind: str, behaviour: Callable[..., Any], m: MethodMetrics) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behaviour):
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            with bind_incoming(context.invocation_metadata(), context.time_remaining()):
-                async for item in behaviour(request, context):
-                    yield item
+            started, failure = time.perf_counter(), None
+            try:
+                with bind_incoming(context.invocation_metadata(), context.time_remaining()):
+                    async for item in behaviour(request, context):
+                        yield item
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                m.server_call(started, _status(context, failure))
 
         return streaming
 
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        with bind_incoming(context.invocation_metadata(), context.time_remaining()):
-            result = behaviour(request, context)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
+        started, failure = time.perf_counter(), None
+        try:
+            with bind_incoming(context.invocation_metadata(), context.time_remaining()):
+                result = behaviour(request, context)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            m.server_call(started, _status(context, failure))
 
     return call
 
 
 class TraceServerInterceptor(grpc.ServerInterceptor):
     """Binds each incoming call's ``x-trace-id`` as the clog trace id (and its W3C trace
-    context, and its deadline for the handler's own balanced calls) around the handler."""
+    context, and its deadline for the handler's own balanced calls) around the handler, and
+    records each call's duration and status (``rpc.server.call.duration``)."""
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
-        return _rewrap(continuation(handler_call_details), _sync_wrap)
+        return _rewrap(continuation(handler_call_details), _sync_wrap, handler_call_details)
 
 
 class AioTraceServerInterceptor(grpc.aio.ServerInterceptor):
@@ -135,7 +188,7 @@ class AioTraceServerInterceptor(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
-        return _rewrap(await continuation(handler_call_details), _aio_wrap)
+        return _rewrap(await continuation(handler_call_details), _aio_wrap, handler_call_details)
 
 
 def _instance(

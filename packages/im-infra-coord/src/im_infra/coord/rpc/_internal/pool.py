@@ -4,7 +4,8 @@
   passes the filters, follows the registry's updates, counts calls in flight per endpoint and
   closes a removed endpoint only once its last call finished (so no in-flight call is lost).
 - :class:`CallPlan` is one call's attempts: the deadline, the route key, which endpoints were
-  tried, and whether a failure may be retried on another instance.
+  tried, and whether a failure may be retried on another instance; it records the call's
+  duration and status when the call ends (``rpc.client.call.duration``).
 
 The drivers create and close the channels (``open``/``close`` callbacks) and run the attempts.
 """
@@ -20,6 +21,12 @@ import grpc
 
 from im_infra.coord._internal.log import log
 from im_infra.coord.errors import ConfigError, NoInstanceAvailable
+from im_infra.coord.rpc._internal.metrics import (
+    MethodMetrics,
+    code_of,
+    method_metrics,
+    settled_code,
+)
 from im_infra.coord.rpc.balancer import (
     ROUTE_KEY_METADATA,
     Balancer,
@@ -263,7 +270,17 @@ class CallPlan(Generic[C]):
     """One call: its deadline, route key and attempts; :meth:`attempts` is the retry loop as a
     flow the blocking and the asyncio driver run."""
 
-    __slots__ = ("_deadline", "_pool", "_retryable", "idempotent", "key", "policy", "tried")
+    __slots__ = (
+        "_deadline",
+        "_metrics",
+        "_pool",
+        "_started",
+        "idempotent",
+        "key",
+        "metadata",
+        "policy",
+        "tried",
+    )
 
     def __init__(
         self,
@@ -272,7 +289,11 @@ class CallPlan(Generic[C]):
         method: str,
         timeout: float | None,
         metadata: Metadata | None,
+        metrics: MethodMetrics | None = None,
     ) -> None:
+        self._started = time.perf_counter()
+        self._metrics = method_metrics(method) if metrics is None else metrics
+        self.metadata = metadata
         self._pool = pool
         self.policy = policy
         self.idempotent = policy.is_idempotent(method)
@@ -289,12 +310,17 @@ class CallPlan(Generic[C]):
         self.tried: list[Endpoint[C]] = []
 
     def first(self) -> Endpoint[C]:
-        ep = self._pool.acquire(self.key, ())
-        self.tried.append(ep)
-        return ep
+        return self._acquire(())
 
     def next(self) -> Endpoint[C]:
-        ep = self._pool.acquire(self.key, self.tried)
+        return self._acquire(self.tried)
+
+    def _acquire(self, tried: Sequence[Endpoint[C]]) -> Endpoint[C]:
+        try:
+            ep = self._pool.acquire(self.key, tried)
+        except NoReadyInstance:
+            self._metrics.no_ready_instance()
+            raise
         self.tried.append(ep)
         return ep
 
@@ -302,22 +328,45 @@ class CallPlan(Generic[C]):
         """The call's attempts without I/O: yields the endpoint to call now (and receives the
         result, or has the ``grpc.RpcError`` thrown in) or the seconds to wait before the next
         attempt; returns the result of the attempt that succeeded, or raises the final error.
-        Each attempt's callable and timeout come from :meth:`Method.on` and :meth:`timeout`."""
-        ep = self.first()
-        while True:
-            try:
-                result = yield ep
-            except grpc.RpcError as exc:
-                delay = self.failed(ep, exc)
-                if delay:
-                    yield delay
-                ep = self.retry(exc)
-                continue
-            except BaseException:
+        Each attempt's callable and timeout come from :meth:`Method.on` and :meth:`timeout`.
+        The call's duration and status are recorded when it ends."""
+        code = grpc.StatusCode.OK
+        try:
+            ep = self.first()
+            while True:
+                try:
+                    result = yield ep
+                except grpc.RpcError as exc:
+                    delay = self.failed(ep, exc)
+                    if delay:
+                        yield delay
+                    ep = self.retry(exc)
+                    continue
+                except BaseException:
+                    self.done(ep)
+                    raise
                 self.done(ep)
-                raise
-            self.done(ep)
-            return result
+                return result
+        except BaseException as exc:
+            code = code_of(exc)
+            raise
+        finally:
+            self.ended(code)
+
+    def ended(self, code: grpc.StatusCode) -> None:
+        """Record the call's duration and final status (the instance: its last attempt's)."""
+        address = self.tried[-1].instance.address if self.tried else None
+        self._metrics.client_call(self._started, code, address)
+
+    def finish(self, code: grpc.StatusCode) -> None:
+        """A single-attempt call ended: release its endpoint and record it."""
+        if self.tried:
+            self._pool.release(self.tried[-1])
+        self.ended(code)
+
+    def settle(self, call: Any) -> None:
+        """:meth:`finish` from a call's done callback (its status read from ``call``)."""
+        self.finish(settled_code(call))
 
     def timeout(self) -> float | None:
         """Seconds left for the next attempt (None: no deadline)."""
@@ -340,9 +389,11 @@ class CallPlan(Generic[C]):
     def retry(self, exc: grpc.RpcError) -> Endpoint[C]:
         """The endpoint of the next attempt (``exc`` re-raised when none is left)."""
         try:
-            return self.next()
+            ep = self.next()
         except NoReadyInstance:
             raise exc from None
+        self._metrics.retry()
+        return ep
 
     def retry_after(self, exc: grpc.RpcError) -> float | None:
         """Seconds to wait before the next attempt, or None when ``exc`` is final."""
@@ -387,6 +438,7 @@ class Method(Generic[C]):
         self._pool = pool
         self._policy = policy
         self._method = method
+        self._metrics = method_metrics(method)
         self._key: _Key = (kind, method, ser, deser)
         self._ser = ser
         self._deser = deser
@@ -404,33 +456,31 @@ class Method(Generic[C]):
             )
         return fn
 
-    def once(
-        self, timeout: float | None, metadata: Metadata | None
-    ) -> tuple[Any, Endpoint[C], Metadata | None, float | None]:
-        """For single-attempt kinds: the callable on the picked endpoint, the endpoint, the
-        metadata to send and the timeout (the caller's, or what is left of an inherited one)."""
+    def plan(self, timeout: float | None, metadata: Metadata | None) -> CallPlan[C]:
+        """A call's plan: its metadata to send (the caller's and the trace's) and deadline
+        (the caller's timeout, or what is left of an inherited one)."""
         md = outgoing_metadata(metadata)
-        plan: CallPlan[C] = CallPlan(self._pool, self._policy, self._method, timeout, md)
-        ep = plan.first()
-        return self.on(ep), ep, md, plan.timeout()
+        return CallPlan(self._pool, self._policy, self._method, timeout, md, self._metrics)
 
-    def single(self, attr: str, arg: Any, kw: dict[str, Any], release: str) -> Any:
-        """One attempt of ``callable.<attr>(arg, **kw)`` on the picked instance (the kinds
-        without retries). ``release``: "return" (blocking: when it returns), "done" (a future or
-        an asyncio call: ``add_done_callback``), "end" (a blocking stream: ``add_callback``)."""
-        fn, ep, kw["metadata"], kw["timeout"] = self.once(kw["timeout"], kw["metadata"])
-        pool = self._pool
+    def single(self, attr: str, args: tuple[Any, ...], kw: dict[str, Any], release: str) -> Any:
+        """One attempt of ``callable.<attr>(*args, **kw)`` on the picked instance (the kinds
+        without retries). ``release`` (the endpoint, and the call's duration recorded):
+        "return" (blocking: when it returns), "done" (a future or an asyncio call:
+        ``add_done_callback``), "end" (a blocking stream: ``add_callback``, at its end)."""
+        plan = self.plan(kw["timeout"], kw["metadata"])
         try:
-            result = getattr(fn, attr)(arg, **kw)
-        except BaseException:
-            pool.release(ep)
+            fn = self.on(plan.first())
+            kw["metadata"], kw["timeout"] = plan.metadata, plan.timeout()
+            result = getattr(fn, attr)(*args, **kw)
+        except BaseException as exc:
+            plan.finish(code_of(exc))
             raise
         if release == "return":
-            pool.release(ep)
+            plan.finish(grpc.StatusCode.OK)
         elif release == "done":
-            result.add_done_callback(lambda _call: pool.release(ep))
-        elif not result.add_callback(lambda: pool.release(ep)):
-            pool.release(ep)  # already terminated
+            result.add_done_callback(plan.settle)
+        elif not result.add_callback(lambda: plan.settle(result)):
+            plan.settle(result)  # already terminated
         return result
 
 
