@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import grpc
@@ -150,8 +151,8 @@ def test_client_and_server_durations_by_method_and_status(
     }
     for (name, code), n in expected.items():
         method = f"{service}/{name}"
-        _eventually(lambda m=method, c=code: _count(probe, CLIENT, _attrs(m, c, **at)), n)
-        _eventually(lambda m=method, c=code: _count(probe, SERVER, _attrs(m, c)), n)
+        _eventually(partial(_count, probe, CLIENT, _attrs(method, code, **at)), n)
+        _eventually(partial(_count, probe, SERVER, _attrs(method, code)), n)
     # nothing else was recorded for these methods (no other status, no per-attempt points)
     for name in ("Ok", "Missing", "Broken", "Count", "Total"):
         method = f"{service}/{name}"
