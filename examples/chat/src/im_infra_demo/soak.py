@@ -13,14 +13,15 @@ messages a second, journaling each send and delivery report) and one logic worke
 (:mod:`im_infra_demo.worker`, as the demo starts it). After a first calm minute, one fault every
 ``--chaos-every`` seconds, in turn: the worker SIGKILLed (a new one starts under the same name),
 the broker, Redis and etcd each stopped with SIGTERM and started again by devstack (same port,
-same data; this Redis keeps nothing on disk). Every 5 s the RSS and open descriptors of each
-process are sampled from /proc.
+same data; this Redis keeps nothing on disk). Every 5 s the RSS, open descriptors and CPU time
+of each process are sampled from /proc.
 
 At the end the account (:mod:`im_infra_demo.soak_report`): sent, acknowledged, stored exactly
 once, lost (split into lost by the broker, when the topic no longer holds an acknowledged
-message, and lost by im-infra, when it does), p50/p99 per minute, RSS and descriptors per
-minute, and the issue's targets. Exit status 0 when nothing was lost by im-infra and storage was
-exactly once (with --strict: when every target was met), else 1.
+message, and lost by im-infra, when it does), p50/p99 and the broker's acknowledgement p99 per
+minute, RSS, descriptors and CPU share per minute, and the issue's targets. Exit status 0
+when nothing was lost by im-infra and storage was exactly once (with --strict: when every
+target was met), else 1.
 """
 
 from __future__ import annotations
